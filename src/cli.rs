@@ -1,0 +1,213 @@
+//! The face: flags, commands, rendering and exit codes.
+//!
+//! Flags are parsed by clap into [`Cli`]; each command module turns them
+//! into engine options, runs the engine, and renders the result (human text,
+//! or one JSON object with `--json`). Errors become one line naming what and
+//! where, a hint line, and a documented exit code.
+
+mod audit;
+mod demo;
+mod keygen;
+mod ledger;
+mod render;
+mod transfer;
+mod verify;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes (documented in README.md and `custody --help`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Success.
+    Ok = 0,
+    /// Integrity failure: verify or audit found a discrepancy or a bad signature.
+    Integrity = 1,
+    /// Usage or configuration error; nothing moved.
+    Usage = 2,
+    /// Incomplete transfer; rerunning the same command resumes.
+    Incomplete = 3,
+}
+
+/// A command failure: the error, its exit code, and what to do next.
+pub struct Failure {
+    code: Code,
+    error: anyhow::Error,
+    hint: Option<String>,
+}
+
+impl Failure {
+    fn new(code: Code, error: impl Into<anyhow::Error>) -> Self {
+        Failure {
+            code,
+            error: error.into(),
+            hint: None,
+        }
+    }
+    /// A usage or configuration error (exit 2).
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self::new(Code::Usage, error)
+    }
+    /// An integrity failure (exit 1).
+    pub fn integrity(error: impl Into<anyhow::Error>) -> Self {
+        Self::new(Code::Integrity, error)
+    }
+    /// An incomplete run (exit 3).
+    pub fn incomplete(error: impl Into<anyhow::Error>) -> Self {
+        Self::new(Code::Incomplete, error)
+    }
+    /// Adds the line telling the user what to do next.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// What a command returns.
+pub type Outcome = Result<Code, Failure>;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  integrity failure (verify or audit found a discrepancy or a bad signature)
+  2  usage or configuration error (nothing moved)
+  3  incomplete transfer (some files failed; rerun the same command to resume)
+
+Example:
+  custody keygen --out ~/.custody --identity ops@hospital.example
+  custody transfer /pacs /mnt/databox/acme_BlockBlob/pacs --signing-key ~/.custody/custody_ed25519
+  custody verify manifests/<id>.json /mnt/databox/acme_BlockBlob/pacs --allowed-signers ~/.custody/allowed_signers";
+
+/// Chain-of-custody bulk transfer: copy a tree while hashing it, seal a
+/// signed manifest in a SQLite ledger, and verify the landed copy.
+#[derive(Debug, Parser)]
+#[command(name = "custody", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    global: Global,
+}
+
+/// Options every command takes.
+#[derive(Debug, clap::Args)]
+pub struct Global {
+    /// The SQLite ledger file.
+    #[arg(
+        long,
+        global = true,
+        env = "CUSTODY_LEDGER",
+        default_value = "custody.db"
+    )]
+    pub ledger: PathBuf,
+    /// Where sealed manifests (`<id>.json`, `<id>.json.sig`) are written.
+    #[arg(long, global = true, default_value = "manifests")]
+    pub manifest_dir: PathBuf,
+    /// Print one machine-readable JSON result object on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Keygen(keygen::Args),
+    Transfer(transfer::Args),
+    Verify(verify::Args),
+    Audit(audit::Args),
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
+    Log(ledger::LogArgs),
+    Demo(demo::Args),
+}
+
+fn init_logging(g: &Global) {
+    let level = match (g.quiet, g.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CUSTODY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("custody={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Parses the command line, runs the command, returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let g = &cli.global;
+    let outcome = match &cli.command {
+        Command::Keygen(a) => keygen::run(a, g),
+        Command::Transfer(a) => transfer::run(a, g),
+        Command::Verify(a) => verify::run(a, g),
+        Command::Audit(a) => audit::run(a, g),
+        Command::Ledger(c) => ledger::run(c, g),
+        Command::Log(a) => ledger::log(a, g),
+        Command::Demo(a) => demo::run(a, g),
+    };
+    let code = match outcome {
+        Ok(code) => code,
+        Err(f) => {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "custody: error: {:#}", f.error);
+            if let Some(h) = f.hint {
+                let _ = writeln!(err, "custody: hint: {h}");
+            }
+            f.code
+        }
+    };
+    ExitCode::from(code as u8)
+}
+
+/// Prints `value` as one JSON object on stdout (for `--json`). A closed
+/// pipe is not an error.
+pub fn print_json(value: &impl serde::Serialize) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer_pretty(&mut out, value).map(|()| writeln!(out));
+}
+
+/// Loads a trust anchor from exactly one of the two flags.
+pub fn load_trust(
+    allowed_signers: Option<&std::path::Path>,
+    public_key: Option<&std::path::Path>,
+) -> Result<custody::keys::Trust, Failure> {
+    use custody::keys::Trust;
+    let trust = match (allowed_signers, public_key) {
+        (Some(p), None) => Trust::allowed_signers(p),
+        (None, Some(p)) => Trust::public_key(p),
+        _ => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "give exactly one of --allowed-signers FILE or --public-key FILE"
+            )));
+        }
+    }
+    .map_err(Failure::usage)?;
+    render::warn_if_example_trust(&trust);
+    Ok(trust)
+}
+
+/// Loads the operator's signing key, warning loudly about the demo key.
+pub fn load_signing_key(path: &std::path::Path) -> Result<custody::keys::SigningKey, Failure> {
+    let key = custody::keys::SigningKey::load(path).map_err(|e| {
+        Failure::usage(e)
+            .hint("generate a key with `custody keygen --out DIR`, or pass the right --signing-key")
+    })?;
+    if key.is_example() {
+        render::warn_example_key(path);
+    }
+    Ok(key)
+}

@@ -1,0 +1,127 @@
+//! `custody ledger verify` and `custody log`.
+
+use std::path::PathBuf;
+
+use custody::ledger::Ledger;
+
+use super::{Code, Failure, Global, Outcome, print_json};
+
+/// Inspect the custody ledger.
+#[derive(Debug, clap::Subcommand)]
+pub enum LedgerCommand {
+    /// Check the ledger: every event hash and link, every signature, every
+    /// landed-file row, every stored manifest. Names each edited, deleted,
+    /// inserted or reordered row.
+    #[command(after_help = "\
+Example:
+  custody ledger verify --ledger /var/lib/custody/custody.db --allowed-signers allowed_signers
+
+Exit codes: 0 intact, 1 tampering or damage found, 2 usage error (e.g. no ledger).")]
+    Verify(VerifyArgs),
+}
+
+/// Options of `ledger verify`.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// Also require every signed event to be signed by a key in this
+    /// allowed_signers file (otherwise the keys registered in the ledger
+    /// are used).
+    #[arg(long, value_name = "FILE", conflicts_with = "public_key")]
+    allowed_signers: Option<PathBuf>,
+    /// Also require every signed event to be signed by this public key.
+    #[arg(long, value_name = "FILE")]
+    public_key: Option<PathBuf>,
+}
+
+/// List custody events, oldest first.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Example:\n  custody log --manifest 20261123T214500Z-3fa9c2d1")]
+pub struct LogArgs {
+    /// Only the events of this manifest and of the run it sealed.
+    #[arg(long, value_name = "ID")]
+    manifest: Option<String>,
+}
+
+pub fn run(cmd: &LedgerCommand, g: &Global) -> Outcome {
+    match cmd {
+        LedgerCommand::Verify(a) => verify(a, g),
+    }
+}
+
+fn verify(a: &VerifyArgs, g: &Global) -> Outcome {
+    let trust = match (&a.allowed_signers, &a.public_key) {
+        (None, None) => None,
+        (s, p) => Some(super::load_trust(s.as_deref(), p.as_deref())?),
+    };
+    let ledger = Ledger::open_existing(&g.ledger).map_err(Failure::usage)?;
+    let report = ledger
+        .verify_chain(trust.as_ref())
+        .map_err(Failure::usage)?;
+    let ok = report.problems.is_empty();
+    if g.json {
+        print_json(&serde_json::json!({
+            "ledger": g.ledger,
+            "result": if ok { "pass" } else { "fail" },
+            "report": report,
+        }));
+    } else {
+        for p in &report.problems {
+            println!("TAMPERED   {}", p.problem);
+        }
+        if !g.quiet {
+            println!(
+                "ledger {}: {} events, {} signatures, {} landed rows; head {} {}",
+                g.ledger.display(),
+                report.events,
+                report.signatures,
+                report.landed_rows,
+                report.head.seq,
+                report.head.hash
+            );
+            println!(
+                "{}",
+                if ok {
+                    "ledger intact".to_owned()
+                } else {
+                    format!("LEDGER VERIFY FAILED: {} problem(s)", report.problems.len())
+                }
+            );
+        }
+    }
+    Ok(if ok { Code::Ok } else { Code::Integrity })
+}
+
+pub fn log(a: &LogArgs, g: &Global) -> Outcome {
+    let ledger = Ledger::open_existing(&g.ledger).map_err(Failure::usage)?;
+    if let Some(id) = &a.manifest
+        && !ledger.has_manifest(id).map_err(Failure::usage)?
+    {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "ledger {}: no manifest {id}",
+            g.ledger.display()
+        )));
+    }
+    let events = ledger
+        .events(a.manifest.as_deref())
+        .map_err(Failure::usage)?;
+    if g.json {
+        print_json(&serde_json::json!({ "events": events }));
+        return Ok(Code::Ok);
+    }
+    for e in &events {
+        println!(
+            "{:>6}  {}  {:<14} run {:<4} {}{}  {}",
+            e.seq,
+            e.at,
+            e.kind,
+            e.run.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+            e.manifest.as_deref().unwrap_or(""),
+            e.signer
+                .as_deref()
+                .map(|s| format!(" signed {s}"))
+                .unwrap_or_default(),
+            serde_json::to_string(&e.payload).unwrap_or_default(),
+        );
+    }
+    Ok(Code::Ok)
+}

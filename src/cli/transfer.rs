@@ -1,0 +1,131 @@
+//! `custody transfer`: copy, record, seal, verify.
+
+use std::path::PathBuf;
+
+use custody::transfer::{Status, TransferOptions, TransferSummary};
+
+use super::render::{self, Renderer};
+use super::{Code, Failure, Global, Outcome, print_json};
+
+/// Copy SRC to DEST while hashing every file, seal a signed manifest, and
+/// verify the landed copy.
+///
+/// Each file is read once: BLAKE3 is computed while it is written to
+/// DEST/<relative path> under a temporary name, flushed and renamed. The
+/// run is recorded in the ledger; when every file has landed it is sealed
+/// into MANIFEST_DIR/<id>.json (+ .sig) and the landed copy is re-read and
+/// checked. If any file fails, nothing is sealed, the exit code is 3, and
+/// running the same command again resumes: files already landed are not
+/// copied again.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Example:
+  custody transfer /srv/pacs /mnt/databox/acme_BlockBlob/pacs --signing-key ~/.custody/custody_ed25519
+
+Exit codes: 0 sealed and verified, 1 verify found a discrepancy,
+2 usage or configuration error (nothing moved), 3 incomplete (rerun resumes).")]
+pub struct Args {
+    /// The source tree.
+    #[arg(value_name = "SRC")]
+    source: PathBuf,
+    /// The destination directory (e.g. a mounted Data Box share).
+    #[arg(value_name = "DEST")]
+    destination: PathBuf,
+    /// The operator's OpenSSH Ed25519 private key (mode 0600). An encrypted
+    /// key takes its passphrase from CUSTODY_KEY_PASSPHRASE.
+    #[arg(long, value_name = "KEY", env = "CUSTODY_SIGNING_KEY")]
+    signing_key: PathBuf,
+    /// Files processed in parallel [default: number of cores].
+    #[arg(long, short = 'j', value_name = "N")]
+    jobs: Option<usize>,
+    /// Do not re-read the landed copy after sealing.
+    #[arg(long)]
+    no_verify: bool,
+}
+
+pub fn run(args: &Args, g: &Global) -> Outcome {
+    let key = super::load_signing_key(&args.signing_key)?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+    if jobs == 0 {
+        return Err(Failure::usage(anyhow::anyhow!("--jobs must be at least 1")));
+    }
+    let opts = TransferOptions {
+        source: args.source.clone(),
+        destination: args.destination.clone(),
+        jobs,
+        verify: !args.no_verify,
+        manifest_dir: g.manifest_dir.clone(),
+        ledger: g.ledger.clone(),
+    };
+    let renderer = Renderer::new(g);
+    let summary = custody::transfer::transfer(&opts, &key, &renderer).map_err(|e| {
+        let setup = e.is_setup();
+        let f = if setup {
+            Failure::usage(e)
+        } else {
+            Failure::incomplete(e)
+        };
+        if setup {
+            f.hint("nothing was copied; fix the above and run the same command again")
+        } else {
+            f.hint(
+                "what landed is recorded; fix the above and run the same command again to resume",
+            )
+        }
+    });
+    let summary = summary?;
+    if g.json {
+        print_json(&summary);
+    } else if !g.quiet {
+        print_summary(&summary);
+    }
+    Ok(code(&summary))
+}
+
+fn code(s: &TransferSummary) -> Code {
+    match s.status {
+        Status::Complete => Code::Ok,
+        Status::VerifyFailed => Code::Integrity,
+        Status::Incomplete => Code::Incomplete,
+    }
+}
+
+/// Prints the human summary of a transfer.
+pub fn print_summary(s: &TransferSummary) {
+    let run = &s.run;
+    println!(
+        "run {} attempt {}{}: copied {} files ({}) in {:.1} s ({}); {} already landed; {} excluded; {} failed",
+        run.id,
+        run.attempt,
+        if run.resumed { " (resumed)" } else { "" },
+        s.files_copied,
+        render::bytes(s.bytes_copied),
+        s.copy_seconds,
+        render::rate(s.bytes_copied, s.copy_seconds),
+        s.files_skipped,
+        s.excluded,
+        s.failed,
+    );
+    if s.status == Status::Incomplete {
+        println!(
+            "INCOMPLETE: {} file(s) failed (listed above); the run is not sealed. \
+             Run the same command again to resume.",
+            s.failed
+        );
+    }
+    if let Some(m) = &s.sealed {
+        println!(
+            "sealed manifest {}: {} files, {}",
+            m.id,
+            m.files,
+            render::bytes(m.bytes)
+        );
+        println!("  {}", m.manifest.display());
+        println!("  {}", m.signature.display());
+    }
+    if let Some(v) = &s.verify {
+        super::verify::print_report(v);
+    }
+}

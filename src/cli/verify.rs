@@ -1,0 +1,167 @@
+//! `custody verify`: re-read landed data and compare it with a manifest.
+
+use std::path::{Path, PathBuf};
+
+use custody::dest::share::Share;
+use custody::manifest::{self, ManifestError, SignedManifest};
+use custody::verify::{Class, VerifyReport};
+
+use super::render::{self, Renderer};
+use super::{Code, Failure, Global, Outcome, print_json};
+
+/// Check a manifest's signature, then re-read every landed file under DEST
+/// and report each missing, extra, resized or changed file.
+///
+/// The signature is checked first, against the key(s) you trust. Then every
+/// file under DEST is re-read and re-hashed; files present under DEST but
+/// absent from the manifest are reported as extra, so files added after
+/// sealing are caught. With --signing-key the result is recorded in the
+/// ledger as a signed `verified` event.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Example:
+  custody verify manifests/20261123T214500Z-3fa9c2d1.json /mnt/databox/acme_BlockBlob/pacs \\
+      --allowed-signers allowed_signers
+
+Exit codes: 0 everything matches, 1 discrepancy or bad signature, 2 usage error.")]
+pub struct Args {
+    /// The manifest (`<id>.json`; its signature is `<id>.json.sig`).
+    #[arg(value_name = "MANIFEST")]
+    manifest: PathBuf,
+    /// The destination directory holding the landed copy.
+    #[arg(value_name = "DEST")]
+    destination: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Files checked in parallel [default: number of cores].
+    #[arg(long, short = 'j', value_name = "N")]
+    jobs: Option<usize>,
+    /// Record the result in the ledger as an event signed with this key.
+    #[arg(long, value_name = "KEY")]
+    signing_key: Option<PathBuf>,
+}
+
+/// The trust anchor flags shared by `verify` and `audit`.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct TrustArgs {
+    /// An OpenSSH allowed_signers file; the manifest's operator identity
+    /// must be a principal of the signing key.
+    #[arg(long, value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+    /// The operator's OpenSSH public key.
+    #[arg(long, value_name = "FILE")]
+    pub public_key: Option<PathBuf>,
+}
+
+/// Reads a manifest and checks its signature and consistency; maps each
+/// failure to its exit code.
+pub fn open_manifest(path: &Path, trust: &TrustArgs) -> Result<SignedManifest, Failure> {
+    let trust = super::load_trust(
+        trust.allowed_signers.as_deref(),
+        trust.public_key.as_deref(),
+    )?;
+    let signed = manifest::read_signed(path, &trust).map_err(|e| match &e {
+        ManifestError::Io { path: p, .. } if p == path => Failure::usage(e),
+        _ => Failure::integrity(e),
+    })?;
+    Ok(signed)
+}
+
+pub fn run(args: &Args, g: &Global) -> Outcome {
+    let signed = open_manifest(&args.manifest, &args.trust)?;
+    let findings = manifest::audit(&signed);
+    if !findings.is_empty() {
+        for f in &findings {
+            eprintln!(
+                "custody: {}: {}: {}",
+                args.manifest.display(),
+                f.at,
+                f.problem
+            );
+        }
+        return Err(Failure::integrity(anyhow::anyhow!(
+            "{}: manifest is internally inconsistent ({} problem(s)); not verifying data against it",
+            args.manifest.display(),
+            findings.len()
+        )));
+    }
+    let key = args
+        .signing_key
+        .as_deref()
+        .map(super::load_signing_key)
+        .transpose()?;
+    let share = Share::existing(&args.destination).map_err(Failure::usage)?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
+        .max(1);
+    let renderer = Renderer::new(g);
+    let report = custody::verify::verify(&signed.manifest, &share, jobs, &renderer)
+        .map_err(Failure::usage)?;
+    if let Some(key) = &key {
+        let mut ledger = custody::ledger::Ledger::open(&g.ledger).map_err(Failure::usage)?;
+        custody::transfer::record_verify(&mut ledger, &signed.manifest, &report, key)
+            .map_err(Failure::usage)?;
+    }
+    if g.json {
+        print_json(&serde_json::json!({
+            "manifest": signed.manifest.id,
+            "signer": signed.signer,
+            "result": if report.ok() { "pass" } else { "fail" },
+            "report": report,
+        }));
+    } else if !g.quiet {
+        println!(
+            "manifest {}: signature OK ({}{})",
+            signed.manifest.id,
+            signed.signer.fingerprint,
+            signed
+                .signer
+                .principal
+                .as_deref()
+                .map(|p| format!(", {p}"))
+                .unwrap_or_default()
+        );
+        print_report(&report);
+    } else {
+        print_discrepancies(&report);
+    }
+    Ok(if report.ok() {
+        Code::Ok
+    } else {
+        Code::Integrity
+    })
+}
+
+fn print_discrepancies(r: &VerifyReport) {
+    for d in &r.discrepancies {
+        let label = match d.class {
+            Class::Missing => "MISSING",
+            Class::Extra => "EXTRA",
+            Class::Size => "SIZE",
+            Class::Hash => "CHANGED",
+            Class::Unreadable => "UNREADABLE",
+        };
+        println!("{label:<10} {}: {}", d.path, d.detail);
+    }
+}
+
+/// Prints a verify report: one line per discrepancy, then the counts.
+pub fn print_report(r: &VerifyReport) {
+    print_discrepancies(r);
+    let c = &r.counts;
+    println!(
+        "{}: {} of {} files match ({} re-read from {}); {} missing, {} extra, {} size, {} changed, {} unreadable",
+        if r.ok() { "verified" } else { "VERIFY FAILED" },
+        r.files_verified,
+        r.files_expected,
+        render::bytes(r.bytes_read),
+        r.destination,
+        c.missing,
+        c.extra,
+        c.size,
+        c.hash,
+        c.unreadable,
+    );
+}

@@ -1,0 +1,115 @@
+//! Destinations: where files land.
+//!
+//! [`Destination`] is what the transfer and verify pipelines write to and
+//! read from. A landing is atomic: bytes go to a [`Landing`] that becomes
+//! visible under its final name only on [`Landing::commit`]; dropping it
+//! uncommitted leaves nothing under the final name. Committed landings are
+//! made durable in batches by [`Destination::flush`], which the ledger writer
+//! calls before it records them, so nothing is recorded as landed that a
+//! power loss could take back.
+
+pub mod share;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use crate::relpath::RelPath;
+
+/// Errors from a destination.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DestError {
+    /// An I/O operation failed on a destination path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The destination path concerned.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The destination cannot be used at all (missing, not a directory,
+    /// not writable).
+    #[error("{path}: {reason}")]
+    Unusable {
+        /// The destination root.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl DestError {
+    /// Whether retrying the same operation may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DestError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
+            ),
+            DestError::Unusable { .. } => false,
+        }
+    }
+}
+
+/// An object listed at the destination.
+#[derive(Debug, Clone)]
+pub enum Listed {
+    /// A regular file or blob with a valid relative name.
+    Object {
+        /// Its relative path.
+        rel: RelPath,
+        /// Its size.
+        size: u64,
+    },
+    /// Anything else found under the root (link, special file, bad name).
+    Other {
+        /// Its path relative to the root (lossy).
+        path: String,
+        /// What it is.
+        what: &'static str,
+    },
+}
+
+/// A file being written; see the module documentation.
+pub trait Landing: Write + Send {
+    /// Makes the written bytes visible under the final name.
+    ///
+    /// # Errors
+    /// The write-back or rename failed; nothing is under the final name.
+    fn commit(self: Box<Self>) -> Result<(), DestError>;
+}
+
+/// A place files land.
+pub trait Destination: Send + Sync {
+    /// A human-readable name (path or URL without secrets).
+    fn describe(&self) -> String;
+
+    /// The size of the object at `rel`, or `None` if absent.
+    ///
+    /// # Errors
+    /// The object's state could not be read.
+    fn landed_size(&self, rel: &RelPath) -> Result<Option<u64>, DestError>;
+
+    /// Starts landing `rel`; the source mtime (ns since the epoch) is applied
+    /// to the landed object where the destination keeps times.
+    ///
+    /// # Errors
+    /// The object could not be created.
+    fn create(&self, rel: &RelPath, mtime_ns: i64) -> Result<Box<dyn Landing + '_>, DestError>;
+
+    /// Opens a landed object for reading (bypassing caches where possible,
+    /// so a verify re-reads stored bytes).
+    ///
+    /// # Errors
+    /// The object is missing or unreadable.
+    fn open(&self, rel: &RelPath) -> Result<Box<dyn Read + Send>, DestError>;
+
+    /// Lists everything under the root, in component order.
+    fn list(&self) -> Box<dyn Iterator<Item = Result<Listed, DestError>> + Send + '_>;
+
+    /// Makes every landing committed so far durable.
+    ///
+    /// # Errors
+    /// The write-back failed; the caller must not record those landings.
+    fn flush(&self) -> Result<(), DestError>;
+}

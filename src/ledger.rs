@@ -1,0 +1,1226 @@
+//! The custody ledger: the only module that runs SQL.
+//!
+//! One SQLite file (WAL, `synchronous=FULL`) holds runs, landed files, sealed
+//! manifests (exact bytes and signature) and custody events. Every event
+//! carries the hash of the one before it; `sealed` and `verified` events also
+//! carry an SSHSIG over their own hash made with the operator's key, so
+//! rewriting history needs that key. Landed-file rows are hashed one by one
+//! and bound, batch by batch, into a `files_landed` event. `docs/ledger.md`
+//! is the specification; [`Ledger::verify_chain`] checks all of it.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::digest::frame;
+use crate::keys::{self, KeyError, SigningKey, Trust};
+use crate::manifest::{ChainHead, Excluded, FileEntry, Manifest};
+use crate::relpath;
+use crate::source::mtime_rfc3339;
+
+/// The schema version this code reads and writes.
+pub const SCHEMA_VERSION: i64 = 1;
+/// `prev_hash` of the first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+const SCHEMA_V1: &str = r#"
+CREATE TABLE keys (
+    fingerprint TEXT PRIMARY KEY,
+    public_key  TEXT NOT NULL
+);
+CREATE TABLE runs (
+    id              INTEGER PRIMARY KEY,
+    started_at      TEXT NOT NULL,
+    source          TEXT NOT NULL,
+    destination     TEXT NOT NULL,
+    host            TEXT NOT NULL,
+    operator        TEXT NOT NULL,
+    key_fingerprint TEXT NOT NULL,
+    tool_version    TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('open', 'incomplete', 'sealed')),
+    manifest_id     TEXT
+);
+CREATE TABLE landed (
+    id        INTEGER PRIMARY KEY,
+    run_id    INTEGER NOT NULL REFERENCES runs(id),
+    event_seq INTEGER NOT NULL,
+    path      TEXT NOT NULL,
+    size      INTEGER NOT NULL,
+    mtime_ns  INTEGER NOT NULL,
+    blake3    TEXT NOT NULL,
+    row_hash  TEXT NOT NULL
+);
+CREATE INDEX landed_run_path ON landed(run_id, path);
+CREATE INDEX landed_event ON landed(event_seq);
+CREATE TABLE excluded (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    path   TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX excluded_run ON excluded(run_id);
+CREATE TABLE manifests (
+    id         TEXT PRIMARY KEY,
+    run_id     INTEGER NOT NULL REFERENCES runs(id),
+    created_at TEXT NOT NULL,
+    bytes      BLOB NOT NULL,
+    signature  TEXT NOT NULL,
+    blake3     TEXT NOT NULL
+);
+CREATE TABLE events (
+    seq         INTEGER PRIMARY KEY,
+    at          TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    run_id      INTEGER,
+    manifest_id TEXT,
+    payload     TEXT NOT NULL,
+    prev_hash   TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    signer      TEXT,
+    signature   TEXT
+);
+"#;
+
+/// Event kinds. Stored as text; listed here so the code has one spelling.
+pub mod kind {
+    /// A new run began.
+    pub const RUN_STARTED: &str = "run_started";
+    /// An incomplete run was resumed.
+    pub const RUN_RESUMED: &str = "run_resumed";
+    /// A batch of files landed (rows in `landed` bound by digest).
+    pub const FILES_LANDED: &str = "files_landed";
+    /// One file failed in this attempt.
+    pub const FILE_FAILED: &str = "file_failed";
+    /// An attempt ended with failures; the run stays open for a rerun.
+    pub const RUN_INCOMPLETE: &str = "run_incomplete";
+    /// The run was sealed into a manifest (signed).
+    pub const SEALED: &str = "sealed";
+    /// Landed data was re-read and compared with a manifest (signed).
+    pub const VERIFIED: &str = "verified";
+}
+
+/// Errors from the ledger.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// SQLite failed.
+    #[error("ledger {path}: {source}")]
+    Sqlite {
+        /// The ledger file.
+        path: PathBuf,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// The ledger file does not exist (and was not to be created).
+    #[error("ledger {path}: no such file (run a transfer first, or pass --ledger)")]
+    Missing {
+        /// The ledger file.
+        path: PathBuf,
+    },
+    /// The ledger was written by a newer `custody`.
+    #[error(
+        "ledger {path}: schema version {found} is newer than this custody supports ({SCHEMA_VERSION}); upgrade custody"
+    )]
+    NewerSchema {
+        /// The ledger file.
+        path: PathBuf,
+        /// The version found.
+        found: i64,
+    },
+    /// Signing an event failed.
+    #[error("ledger {path}: {source}")]
+    Key {
+        /// The ledger file.
+        path: PathBuf,
+        /// The cause.
+        source: KeyError,
+    },
+    /// A stored value is not what this schema allows.
+    #[error("ledger {path}: {reason}")]
+    Corrupt {
+        /// The ledger file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A run's identity within the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RunRef {
+    /// The run number.
+    pub id: u64,
+    /// Which attempt at this run (1 for the first).
+    pub attempt: u64,
+    /// Whether this attempt resumes an incomplete run.
+    pub resumed: bool,
+}
+
+/// A file that landed, to be recorded.
+#[derive(Debug, Clone)]
+pub struct LandedFile {
+    /// Relative path.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Source mtime, ns since the epoch.
+    pub mtime_ns: i64,
+    /// BLAKE3 hex.
+    pub blake3: String,
+}
+
+/// A custody event as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Sequence number (1, 2, …, no gaps).
+    pub seq: u64,
+    /// When (RFC 3339 UTC).
+    pub at: String,
+    /// Kind (see [`kind`]).
+    pub kind: String,
+    /// The run concerned.
+    pub run: Option<u64>,
+    /// The manifest concerned.
+    pub manifest: Option<String>,
+    /// Canonical JSON payload.
+    pub payload: Value,
+    /// Hash of the previous event.
+    pub prev_hash: String,
+    /// This event's hash.
+    pub hash: String,
+    /// Fingerprint of the signing key, for signed events.
+    pub signer: Option<String>,
+}
+
+/// One problem found by [`Ledger::verify_chain`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainProblem {
+    /// The event concerned, when there is one.
+    pub seq: Option<u64>,
+    /// What is wrong, naming the row.
+    pub problem: String,
+}
+
+/// The result of [`Ledger::verify_chain`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainReport {
+    /// Events checked.
+    pub events: u64,
+    /// Signed events whose signature verified.
+    pub signatures: u64,
+    /// Landed-file rows checked.
+    pub landed_rows: u64,
+    /// The chain head.
+    pub head: ChainHead,
+    /// Everything wrong; empty when the ledger is intact.
+    pub problems: Vec<ChainProblem>,
+}
+
+/// The ledger (one connection, owned by one writer).
+#[derive(Debug)]
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn hex(h: blake3::Hash) -> String {
+    h.to_hex().to_string()
+}
+
+/// The hash of an event (see `docs/ledger.md`, "Event hash").
+pub fn event_hash(
+    seq: u64,
+    at: &str,
+    kind: &str,
+    run: Option<u64>,
+    manifest: Option<&str>,
+    payload: &str,
+    prev_hash: &str,
+) -> String {
+    let mut b = Vec::with_capacity(256 + payload.len());
+    frame(&mut b, b"custody-event/1");
+    frame(&mut b, seq.to_string().as_bytes());
+    frame(&mut b, at.as_bytes());
+    frame(&mut b, kind.as_bytes());
+    frame(
+        &mut b,
+        run.map(|r| r.to_string()).unwrap_or_default().as_bytes(),
+    );
+    frame(&mut b, manifest.unwrap_or("").as_bytes());
+    frame(&mut b, payload.as_bytes());
+    frame(&mut b, prev_hash.as_bytes());
+    hex(blake3::hash(&b))
+}
+
+/// The hash of a landed-file row (see `docs/ledger.md`, "Landed rows").
+pub fn row_hash(run: u64, event_seq: u64, f: &LandedFile) -> String {
+    let mut b = Vec::with_capacity(128 + f.path.len());
+    frame(&mut b, b"custody-landed/1");
+    frame(&mut b, run.to_string().as_bytes());
+    frame(&mut b, event_seq.to_string().as_bytes());
+    frame(&mut b, f.path.as_bytes());
+    frame(&mut b, f.size.to_string().as_bytes());
+    frame(&mut b, f.mtime_ns.to_string().as_bytes());
+    frame(&mut b, f.blake3.as_bytes());
+    hex(blake3::hash(&b))
+}
+
+/// The digest binding a batch of landed rows into their event.
+pub fn batch_digest<'a>(row_hashes: impl IntoIterator<Item = &'a str>) -> String {
+    let mut h = blake3::Hasher::new();
+    let mut b = Vec::new();
+    frame(&mut b, b"custody-landed-batch/1");
+    h.update(&b);
+    for r in row_hashes {
+        b.clear();
+        frame(&mut b, r.as_bytes());
+        h.update(&b);
+    }
+    hex(h.finalize())
+}
+
+/// Canonical JSON text of a payload (sorted keys, no white space).
+fn canonical(v: &Value) -> String {
+    // serde_json's map is ordered by key, so this is canonical.
+    serde_json::to_string(v).expect("JSON value serialisation cannot fail")
+}
+
+impl Ledger {
+    /// Opens (creating if needed) and migrates the ledger at `path`.
+    ///
+    /// # Errors
+    /// SQLite errors, or a schema newer than this code.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| LedgerError::Sqlite {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| LedgerError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut l = Ledger {
+            conn,
+            path: path.to_path_buf(),
+        };
+        l.configure()?;
+        l.migrate()?;
+        Ok(l)
+    }
+
+    /// Opens an existing ledger without creating one.
+    ///
+    /// # Errors
+    /// [`LedgerError::Missing`] if there is no file.
+    pub fn open_existing(path: &Path) -> Result<Self, LedgerError> {
+        if !path.exists() {
+            return Err(LedgerError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        Self::open(path)
+    }
+
+    /// The ledger file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> LedgerError + '_ {
+        move |source| LedgerError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, reason: String) -> LedgerError {
+        LedgerError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    fn configure(&mut self) -> Result<(), LedgerError> {
+        self.conn
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(self.err())?;
+        self.conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(self.err())?;
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(self.err())?;
+        self.conn
+            .pragma_update(None, "foreign_keys", "ON")
+            .map_err(self.err())
+    }
+
+    fn migrate(&mut self) -> Result<(), LedgerError> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(self.err())?;
+        if version > SCHEMA_VERSION {
+            return Err(LedgerError::NewerSchema {
+                path: self.path.clone(),
+                found: version,
+            });
+        }
+        if version == 0 {
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(|source| LedgerError::Sqlite {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            tx.execute_batch(SCHEMA_V1)
+                .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
+                .and_then(|()| tx.commit())
+                .map_err(|source| LedgerError::Sqlite {
+                    path: self.path.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Records `key`'s public half so signed events can be checked later.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn register_key(&mut self, key: &SigningKey) -> Result<(), LedgerError> {
+        let public = key
+            .public_key()
+            .to_openssh()
+            .map_err(|e| LedgerError::Key {
+                path: self.path.clone(),
+                source: KeyError::Sign(e),
+            })?;
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO keys (fingerprint, public_key) VALUES (?1, ?2)",
+                params![key.fingerprint(), public],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The last event (or the genesis position when there is none).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn head(&self) -> Result<ChainHead, LedgerError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(ChainHead {
+                        seq: r.get(0)?,
+                        hash: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(self.err())?
+            .unwrap_or(ChainHead {
+                seq: 0,
+                hash: GENESIS.to_owned(),
+            }))
+    }
+
+    /// Appends an event in the current transaction state of `conn`.
+    fn append(
+        conn: &Connection,
+        path: &Path,
+        kind: &str,
+        run: Option<u64>,
+        manifest: Option<&str>,
+        payload: &Value,
+        signer: Option<&SigningKey>,
+    ) -> Result<Event, LedgerError> {
+        let sql = |source| LedgerError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (prev_seq, prev_hash): (u64, String) = conn
+            .query_row(
+                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql)?
+            .unwrap_or((0, GENESIS.to_owned()));
+        let seq = prev_seq + 1;
+        let at = crate::now_rfc3339();
+        let payload_text = canonical(payload);
+        let hash = event_hash(seq, &at, kind, run, manifest, &payload_text, &prev_hash);
+        let (fpr, sig) = match signer {
+            Some(k) => {
+                let sig = k
+                    .sign(keys::LEDGER_NAMESPACE, hash.as_bytes())
+                    .map_err(|source| LedgerError::Key {
+                        path: path.to_path_buf(),
+                        source,
+                    })?;
+                (Some(k.fingerprint()), Some(sig))
+            }
+            None => (None, None),
+        };
+        conn.execute(
+            "INSERT INTO events (seq, at, kind, run_id, manifest_id, payload, prev_hash, hash, signer, signature)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![seq, at, kind, run, manifest, payload_text, prev_hash, hash, fpr, sig],
+        )
+        .map_err(sql)?;
+        Ok(Event {
+            seq,
+            at,
+            kind: kind.to_owned(),
+            run,
+            manifest: manifest.map(str::to_owned),
+            payload: payload.clone(),
+            prev_hash,
+            hash,
+            signer: fpr,
+        })
+    }
+
+    /// Appends one event in its own transaction; signs it when `signer` is
+    /// given.
+    ///
+    /// # Errors
+    /// SQLite or signing errors; nothing is written then.
+    pub fn append_event(
+        &mut self,
+        kind: &str,
+        run: Option<u64>,
+        manifest: Option<&str>,
+        payload: &Value,
+        signer: Option<&SigningKey>,
+    ) -> Result<Event, LedgerError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|source| LedgerError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
+        let ev = Self::append(&tx, &path, kind, run, manifest, payload, signer)?;
+        tx.commit()
+            .map_err(|source| LedgerError::Sqlite { path, source })?;
+        Ok(ev)
+    }
+
+    /// Starts a run for `source` → `destination`, resuming the latest one
+    /// that is not sealed.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn begin_run(
+        &mut self,
+        source: &str,
+        destination: &str,
+        key: &SigningKey,
+    ) -> Result<RunRef, LedgerError> {
+        self.register_key(key)?;
+        let open: Option<u64> = self
+            .conn
+            .query_row(
+                "SELECT id FROM runs WHERE source = ?1 AND destination = ?2 AND status != 'sealed'
+                 ORDER BY id DESC LIMIT 1",
+                params![source, destination],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        let run = match open {
+            Some(id) => {
+                let attempts: u64 = self
+                    .conn
+                    .query_row(
+                        "SELECT COUNT(*) FROM events WHERE run_id = ?1 AND kind IN (?2, ?3)",
+                        params![id, kind::RUN_STARTED, kind::RUN_RESUMED],
+                        |r| r.get(0),
+                    )
+                    .map_err(self.err())?;
+                self.conn
+                    .execute("UPDATE runs SET status = 'open' WHERE id = ?1", [id])
+                    .map_err(self.err())?;
+                self.conn
+                    .execute("DELETE FROM excluded WHERE run_id = ?1", [id])
+                    .map_err(self.err())?;
+                RunRef {
+                    id,
+                    attempt: attempts + 1,
+                    resumed: true,
+                }
+            }
+            None => {
+                self.conn
+                    .execute(
+                        "INSERT INTO runs (started_at, source, destination, host, operator, key_fingerprint, tool_version, status)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open')",
+                        params![
+                            crate::now_rfc3339(),
+                            source,
+                            destination,
+                            crate::host_name(),
+                            key.identity(),
+                            key.fingerprint(),
+                            crate::TOOL_VERSION
+                        ],
+                    )
+                    .map_err(self.err())?;
+                RunRef {
+                    id: self.conn.last_insert_rowid() as u64,
+                    attempt: 1,
+                    resumed: false,
+                }
+            }
+        };
+        let kind = if run.resumed {
+            kind::RUN_RESUMED
+        } else {
+            kind::RUN_STARTED
+        };
+        let payload = json!({
+            "attempt": run.attempt,
+            "destination": destination,
+            "host": crate::host_name(),
+            "operator": key.identity(),
+            "source": source,
+            "tool_version": crate::TOOL_VERSION,
+        });
+        self.append_event(kind, Some(run.id), None, &payload, None)?;
+        Ok(run)
+    }
+
+    /// Records a batch: landed files (bound into one `files_landed` event),
+    /// failures (one `file_failed` event each) and exclusions, in one
+    /// transaction.
+    ///
+    /// # Errors
+    /// SQLite errors; then nothing of the batch is recorded.
+    pub fn record_batch(
+        &mut self,
+        run: u64,
+        landed: &[LandedFile],
+        failed: &[(String, String)],
+        excluded: &[(String, String)],
+    ) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let sql = |source| LedgerError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        if !landed.is_empty() {
+            let seq: u64 = tx
+                .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events", [], |r| {
+                    r.get(0)
+                })
+                .map_err(sql)?;
+            let hashes: Vec<String> = landed.iter().map(|f| row_hash(run, seq, f)).collect();
+            {
+                let mut ins = tx
+                    .prepare_cached(
+                        "INSERT INTO landed (run_id, event_seq, path, size, mtime_ns, blake3, row_hash)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .map_err(sql)?;
+                for (f, h) in landed.iter().zip(&hashes) {
+                    ins.execute(params![run, seq, f.path, f.size, f.mtime_ns, f.blake3, h])
+                        .map_err(sql)?;
+                }
+            }
+            let payload = json!({
+                "bytes": landed.iter().map(|f| f.size).sum::<u64>(),
+                "digest": batch_digest(hashes.iter().map(String::as_str)),
+                "files": landed.len(),
+            });
+            let ev = Self::append(
+                &tx,
+                &path,
+                kind::FILES_LANDED,
+                Some(run),
+                None,
+                &payload,
+                None,
+            )?;
+            debug_assert_eq!(ev.seq, seq);
+        }
+        for (p, error) in failed {
+            let payload = json!({ "error": error, "path": p });
+            Self::append(
+                &tx,
+                &path,
+                kind::FILE_FAILED,
+                Some(run),
+                None,
+                &payload,
+                None,
+            )?;
+        }
+        {
+            let mut ins = tx
+                .prepare_cached("INSERT INTO excluded (run_id, path, reason) VALUES (?1, ?2, ?3)")
+                .map_err(sql)?;
+            for (p, reason) in excluded {
+                ins.execute(params![run, p, reason]).map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// Ends an attempt with failures: the run stays open for a rerun.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn mark_incomplete(&mut self, run: u64, summary: &Value) -> Result<Event, LedgerError> {
+        self.conn
+            .execute("UPDATE runs SET status = 'incomplete' WHERE id = ?1", [run])
+            .map_err(self.err())?;
+        self.append_event(kind::RUN_INCOMPLETE, Some(run), None, summary, None)
+    }
+
+    /// The run's landed files for its manifest: the latest record per path,
+    /// in component order.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn manifest_files(&self, run: u64) -> Result<Vec<FileEntry>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT path, size, mtime_ns, blake3 FROM landed
+                 WHERE id IN (SELECT MAX(id) FROM landed WHERE run_id = ?1 GROUP BY path)",
+            )
+            .map_err(self.err())?;
+        let mut files = stmt
+            .query_map([run], |r| {
+                Ok(FileEntry {
+                    path: r.get(0)?,
+                    size: r.get(1)?,
+                    mtime: mtime_rfc3339(r.get(2)?),
+                    blake3: r.get(3)?,
+                })
+            })
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        files.sort_by(|a, b| relpath::cmp_components(&a.path, &b.path));
+        Ok(files)
+    }
+
+    /// The run's excluded entries from its latest attempt, in path order.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn manifest_excluded(&self, run: u64) -> Result<Vec<Excluded>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, reason FROM excluded WHERE run_id = ?1")
+            .map_err(self.err())?;
+        let mut out = stmt
+            .query_map([run], |r| {
+                Ok(Excluded {
+                    path: r.get(0)?,
+                    reason: r.get(1)?,
+                })
+            })
+            .map_err(self.err())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.err())?;
+        out.sort_by(|a, b| relpath::cmp_components(&a.path, &b.path));
+        Ok(out)
+    }
+
+    /// Stores a sealed manifest (exact bytes and signature) and appends the
+    /// signed `sealed` event, in one transaction.
+    ///
+    /// # Errors
+    /// SQLite or signing errors; then the run stays unsealed.
+    pub fn seal(
+        &mut self,
+        manifest: &Manifest,
+        bytes: &[u8],
+        signature: &str,
+        key: &SigningKey,
+    ) -> Result<Event, LedgerError> {
+        let path = self.path.clone();
+        let sql = |source| LedgerError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let digest = hex(blake3::hash(bytes));
+        let tx = self.conn.transaction().map_err(sql)?;
+        tx.execute(
+            "INSERT INTO manifests (id, run_id, created_at, bytes, signature, blake3)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                manifest.id,
+                manifest.run,
+                manifest.created,
+                bytes,
+                signature,
+                digest
+            ],
+        )
+        .map_err(sql)?;
+        tx.execute(
+            "UPDATE runs SET status = 'sealed', manifest_id = ?1 WHERE id = ?2",
+            params![manifest.id, manifest.run],
+        )
+        .map_err(sql)?;
+        let payload = json!({
+            "bytes": manifest.totals.bytes,
+            "excluded": manifest.totals.excluded,
+            "files": manifest.totals.files,
+            "manifest_blake3": digest,
+        });
+        let ev = Self::append(
+            &tx,
+            &path,
+            kind::SEALED,
+            Some(manifest.run),
+            Some(&manifest.id),
+            &payload,
+            Some(key),
+        )?;
+        tx.commit().map_err(sql)?;
+        Ok(ev)
+    }
+
+    /// Whether the ledger holds a manifest with this id.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn has_manifest(&self, id: &str) -> Result<bool, LedgerError> {
+        self.conn
+            .query_row("SELECT 1 FROM manifests WHERE id = ?1", [id], |_| Ok(()))
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(self.err())
+    }
+
+    /// Events, oldest first; with `manifest`, only those of that manifest
+    /// and of the run it sealed.
+    ///
+    /// # Errors
+    /// SQLite errors, or a payload that is not JSON.
+    pub fn events(&self, manifest: Option<&str>) -> Result<Vec<Event>, LedgerError> {
+        let base = "SELECT seq, at, kind, run_id, manifest_id, payload, prev_hash, hash, signer FROM events";
+        let mut stmt = match manifest {
+            Some(_) => self.conn.prepare(&format!(
+                "{base} WHERE manifest_id = ?1
+                 OR run_id = (SELECT run_id FROM manifests WHERE id = ?1) ORDER BY seq"
+            )),
+            None => self.conn.prepare(&format!("{base} ORDER BY seq")),
+        }
+        .map_err(self.err())?;
+        let map = |r: &rusqlite::Row<'_>| {
+            Ok((
+                Event {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    kind: r.get(2)?,
+                    run: r.get(3)?,
+                    manifest: r.get(4)?,
+                    payload: Value::Null,
+                    prev_hash: r.get(6)?,
+                    hash: r.get(7)?,
+                    signer: r.get(8)?,
+                },
+                r.get::<_, String>(5)?,
+            ))
+        };
+        let rows = match manifest {
+            Some(m) => stmt.query_map([m], map),
+            None => stmt.query_map([], map),
+        }
+        .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut ev, text) = row.map_err(self.err())?;
+            ev.payload = serde_json::from_str(&text)
+                .map_err(|e| self.corrupt(format!("event {}: payload is not JSON: {e}", ev.seq)))?;
+            out.push(ev);
+        }
+        Ok(out)
+    }
+
+    /// Checks the whole ledger: the event chain (every hash, every link, no
+    /// gaps), the signatures of signed events against the registered keys
+    /// (and against `trust`, when given), every landed row against its hash
+    /// and its batch event, and every stored manifest against its `sealed`
+    /// event and its recorded chain head.
+    ///
+    /// # Errors
+    /// SQLite errors; integrity problems are in the report, not errors.
+    pub fn verify_chain(&self, trust: Option<&Trust>) -> Result<ChainReport, LedgerError> {
+        let mut problems = Vec::new();
+        let mut add =
+            |seq: Option<u64>, problem: String| problems.push(ChainProblem { seq, problem });
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT seq, at, kind, run_id, manifest_id, payload, prev_hash, hash, signer, signature
+                 FROM events ORDER BY seq",
+            )
+            .map_err(self.err())?;
+        type Row = (
+            u64,
+            String,
+            String,
+            Option<u64>,
+            Option<String>,
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+        );
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            })
+            .map_err(self.err())?;
+        let mut prev = ChainHead {
+            seq: 0,
+            hash: GENESIS.to_owned(),
+        };
+        let (mut events, mut signatures, mut landed_rows) = (0u64, 0u64, 0u64);
+        let mut chain: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+        let mut sealed: Vec<(u64, String, Value)> = Vec::new();
+        for row in rows {
+            let (seq, at, kind, run, manifest, payload, prev_hash, hash, signer, signature): Row =
+                row.map_err(self.err())?;
+            events += 1;
+            if seq != prev.seq + 1 {
+                add(
+                    Some(seq),
+                    format!(
+                        "event {seq}: sequence jumps from {} (events {}..{} deleted)",
+                        prev.seq,
+                        prev.seq + 1,
+                        seq - 1
+                    ),
+                );
+            }
+            if prev_hash != prev.hash {
+                add(
+                    Some(seq),
+                    format!(
+                        "event {seq} ({kind}): prev_hash does not match the hash of event {} (row inserted, deleted or reordered)",
+                        prev.seq
+                    ),
+                );
+            }
+            let expect = event_hash(
+                seq,
+                &at,
+                &kind,
+                run,
+                manifest.as_deref(),
+                &payload,
+                &prev_hash,
+            );
+            if expect != hash {
+                add(
+                    Some(seq),
+                    format!("event {seq} ({kind}): contents do not match its hash (row edited)"),
+                );
+            }
+            let must_sign = kind == kind::SEALED || kind == kind::VERIFIED;
+            match (signer, signature) {
+                (Some(fpr), Some(sig)) => {
+                    match self.check_event_signature(&fpr, &hash, &sig, trust) {
+                        Ok(()) => signatures += 1,
+                        Err(why) => {
+                            add(Some(seq), format!("event {seq} ({kind}): signature {why}"))
+                        }
+                    }
+                }
+                _ if must_sign => add(
+                    Some(seq),
+                    format!("event {seq} ({kind}): signature missing"),
+                ),
+                _ => {}
+            }
+            let parsed: Option<Value> = serde_json::from_str(&payload).ok();
+            if parsed.is_none() {
+                add(
+                    Some(seq),
+                    format!("event {seq} ({kind}): payload is not JSON"),
+                );
+            }
+            if kind == kind::FILES_LANDED {
+                landed_rows += self.check_landed_batch(seq, run, parsed.as_ref(), &mut add)?;
+            }
+            if kind == kind::SEALED
+                && let (Some(m), Some(p)) = (manifest, parsed)
+            {
+                sealed.push((seq, m, p));
+            }
+            chain.insert(seq, hash.clone());
+            prev = ChainHead { seq, hash };
+        }
+        let orphans: Vec<(u64, String, u64)> = {
+            let mut s = self
+                .conn
+                .prepare(
+                    "SELECT l.id, l.path, l.event_seq FROM landed l
+                     LEFT JOIN events e ON e.seq = l.event_seq AND e.kind = 'files_landed'
+                     WHERE e.seq IS NULL",
+                )
+                .map_err(self.err())?;
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(self.err())?
+                .collect::<Result<_, _>>()
+                .map_err(self.err())?
+        };
+        for (id, path, seq) in orphans {
+            add(
+                None,
+                format!(
+                    "landed row {id} ({path}): names event {seq}, which is not a files_landed event"
+                ),
+            );
+        }
+        for (seq, id, payload) in sealed {
+            self.check_sealed_manifest(seq, &id, &payload, &chain, &mut add)?;
+        }
+        Ok(ChainReport {
+            events,
+            signatures,
+            landed_rows,
+            head: prev,
+            problems,
+        })
+    }
+
+    fn check_event_signature(
+        &self,
+        fingerprint: &str,
+        hash: &str,
+        signature: &str,
+        trust: Option<&Trust>,
+    ) -> Result<(), String> {
+        let registered: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT public_key FROM keys WHERE fingerprint = ?1",
+                [fingerprint],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| e.to_string())?;
+        let Some(public) = registered else {
+            return Err(format!("names key {fingerprint}, which is not registered"));
+        };
+        let key = ssh_key::PublicKey::from_openssh(&public)
+            .map_err(|e| format!("names key {fingerprint}, stored malformed ({e})"))?;
+        if keys::fingerprint(&key) != fingerprint {
+            return Err(format!(
+                "names key {fingerprint}, but the stored key differs"
+            ));
+        }
+        if let Some(t) = trust
+            && !t.trusts_key(&key)
+        {
+            return Err(format!(
+                "was made by {fingerprint}, which the given trust file does not list"
+            ));
+        }
+        Trust::PublicKey(key)
+            .verify("", keys::LEDGER_NAMESPACE, hash.as_bytes(), signature)
+            .map(|_| ())
+            .map_err(|e| format!("does not verify: {e}"))
+    }
+
+    fn check_landed_batch(
+        &self,
+        seq: u64,
+        run: Option<u64>,
+        payload: Option<&Value>,
+        add: &mut impl FnMut(Option<u64>, String),
+    ) -> Result<u64, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, run_id, path, size, mtime_ns, blake3, row_hash FROM landed
+                 WHERE event_seq = ?1 ORDER BY id",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([seq], |r| {
+                Ok((
+                    r.get::<_, u64>(0)?,
+                    r.get::<_, u64>(1)?,
+                    LandedFile {
+                        path: r.get(2)?,
+                        size: r.get(3)?,
+                        mtime_ns: r.get(4)?,
+                        blake3: r.get(5)?,
+                    },
+                    r.get::<_, String>(6)?,
+                ))
+            })
+            .map_err(self.err())?;
+        let mut hashes = Vec::new();
+        for row in rows {
+            let (id, row_run, f, stored) = row.map_err(self.err())?;
+            if Some(row_run) != run || row_hash(row_run, seq, &f) != stored {
+                add(
+                    Some(seq),
+                    format!(
+                        "landed row {id} ({}): contents do not match its hash (row edited)",
+                        f.path
+                    ),
+                );
+            }
+            hashes.push(stored);
+        }
+        let n = hashes.len() as u64;
+        let digest = batch_digest(hashes.iter().map(String::as_str));
+        let claimed = payload
+            .and_then(|p| p.get("digest"))
+            .and_then(Value::as_str);
+        let claimed_files = payload.and_then(|p| p.get("files")).and_then(Value::as_u64);
+        if claimed != Some(digest.as_str()) {
+            add(
+                Some(seq),
+                format!(
+                    "event {seq} (files_landed): its landed rows do not match its digest ({} rows recorded, {n} found: rows deleted, added or edited)",
+                    claimed_files.map_or("?".into(), |c| c.to_string())
+                ),
+            );
+        }
+        Ok(n)
+    }
+
+    fn check_sealed_manifest(
+        &self,
+        seq: u64,
+        id: &str,
+        payload: &Value,
+        chain: &std::collections::HashMap<u64, String>,
+        add: &mut impl FnMut(Option<u64>, String),
+    ) -> Result<(), LedgerError> {
+        let stored: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT bytes FROM manifests WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.err())?;
+        let Some(bytes) = stored else {
+            add(
+                Some(seq),
+                format!("event {seq} (sealed): manifest {id} is missing from the ledger"),
+            );
+            return Ok(());
+        };
+        let digest = hex(blake3::hash(&bytes));
+        if payload.get("manifest_blake3").and_then(Value::as_str) != Some(digest.as_str()) {
+            add(
+                Some(seq),
+                format!("manifest {id}: stored bytes do not match the hash sealed in event {seq}"),
+            );
+            return Ok(());
+        }
+        match Manifest::parse(&bytes) {
+            Ok(m) => {
+                if chain.get(&m.ledger_head.seq) != Some(&m.ledger_head.hash)
+                    && m.ledger_head.seq != 0
+                {
+                    add(
+                        Some(seq),
+                        format!(
+                            "manifest {id}: its recorded chain head (event {}) is not in this chain",
+                            m.ledger_head.seq
+                        ),
+                    );
+                }
+            }
+            Err(e) => add(
+                Some(seq),
+                format!("manifest {id}: stored bytes do not parse: {e}"),
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// Read-only lookups of what a run already landed, from a second
+/// connection (WAL lets it read while the writer writes).
+#[derive(Debug)]
+pub struct LandedLookup {
+    conn: Connection,
+    run: u64,
+}
+
+/// What the ledger says landed for one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// Size in bytes.
+    pub size: u64,
+    /// Source mtime, ns.
+    pub mtime_ns: i64,
+}
+
+impl LandedLookup {
+    /// Opens a read-only connection to `path` for `run`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn open(path: &Path, run: u64) -> Result<Self, LedgerError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| LedgerError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(LandedLookup { conn, run })
+    }
+
+    /// The latest record of `path` in this run.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn get(&self, path: &str) -> Result<Option<Recorded>, rusqlite::Error> {
+        self.conn
+            .prepare_cached(
+                "SELECT size, mtime_ns FROM landed WHERE run_id = ?1 AND path = ?2
+                 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row(params![self.run, path], |r| {
+                Ok(Recorded {
+                    size: r.get(0)?,
+                    mtime_ns: r.get(1)?,
+                })
+            })
+            .optional()
+    }
+}

@@ -1,0 +1,441 @@
+//! The custody manifest: model, canonical bytes, signature, audit.
+//!
+//! A manifest lists every file a sealed run landed, with its size, mtime and
+//! BLAKE3, plus who sealed it, where from, where to, and the ledger's chain
+//! head at sealing. Its bytes are canonical JSON (RFC 8785, which for the
+//! strings, non-negative integers, arrays and objects used here means: no
+//! white space, object keys sorted, minimal string escaping) and are signed
+//! as SSHSIG in the `custody-manifest` namespace. `docs/manifest.md` is the
+//! specification.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest;
+use crate::keys::{self, KeyError, Signer, SigningKey, Trust};
+use crate::relpath::{self, RelPath};
+
+/// Value of the `format` field.
+pub const FORMAT: &str = "custody-manifest";
+/// The manifest version this code writes.
+pub const VERSION: u64 = 1;
+
+/// A custody manifest, version 1. Fields are declared in sorted order so
+/// that serialising this struct yields canonical bytes directly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// When the run was sealed (RFC 3339, UTC).
+    pub created: String,
+    /// Where the files landed, as given to `transfer`.
+    pub destination: String,
+    /// Source entries that were not carried, with the reason.
+    pub excluded: Vec<Excluded>,
+    /// Every landed file, in component order of `path`.
+    pub files: Vec<FileEntry>,
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// The host that ran the transfer.
+    pub host: String,
+    /// The manifest id (also its file stem).
+    pub id: String,
+    /// The ledger's last event before sealing.
+    pub ledger_head: ChainHead,
+    /// Who sealed it.
+    pub operator: Operator,
+    /// The ledger's run number.
+    pub run: u64,
+    /// The source root, as given to `transfer` (absolute).
+    pub source: String,
+    /// The tool that wrote it.
+    pub tool: Tool,
+    /// Totals over `files` and `excluded`.
+    pub totals: Totals,
+    /// Always [`VERSION`] for this struct.
+    pub version: u64,
+}
+
+/// One landed file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// BLAKE3 of the content, lowercase hex.
+    pub blake3: String,
+    /// Modification time of the source file (RFC 3339, UTC).
+    pub mtime: String,
+    /// Relative path, `/`-separated.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// A source entry that was not carried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Excluded {
+    /// Relative path (lossy UTF-8 for names that are not UTF-8).
+    pub path: String,
+    /// Why it was not carried.
+    pub reason: String,
+}
+
+/// A ledger chain position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainHead {
+    /// The event's hash, lowercase hex.
+    pub hash: String,
+    /// The event's sequence number.
+    pub seq: u64,
+}
+
+/// The sealing operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operator {
+    /// The identity (`allowed_signers` principal).
+    pub identity: String,
+    /// The signing key's fingerprint (`SHA256:…`).
+    pub key_fingerprint: String,
+}
+
+/// The writing tool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tool {
+    /// `custody`.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+}
+
+/// Totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Totals {
+    /// Sum of `files[].size`.
+    pub bytes: u64,
+    /// Number of `excluded` entries.
+    pub excluded: u64,
+    /// Number of `files` entries.
+    pub files: u64,
+}
+
+/// Errors reading, checking or writing a manifest.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The bytes are not a manifest this version understands.
+    #[error("{path}: not a valid custody manifest: {reason}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The signature is missing, malformed or does not verify.
+    #[error("{path}: signature check failed: {source}")]
+    Signature {
+        /// The signature file.
+        path: PathBuf,
+        /// Why.
+        source: KeyError,
+    },
+}
+
+impl Manifest {
+    /// The canonical bytes (RFC 8785 JSON) that are written and signed.
+    pub fn to_canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("manifest serialisation cannot fail")
+    }
+
+    /// Parses manifest bytes (without checking signature or consistency).
+    ///
+    /// # Errors
+    /// Returns a reason when the bytes are not JSON of this format and version.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
+        match (value.get("format"), value.get("version")) {
+            (Some(f), Some(v)) if f == FORMAT && v.as_u64() == Some(VERSION) => {}
+            (Some(f), Some(v)) if f == FORMAT => {
+                return Err(format!("unsupported manifest version {v}"));
+            }
+            _ => return Err(format!("no \"format\": \"{FORMAT}\" with a version")),
+        }
+        // Parse the bytes again (not the Value) so duplicate keys are errors.
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+
+    /// Signs the canonical bytes; returns the armored SSHSIG.
+    ///
+    /// # Errors
+    /// Only if signing fails.
+    pub fn sign(&self, key: &SigningKey) -> Result<String, KeyError> {
+        key.sign(keys::MANIFEST_NAMESPACE, &self.to_canonical())
+    }
+}
+
+/// A manifest read from disk with its signature checked.
+#[derive(Debug, Clone)]
+pub struct SignedManifest {
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// Its exact bytes.
+    pub bytes: Vec<u8>,
+    /// Who signed it.
+    pub signer: Signer,
+}
+
+/// The signature path for a manifest path (`<file>.sig`).
+pub fn signature_path(manifest: &Path) -> PathBuf {
+    let mut s = manifest.as_os_str().to_owned();
+    s.push(".sig");
+    PathBuf::from(s)
+}
+
+/// Reads `path` and `path.sig`, checks the signature against `trust` first,
+/// then parses.
+///
+/// # Errors
+/// I/O errors, a bad signature, or malformed content, each naming the file.
+pub fn read_signed(path: &Path, trust: &Trust) -> Result<SignedManifest, ManifestError> {
+    let bytes = std::fs::read(path).map_err(|source| ManifestError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let sig_path = signature_path(path);
+    let sig = std::fs::read_to_string(&sig_path).map_err(|source| ManifestError::Io {
+        path: sig_path.clone(),
+        source,
+    })?;
+    // The identity the signature must be bound to is inside the manifest;
+    // read just that field before trusting anything else.
+    let identity = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.pointer("/operator/identity")?.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let signer = trust
+        .verify(&identity, keys::MANIFEST_NAMESPACE, &bytes, &sig)
+        .map_err(|source| ManifestError::Signature {
+            path: sig_path,
+            source,
+        })?;
+    let manifest = Manifest::parse(&bytes).map_err(|reason| ManifestError::Malformed {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    Ok(SignedManifest {
+        manifest,
+        bytes,
+        signer,
+    })
+}
+
+/// One internal inconsistency found by [`audit`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The manifest path concerned, or the field name.
+    pub at: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+/// Checks a manifest's internal consistency without touching data: canonical
+/// bytes, totals, entry order and duplicates, well-formed paths, hashes and
+/// times, and that the signer's key is the one the manifest names.
+pub fn audit(signed: &SignedManifest) -> Vec<Finding> {
+    let m = &signed.manifest;
+    let mut out = Vec::new();
+    let mut add = |at: &str, problem: String| {
+        out.push(Finding {
+            at: at.to_owned(),
+            problem,
+        })
+    };
+    if m.to_canonical() != signed.bytes {
+        add(
+            "(bytes)",
+            "not in canonical form (RFC 8785; see docs/manifest.md)".into(),
+        );
+    }
+    if m.operator.key_fingerprint != signed.signer.fingerprint {
+        add(
+            "operator.key_fingerprint",
+            format!(
+                "names {} but the signature was made by {}",
+                m.operator.key_fingerprint, signed.signer.fingerprint
+            ),
+        );
+    }
+    for (field, value) in [("created", &m.created)] {
+        if value.parse::<jiff::Timestamp>().is_err() {
+            add(field, format!("not an RFC 3339 timestamp: {value:?}"));
+        }
+    }
+    if digest::parse_hex(&m.ledger_head.hash).is_none() {
+        add(
+            "ledger_head.hash",
+            "not a lowercase hex BLAKE3 digest".into(),
+        );
+    }
+    let mut seen = HashSet::with_capacity(m.files.len());
+    let mut bytes = 0u64;
+    for (i, f) in m.files.iter().enumerate() {
+        if let Err(e) = RelPath::new(f.path.as_str()) {
+            add(&f.path, format!("invalid path: {e}"));
+        }
+        if !seen.insert(f.path.as_str()) {
+            add(&f.path, "listed more than once".into());
+        }
+        if i > 0 && relpath::cmp_components(&m.files[i - 1].path, &f.path).is_ge() {
+            add(
+                &f.path,
+                "out of order (entries must be sorted by path components)".into(),
+            );
+        }
+        if digest::parse_hex(&f.blake3).is_none() {
+            add(&f.path, "blake3 is not 64 lowercase hex digits".into());
+        }
+        if f.mtime.parse::<jiff::Timestamp>().is_err() {
+            add(&f.path, format!("mtime is not RFC 3339: {:?}", f.mtime));
+        }
+        bytes = bytes.saturating_add(f.size);
+    }
+    if m.totals.files != m.files.len() as u64 {
+        add(
+            "totals.files",
+            format!(
+                "says {} but {} files are listed",
+                m.totals.files,
+                m.files.len()
+            ),
+        );
+    }
+    if m.totals.bytes != bytes {
+        add(
+            "totals.bytes",
+            format!(
+                "says {} but the listed sizes sum to {bytes}",
+                m.totals.bytes
+            ),
+        );
+    }
+    if m.totals.excluded != m.excluded.len() as u64 {
+        add(
+            "totals.excluded",
+            format!(
+                "says {} but {} entries are listed",
+                m.totals.excluded,
+                m.excluded.len()
+            ),
+        );
+    }
+    out
+}
+
+/// Makes a new manifest id: the UTC sealing time and 32 random bits,
+/// e.g. `20261123T214500Z-3fa9c2d1`. Ids sort by time.
+pub fn new_id(created: jiff::Timestamp) -> String {
+    use rand_core::RngCore;
+    let stamp = created.strftime("%Y%m%dT%H%M%SZ");
+    format!("{stamp}-{:08x}", rand_core::OsRng.next_u32())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            created: "2026-11-23T21:45:00Z".into(),
+            destination: "/mnt/databox/acme_BlockBlob/pacs".into(),
+            excluded: vec![Excluded {
+                path: "link".into(),
+                reason: "symbolic link (not followed)".into(),
+            }],
+            files: vec![FileEntry {
+                blake3: blake3::hash(b"x").to_hex().to_string(),
+                mtime: "2026-01-02T03:04:05.123456789Z".into(),
+                path: "p1/s1/\"quoted\" ü.dcm".into(),
+                size: 1,
+            }],
+            format: FORMAT.into(),
+            host: "xfer-01".into(),
+            id: "20261123T214500Z-00000001".into(),
+            ledger_head: ChainHead {
+                hash: "0".repeat(64),
+                seq: 3,
+            },
+            operator: Operator {
+                identity: "ops@hospital.example".into(),
+                key_fingerprint: "SHA256:abc".into(),
+            },
+            run: 1,
+            source: "/pacs".into(),
+            tool: Tool {
+                name: "custody".into(),
+                version: "0.1.0".into(),
+            },
+            totals: Totals {
+                bytes: 1,
+                excluded: 1,
+                files: 1,
+            },
+            version: VERSION,
+        }
+    }
+
+    #[test]
+    fn canonical_bytes_have_sorted_keys_and_no_whitespace() {
+        let m = sample();
+        let bytes = m.to_canonical();
+        // Re-encoding through a sorted map must give the same bytes: this is
+        // what pins the struct's field order to the canonical order.
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(serde_json::to_vec(&v).unwrap(), bytes);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.starts_with(r#"{"created":"2026-11-23T21:45:00Z","destination":"#));
+        assert!(text.contains(r#""path":"p1/s1/\"quoted\" ü.dcm""#));
+        assert!(!text.contains('\n'));
+        assert_eq!(Manifest::parse(text.as_bytes()).unwrap(), m);
+    }
+
+    #[test]
+    fn parse_rejects_other_versions_duplicates_and_unknown_fields() {
+        let text = String::from_utf8(sample().to_canonical()).unwrap();
+        let v2 = text.replace(r#""version":1"#, r#""version":2"#);
+        assert!(
+            Manifest::parse(v2.as_bytes())
+                .unwrap_err()
+                .contains("version 2")
+        );
+        let dup = text.replacen(r#"{"created":"#, r#"{"host":"evil","created":"#, 1);
+        assert!(
+            Manifest::parse(dup.as_bytes())
+                .unwrap_err()
+                .contains("duplicate")
+        );
+        let extra = text.replacen(r#"{"created":"#, r#"{"zzz":1,"created":"#, 1);
+        assert!(Manifest::parse(extra.as_bytes()).is_err());
+        assert!(Manifest::parse(b"[]").is_err());
+    }
+
+    #[test]
+    fn ids_sort_by_time() {
+        let a = new_id("2026-01-01T00:00:00Z".parse().unwrap());
+        let b = new_id("2026-01-01T00:00:01Z".parse().unwrap());
+        assert!(a < b);
+        assert_eq!(a.len(), "20260101T000000Z-".len() + 8);
+    }
+}

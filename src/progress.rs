@@ -1,0 +1,54 @@
+//! The `Progress` trait through which the engine reports what it is doing.
+//!
+//! The engine never prints. The face implements this trait: bars on a
+//! terminal, nothing (or log lines) otherwise. Every method has an empty
+//! default so a caller implements only what it renders.
+
+/// A stage of a command, for the renderer's label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Copying and hashing source files.
+    Transfer,
+    /// Re-reading landed files and comparing them with a manifest.
+    Verify,
+}
+
+/// Something worth telling the user about one entry, as it happens.
+#[derive(Debug, Clone)]
+pub enum Notice<'a> {
+    /// The entry failed; the run goes on and ends incomplete.
+    Failed {
+        /// The path (source or destination, as the message says).
+        path: &'a str,
+        /// The cause, one line.
+        error: &'a str,
+    },
+    /// The entry is not carried (symbolic link, special file, bad name).
+    Excluded {
+        /// The path (lossy if not UTF-8).
+        path: &'a str,
+        /// Why.
+        reason: &'a str,
+    },
+}
+
+/// Receives progress from the engine. Implementations must be cheap and
+/// thread-safe: workers call them concurrently.
+pub trait Progress: Sync {
+    /// A phase starts; totals are given when known in advance.
+    fn begin(&self, _phase: Phase, _files: Option<u64>, _bytes: Option<u64>) {}
+    /// `bytes` more bytes were processed.
+    fn bytes(&self, _bytes: u64) {}
+    /// One more file is finished (landed, skipped or checked).
+    fn file_done(&self) {}
+    /// A notice about one entry.
+    fn notice(&self, _notice: Notice<'_>) {}
+    /// The phase ended.
+    fn end(&self, _phase: Phase) {}
+}
+
+/// A [`Progress`] that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+
+impl Progress for Silent {}

@@ -1,0 +1,656 @@
+//! The transfer pipeline: the only place that spawns threads.
+//!
+//! ```text
+//! walk (1 thread, asks the ledger what already landed)
+//!   ─► bounded queue ─► workers (--jobs): read ─► BLAKE3 ─► destination write ─► commit
+//!   ─► bounded queue ─► ledger writer (this thread): flush destination, record batch
+//! ```
+//! Each source byte is read once. Memory is bounded by the queue lengths and
+//! one read buffer per worker, whatever the number or size of files. A batch
+//! of landings is recorded only after [`Destination::flush`] made it durable.
+//! A run with any failure is not sealed: it is recorded as incomplete and the
+//! next identical command resumes it (see `docs/ledger.md`).
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::dest::share::Share;
+use crate::dest::{DestError, Destination};
+use crate::digest::CHUNK;
+use crate::keys::{KeyError, SigningKey};
+use crate::ledger::{self, LandedFile, LandedLookup, Ledger, LedgerError, RunRef};
+use crate::manifest::{self, ChainHead, Manifest, ManifestError, Operator, Tool, Totals};
+use crate::progress::{Notice, Phase, Progress};
+use crate::source::{self, SourceEntry, SourceFile};
+use crate::verify::{self, VerifyReport};
+
+/// Landed files recorded per ledger transaction (at most).
+const BATCH_FILES: usize = 2048;
+/// Longest a landed file waits before it is recorded, when files keep coming.
+const BATCH_AGE: Duration = Duration::from_millis(500);
+
+/// What `transfer` should do.
+#[derive(Debug, Clone)]
+pub struct TransferOptions {
+    /// The source tree.
+    pub source: PathBuf,
+    /// The destination directory (a mounted share).
+    pub destination: PathBuf,
+    /// Parallel workers.
+    pub jobs: usize,
+    /// Re-read and verify the landed copy after sealing.
+    pub verify: bool,
+    /// Where `<id>.json` and `<id>.json.sig` are written.
+    pub manifest_dir: PathBuf,
+    /// The ledger file.
+    pub ledger: PathBuf,
+}
+
+/// Errors that stop a transfer as a whole (per-file failures are not
+/// errors: they are counted in the summary).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// The source cannot be walked at all.
+    #[error("source {path}: {reason}")]
+    Source {
+        /// The source root.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The manifest directory cannot be written.
+    #[error("manifest directory {path}: {reason}")]
+    ManifestDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The destination failed.
+    #[error("destination {0}")]
+    Destination(#[from] DestError),
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// Signing failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The manifest could not be written.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+impl TransferError {
+    /// Whether the error was found before anything moved (a usage or
+    /// configuration problem) rather than during the run.
+    pub fn is_setup(&self) -> bool {
+        matches!(
+            self,
+            TransferError::Source { .. }
+                | TransferError::ManifestDir { .. }
+                | TransferError::Destination(DestError::Unusable { .. })
+                | TransferError::Ledger(LedgerError::NewerSchema { .. })
+        )
+    }
+}
+
+/// How a transfer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Sealed, and verified when asked.
+    Complete,
+    /// Some files failed; not sealed; a rerun resumes.
+    Incomplete,
+    /// Sealed, but the verify after it found discrepancies.
+    VerifyFailed,
+}
+
+/// One failed entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// The path concerned.
+    pub path: String,
+    /// The cause, one line.
+    pub error: String,
+}
+
+/// Where the sealed manifest went.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sealed {
+    /// The manifest id.
+    pub id: String,
+    /// The manifest file.
+    pub manifest: PathBuf,
+    /// Its detached signature.
+    pub signature: PathBuf,
+    /// Files listed.
+    pub files: u64,
+    /// Bytes listed.
+    pub bytes: u64,
+}
+
+/// The result of a transfer, for rendering and `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferSummary {
+    /// How it ended.
+    pub status: Status,
+    /// The ledger run and attempt.
+    pub run: RunRef,
+    /// Files copied in this attempt.
+    pub files_copied: u64,
+    /// Bytes copied in this attempt.
+    pub bytes_copied: u64,
+    /// Files already landed by an earlier attempt, not copied again.
+    pub files_skipped: u64,
+    /// Their bytes.
+    pub bytes_skipped: u64,
+    /// Entries not carried (links, special files, non-UTF-8 names).
+    pub excluded: u64,
+    /// Files that failed in this attempt.
+    pub failed: u64,
+    /// The failures (the first [`MAX_LISTED_FAILURES`]).
+    pub failures: Vec<Failure>,
+    /// Seconds spent copying.
+    pub copy_seconds: f64,
+    /// The sealed manifest, when sealed.
+    pub sealed: Option<Sealed>,
+    /// The verify report, when verified.
+    pub verify: Option<VerifyReport>,
+}
+
+/// How many failures a summary lists (all are in the ledger).
+pub const MAX_LISTED_FAILURES: usize = 1000;
+
+/// Maps `items` through `work` on `jobs` threads and feeds the results to
+/// `sink` on the calling thread, with bounded queues both ways. If `sink`
+/// returns an error, the pipeline winds down and that error is returned.
+pub(crate) fn parallel_map<T, R, E>(
+    jobs: usize,
+    items: impl Iterator<Item = T> + Send,
+    work: impl Fn(T) -> R + Sync,
+    mut sink: impl FnMut(R) -> Result<(), E>,
+) -> Result<(), E>
+where
+    T: Send,
+    R: Send,
+{
+    let jobs = jobs.max(1);
+    let (tx_in, rx_in) = crossbeam_channel::bounded::<T>(jobs * 2);
+    let (tx_out, rx_out) = crossbeam_channel::bounded::<R>(jobs * 64);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for item in items {
+                if tx_in.send(item).is_err() {
+                    break;
+                }
+            }
+        });
+        for _ in 0..jobs {
+            let (rx, tx, work) = (rx_in.clone(), tx_out.clone(), &work);
+            s.spawn(move || {
+                for item in rx {
+                    if tx.send(work(item)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop((tx_out, rx_in));
+        let result = rx_out.iter().try_for_each(&mut sink);
+        // Dropping the receiver makes blocked workers (and then the walker)
+        // stop, so the scope can join them.
+        drop(rx_out);
+        result
+    })
+}
+
+enum Item {
+    Copy(SourceFile),
+    Ready(Done),
+}
+
+enum Done {
+    Landed(LandedFile),
+    Skipped { bytes: u64 },
+    Excluded { path: String, reason: &'static str },
+    Failed { path: String, error: String },
+}
+
+thread_local! {
+    static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; CHUNK]);
+}
+
+/// Copies one file: one read pass that hashes and writes, with a check that
+/// the file did not change while it was read.
+fn copy_one(f: &SourceFile, dest: &dyn Destination, progress: &dyn Progress) -> Done {
+    let fail = |error: String| Done::Failed {
+        path: f.path.display().to_string(),
+        error,
+    };
+    let mut file = match File::open(&f.path) {
+        Ok(file) => file,
+        Err(e) => return fail(e.to_string()),
+    };
+    let same = |m: &std::fs::Metadata| {
+        m.len() == f.size && m.modified().map(source::mtime_ns).ok() == Some(f.mtime_ns)
+    };
+    match file.metadata() {
+        Ok(m) if same(&m) => {}
+        Ok(_) => return fail("changed after it was listed (size or mtime differ)".into()),
+        Err(e) => return fail(e.to_string()),
+    }
+    let mut landing = match dest.create(&f.rel, f.mtime_ns) {
+        Ok(l) => l,
+        Err(e) => return fail(format!("destination {e}")),
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut total = 0u64;
+    let read = BUF.with_borrow_mut(|buf| -> Result<(), String> {
+        loop {
+            let n = match file.read(buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("read failed: {e}")),
+            };
+            hasher.update(&buf[..n]);
+            landing
+                .write_all(&buf[..n])
+                .map_err(|e| format!("destination write failed: {e}"))?;
+            total += n as u64;
+            progress.bytes(n as u64);
+        }
+    });
+    if let Err(e) = read {
+        return fail(e);
+    }
+    match file.metadata() {
+        Ok(m) if same(&m) && total == f.size => {}
+        Ok(_) => {
+            return fail("changed while being read (size or mtime differ before and after)".into());
+        }
+        Err(e) => return fail(e.to_string()),
+    }
+    if let Err(e) = landing.commit() {
+        return fail(format!("destination {e}"));
+    }
+    Done::Landed(LandedFile {
+        path: f.rel.to_string(),
+        size: total,
+        mtime_ns: f.mtime_ns,
+        blake3: hasher.finalize().to_hex().to_string(),
+    })
+}
+
+/// Absolute, normalised form of a user path (without resolving a missing
+/// final component).
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p)
+        .or_else(|_| std::path::absolute(p))
+        .unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn check_source(source: &Path) -> Result<PathBuf, TransferError> {
+    let err = |reason: String| TransferError::Source {
+        path: source.to_path_buf(),
+        reason,
+    };
+    let meta = std::fs::metadata(source).map_err(|e| err(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(err("not a directory".into()));
+    }
+    std::fs::read_dir(source).map_err(|e| err(format!("cannot list: {e}")))?;
+    Ok(absolute(source))
+}
+
+fn check_manifest_dir(dir: &Path) -> Result<(), TransferError> {
+    let err = |reason: String| TransferError::ManifestDir {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create: {e}")))?;
+    let probe = dir.join(format!(".custody-probe-{}", std::process::id()));
+    File::create(&probe).map_err(|e| err(format!("not writable: {e}")))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Runs a transfer: copy, record, seal, and (if asked) verify.
+///
+/// Everything that can be checked before a byte moves is checked first
+/// (source, destination, manifest directory, ledger); those errors satisfy
+/// [`TransferError::is_setup`].
+///
+/// # Errors
+/// Setup errors, and errors that stop the whole run (ledger or destination
+/// failures). Per-file failures end the run as [`Status::Incomplete`].
+pub fn transfer(
+    opts: &TransferOptions,
+    key: &SigningKey,
+    progress: &dyn Progress,
+) -> Result<TransferSummary, TransferError> {
+    let source_root = check_source(&opts.source)?;
+    let share = Share::for_writing(&opts.destination)?;
+    let dest_root = share.root().to_path_buf();
+    if dest_root.starts_with(&source_root) || source_root.starts_with(&dest_root) {
+        return Err(TransferError::Source {
+            path: source_root,
+            reason: format!("overlaps the destination {}", dest_root.display()),
+        });
+    }
+    check_manifest_dir(&opts.manifest_dir)?;
+    let mut ledger = Ledger::open(&opts.ledger)?;
+    let source_str = source_root.display().to_string();
+    let dest_str = share.describe();
+    let run = ledger.begin_run(&source_str, &dest_str, key)?;
+    let lookup = LandedLookup::open(ledger.path(), run.id)?;
+
+    let mut summary = TransferSummary {
+        status: Status::Complete,
+        run,
+        files_copied: 0,
+        bytes_copied: 0,
+        files_skipped: 0,
+        bytes_skipped: 0,
+        excluded: 0,
+        failed: 0,
+        failures: Vec::new(),
+        copy_seconds: 0.0,
+        sealed: None,
+        verify: None,
+    };
+
+    // The walker decides what needs copying: a file the ledger recorded for
+    // this run, unchanged at the source and present at the destination with
+    // its size, is not copied again.
+    let dest_ref: &dyn Destination = &share;
+    let items = source::walk(&source_root).map(move |entry| match entry {
+        SourceEntry::File(f) => match lookup.get(f.rel.as_str()) {
+            Ok(Some(rec))
+                if rec.size == f.size
+                    && rec.mtime_ns == f.mtime_ns
+                    && matches!(dest_ref.landed_size(&f.rel), Ok(Some(s)) if s == f.size) =>
+            {
+                Item::Ready(Done::Skipped { bytes: f.size })
+            }
+            _ => Item::Copy(f),
+        },
+        SourceEntry::Excluded { path, reason } => Item::Ready(Done::Excluded { path, reason }),
+        SourceEntry::Failed { path, error } => Item::Ready(Done::Failed {
+            path: path.display().to_string(),
+            error: error.to_string(),
+        }),
+    });
+
+    let started = Instant::now();
+    progress.begin(Phase::Transfer, None, None);
+    let mut batch = Batch::default();
+    let result = parallel_map(
+        opts.jobs,
+        items,
+        |item| match item {
+            Item::Copy(f) => copy_one(&f, &share, progress),
+            Item::Ready(done) => done,
+        },
+        |done| {
+            match done {
+                Done::Landed(f) => {
+                    summary.files_copied += 1;
+                    summary.bytes_copied += f.size;
+                    batch.landed.push(f);
+                }
+                Done::Skipped { bytes } => {
+                    summary.files_skipped += 1;
+                    summary.bytes_skipped += bytes;
+                    progress.bytes(bytes);
+                }
+                Done::Excluded { path, reason } => {
+                    summary.excluded += 1;
+                    progress.notice(Notice::Excluded {
+                        path: &path,
+                        reason,
+                    });
+                    batch.excluded.push((path, reason.to_owned()));
+                }
+                Done::Failed { path, error } => {
+                    summary.failed += 1;
+                    progress.notice(Notice::Failed {
+                        path: &path,
+                        error: &error,
+                    });
+                    if summary.failures.len() < MAX_LISTED_FAILURES {
+                        summary.failures.push(Failure {
+                            path: path.clone(),
+                            error: error.clone(),
+                        });
+                    }
+                    batch.failed.push((path, error));
+                }
+            }
+            progress.file_done();
+            if batch.due() {
+                batch.record(&share, &mut ledger, run.id)?;
+            }
+            Ok::<(), TransferError>(())
+        },
+    );
+    let result = result.and_then(|()| batch.record(&share, &mut ledger, run.id));
+    progress.end(Phase::Transfer);
+    summary.copy_seconds = started.elapsed().as_secs_f64();
+    if let Err(e) = result {
+        // Whatever was recorded stays recorded; the run stays open.
+        let _ = ledger.mark_incomplete(run.id, &json!({ "error": e.to_string() }));
+        return Err(e);
+    }
+
+    if summary.failed > 0 {
+        summary.status = Status::Incomplete;
+        ledger.mark_incomplete(
+            run.id,
+            &json!({
+                "failed": summary.failed,
+                "files_copied": summary.files_copied,
+                "files_skipped": summary.files_skipped,
+            }),
+        )?;
+        return Ok(summary);
+    }
+
+    let (manifest, sealed) = seal(&mut ledger, run, &source_str, &dest_str, opts, key)?;
+    summary.sealed = Some(sealed);
+
+    if opts.verify {
+        let report = verify::verify(&manifest, &share, opts.jobs, progress)?;
+        record_verify(&mut ledger, &manifest, &report, key)?;
+        if !report.ok() {
+            summary.status = Status::VerifyFailed;
+        }
+        summary.verify = Some(report);
+    }
+    Ok(summary)
+}
+
+/// Records a verify result as a signed `verified` event.
+///
+/// # Errors
+/// Ledger errors.
+pub fn record_verify(
+    ledger: &mut Ledger,
+    manifest: &Manifest,
+    report: &VerifyReport,
+    key: &SigningKey,
+) -> Result<ledger::Event, LedgerError> {
+    ledger.register_key(key)?;
+    let payload = json!({
+        "counts": report.counts,
+        "destination": report.destination,
+        "files_verified": report.files_verified,
+        "result": if report.ok() { "pass" } else { "fail" },
+    });
+    ledger.append_event(
+        ledger::kind::VERIFIED,
+        Some(manifest.run),
+        Some(&manifest.id),
+        &payload,
+        Some(key),
+    )
+}
+
+#[derive(Default)]
+struct Batch {
+    landed: Vec<LandedFile>,
+    failed: Vec<(String, String)>,
+    excluded: Vec<(String, String)>,
+    since: Option<Instant>,
+}
+
+impl Batch {
+    fn due(&mut self) -> bool {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        self.landed.len() >= BATCH_FILES
+            || self.failed.len() + self.excluded.len() >= BATCH_FILES
+            || since.elapsed() >= BATCH_AGE
+    }
+
+    fn record(
+        &mut self,
+        dest: &dyn Destination,
+        ledger: &mut Ledger,
+        run: u64,
+    ) -> Result<(), TransferError> {
+        if self.landed.is_empty() && self.failed.is_empty() && self.excluded.is_empty() {
+            return Ok(());
+        }
+        // Durable first, recorded second.
+        dest.flush()?;
+        ledger.record_batch(run, &self.landed, &self.failed, &self.excluded)?;
+        self.landed.clear();
+        self.failed.clear();
+        self.excluded.clear();
+        self.since = None;
+        Ok(())
+    }
+}
+
+/// Builds, signs, stores and writes the manifest of a finished run.
+fn seal(
+    ledger: &mut Ledger,
+    run: RunRef,
+    source: &str,
+    destination: &str,
+    opts: &TransferOptions,
+    key: &SigningKey,
+) -> Result<(Manifest, Sealed), TransferError> {
+    let files = ledger.manifest_files(run.id)?;
+    let excluded = ledger.manifest_excluded(run.id)?;
+    let head: ChainHead = ledger.head()?;
+    let created = jiff::Timestamp::now();
+    let totals = Totals {
+        bytes: files.iter().map(|f| f.size).sum(),
+        excluded: excluded.len() as u64,
+        files: files.len() as u64,
+    };
+    let m = Manifest {
+        created: created.to_string(),
+        destination: destination.to_owned(),
+        excluded,
+        files,
+        format: manifest::FORMAT.to_owned(),
+        host: crate::host_name(),
+        id: manifest::new_id(created),
+        ledger_head: head,
+        operator: Operator {
+            identity: key.identity(),
+            key_fingerprint: key.fingerprint(),
+        },
+        run: run.id,
+        source: source.to_owned(),
+        tool: Tool {
+            name: "custody".to_owned(),
+            version: crate::TOOL_VERSION.to_owned(),
+        },
+        totals,
+        version: manifest::VERSION,
+    };
+    let bytes = m.to_canonical();
+    let signature = m.sign(key)?;
+    // The ledger is the record of truth: seal there first, then export.
+    ledger.seal(&m, &bytes, &signature, key)?;
+    let json_path = opts.manifest_dir.join(format!("{}.json", m.id));
+    let sig_path = manifest::signature_path(&json_path);
+    write_durable(&json_path, &bytes)?;
+    write_durable(&sig_path, signature.as_bytes())?;
+    let sealed = Sealed {
+        id: m.id.clone(),
+        manifest: json_path,
+        signature: sig_path,
+        files: m.totals.files,
+        bytes: m.totals.bytes,
+    };
+    Ok((m, sealed))
+}
+
+/// Writes `bytes` to `path` atomically and durably (temporary file, fsync,
+/// rename, directory fsync).
+///
+/// # Errors
+/// I/O errors naming `path`.
+pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), ManifestError> {
+    use std::io::Write;
+    let io = |source| ManifestError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let mut f = File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_map_delivers_everything_and_stops_on_sink_error() {
+        let mut got = Vec::new();
+        parallel_map(
+            3,
+            0..1000u32,
+            |x| x * 2,
+            |r| {
+                got.push(r);
+                Ok::<(), ()>(())
+            },
+        )
+        .unwrap();
+        got.sort();
+        assert_eq!(got, (0..1000).map(|x| x * 2).collect::<Vec<_>>());
+
+        let mut n = 0;
+        let r = parallel_map(
+            2,
+            0..1_000_000u32,
+            |x| x,
+            |_| {
+                n += 1;
+                if n == 10 { Err("stop") } else { Ok(()) }
+            },
+        );
+        assert_eq!(r, Err("stop"));
+        assert_eq!(n, 10);
+    }
+}
