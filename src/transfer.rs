@@ -31,9 +31,9 @@ use crate::source::{self, SourceEntry, SourceFile};
 use crate::verify::{self, VerifyReport};
 
 /// Landed files recorded per ledger transaction (at most).
-const BATCH_FILES: usize = 2048;
+const BATCH_FILES: usize = 1024;
 /// Longest a landed file waits before it is recorded, when files keep coming.
-const BATCH_AGE: Duration = Duration::from_millis(500);
+const BATCH_AGE: Duration = Duration::from_millis(250);
 
 /// What `transfer` should do.
 #[derive(Debug, Clone)]

@@ -1,0 +1,17 @@
+//! Integration tests: the built `custody` binary driven as a user or a cron
+//! job would, against real files, a real SQLite ledger and stock OpenSSH.
+
+mod support;
+
+#[path = "cli/audit.rs"]
+mod audit;
+#[path = "cli/bad_input.rs"]
+mod bad_input;
+#[path = "cli/ledger.rs"]
+mod ledger;
+#[path = "cli/resume.rs"]
+mod resume;
+#[path = "cli/transfer.rs"]
+mod transfer;
+#[path = "cli/verify.rs"]
+mod verify;

@@ -1,0 +1,167 @@
+//! `custody audit` and stock `ssh-keygen -Y verify` on edited, re-signed and
+//! hostile manifests.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::*;
+
+fn sealed() -> (Ws, PathBuf) {
+    let ws = Ws::new();
+    pacs_tree(&ws, 1, 3, 5_000);
+    ws.transfer(&["--no-verify"]).assert().code(0);
+    let m = ws.manifest();
+    (ws, m)
+}
+
+fn audit(ws: &Ws, m: &Path) -> assert_cmd::assert::Assert {
+    ws.custody(&["audit"])
+        .arg(m)
+        .arg("--allowed-signers")
+        .arg(ws.signers())
+        .assert()
+}
+
+/// Signs `manifest` with `key` using stock OpenSSH, replacing its `.sig`.
+fn ssh_sign(key: &Path, manifest: &Path) {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-Y", "sign", "-n", "custody-manifest", "-f"])
+        .arg(key)
+        .stdin(std::fs::File::open(manifest).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(format!("{}.sig", manifest.display()), out.stdout).unwrap();
+}
+
+fn edit(m: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(m).unwrap()).unwrap();
+    f(&mut v);
+    // serde_json's map is sorted: compact output stays canonical.
+    std::fs::write(m, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn an_edited_byte_breaks_the_signature_for_both_tools() {
+    let (ws, m) = sealed();
+    let text = std::fs::read_to_string(&m).unwrap();
+    let edited = text.replacen("\"size\":", "\"size\":1", 1);
+    assert_ne!(text, edited);
+    std::fs::write(&m, edited).unwrap();
+    let out = audit(&ws, &m).code(1).get_output().clone();
+    assert!(
+        stderr(&out).contains("signature does not match"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !ssh_keygen_verify(&ws.signers(), IDENTITY, &m)
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn a_signature_from_another_key_is_rejected_by_both_tools() {
+    let (ws, m) = sealed();
+    let other = ws.root().join("mallory");
+    ws.custody(&["keygen", "--out"])
+        .arg(&other)
+        .args(["--identity", IDENTITY])
+        .assert()
+        .success();
+    ssh_sign(&other.join("custody_ed25519"), &m);
+    let out = audit(&ws, &m).code(1).get_output().clone();
+    assert!(stderr(&out).contains("not trusted"), "{}", stderr(&out));
+    assert!(
+        !ssh_keygen_verify(&ws.signers(), IDENTITY, &m)
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn a_signature_made_by_ssh_keygen_with_the_operator_key_is_accepted() {
+    let (ws, m) = sealed();
+    ssh_sign(&ws.key(), &m);
+    audit(&ws, &m).code(0);
+}
+
+#[test]
+fn inconsistent_but_validly_signed_manifests_fail_audit() {
+    let (ws, m) = sealed();
+    edit(&m, |v| v["totals"]["files"] = 999.into());
+    ssh_sign(&ws.key(), &m);
+    let out = audit(&ws, &m).code(1).get_output().clone();
+    assert!(
+        stdout(&out).contains("totals.files: says 999"),
+        "{}",
+        stdout(&out)
+    );
+
+    let (ws, m) = sealed();
+    edit(&m, |v| {
+        let files = v["files"].as_array_mut().unwrap();
+        let dup = files[0].clone();
+        files.insert(1, dup);
+    });
+    ssh_sign(&ws.key(), &m);
+    let out = audit(&ws, &m).code(1).get_output().clone();
+    assert!(
+        stdout(&out).contains("listed more than once"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_pretty_printed_manifest_is_not_canonical() {
+    let (ws, m) = sealed();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+    std::fs::write(&m, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    ssh_sign(&ws.key(), &m);
+    let out = audit(&ws, &m).code(1).get_output().clone();
+    assert!(
+        stdout(&out).contains("not in canonical form"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_path_escaping_the_destination_is_refused_by_verify() {
+    let (ws, m) = sealed();
+    edit(&m, |v| v["files"][0]["path"] = "../../etc/passwd".into());
+    ssh_sign(&ws.key(), &m);
+    let out = ws.verify(&m, &[]).assert().code(1).get_output().clone();
+    assert!(
+        stderr(&out).contains("../../etc/passwd: invalid path"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("not verifying data"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_worked_example_in_manifests_audits() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let m = root.join("manifests/example.json");
+    let signers = root.join("keys-example/allowed_signers");
+    let ws = Ws::new();
+    let out = ws
+        .custody(&["audit"])
+        .arg(&m)
+        .arg("--allowed-signers")
+        .arg(&signers)
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    // Verifying against the demo key is flagged as proving nothing.
+    assert!(stderr(&out).contains("PUBLIC DEMO KEY"));
+    let ok = ssh_keygen_verify(&signers, "demo-operator@custody.example", &m);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+}

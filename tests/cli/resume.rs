@@ -1,0 +1,195 @@
+//! Interrupted and failing transfers: kill -9, files that change while
+//! read, unreadable files. Each ends resumable, and the rerun completes
+//! without copying again what was recorded as landed.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn landed_rows(ledger: &Path) -> i64 {
+    let Ok(db) =
+        rusqlite::Connection::open_with_flags(ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    db.query_row("SELECT COUNT(*) FROM landed", [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
+fn partials(root: &Path) -> Vec<String> {
+    files_under(root)
+        .into_iter()
+        .filter(|f| f.contains(".custody-partial."))
+        .collect()
+}
+
+#[test]
+fn kill_9_mid_transfer_then_rerun_resumes_without_recopying() {
+    let ws = Ws::new();
+    let total = 2000u64;
+    for i in 0..total {
+        ws.file(&format!("S{:02}/IM{i:05}", i / 100), &bytes(i, 128 * 1024));
+    }
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("custody"))
+        .arg("--ledger")
+        .arg(&ws.ledger)
+        .arg("--manifest-dir")
+        .arg(&ws.manifests)
+        .arg("transfer")
+        .arg(&ws.src)
+        .arg(&ws.dest)
+        .arg("--signing-key")
+        .arg(ws.key())
+        .args(["--jobs", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until at least one batch is recorded, then SIGKILL.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while landed_rows(&ws.ledger) == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "nothing landed in time");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let recorded = landed_rows(&ws.ledger) as u64;
+    assert!(
+        recorded > 0 && recorded < total,
+        "killed at {recorded}/{total}"
+    );
+    // Nothing under a final name is partial: every landed file is whole.
+    for f in files_under(&ws.dest) {
+        if !f.contains(".custody-partial.") {
+            assert_eq!(
+                std::fs::read(ws.dest.join(&f)).unwrap(),
+                std::fs::read(ws.src.join(&f)).unwrap(),
+                "{f} is under its final name but not whole"
+            );
+        }
+    }
+    ws.custody(&["ledger", "verify"]).assert().code(0);
+    assert!(!ws.manifests.exists() || std::fs::read_dir(&ws.manifests).unwrap().next().is_none());
+
+    let out = ws.transfer(&[]).assert().code(0).get_output().clone();
+    let s = json(&out);
+    assert_eq!(s["run"]["resumed"], true);
+    assert_eq!(s["run"]["attempt"], 2);
+    assert_eq!(
+        s["files_skipped"], recorded,
+        "recorded files are not copied again"
+    );
+    assert_eq!(s["files_copied"], total - recorded);
+    assert_eq!(s["verify"]["files_verified"], total);
+    assert_eq!(partials(&ws.dest), Vec::<String>::new());
+    assert_same_tree(&ws.src, &ws.dest);
+    ws.custody(&["ledger", "verify"]).assert().code(0);
+    ws.verify(&ws.manifest(), &[]).assert().code(0);
+}
+
+#[test]
+fn a_file_changing_while_read_fails_alone_and_the_rerun_completes() {
+    let ws = Ws::new();
+    pacs_tree(&ws, 1, 3, 10_000);
+    let growing = ws.file("growing.dcm", &bytes(7, 64 << 20));
+    let stop = Arc::new(AtomicBool::new(false));
+    let appender = {
+        let (stop, p) = (stop.clone(), growing.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                append(&p, b"more");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let out = ws.transfer(&[]).assert().code(3).get_output().clone();
+    stop.store(true, Ordering::Relaxed);
+    appender.join().unwrap();
+    let s = json(&out);
+    assert_eq!(s["status"], "incomplete");
+    assert_eq!(s["failed"], 1);
+    assert_eq!(s["files_copied"], 12, "the other files proceed");
+    assert!(s["sealed"].is_null(), "an incomplete run is never sealed");
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{}: changed", growing.display())),
+        "{err}"
+    );
+    assert!(!ws.dest.join("growing.dcm").exists());
+    assert_eq!(partials(&ws.dest), Vec::<String>::new());
+    ws.custody(&["ledger", "verify"]).assert().code(0);
+
+    let out = ws.transfer(&[]).assert().code(0).get_output().clone();
+    let s = json(&out);
+    assert_eq!(s["run"]["resumed"], true);
+    assert_eq!(s["files_copied"], 1);
+    assert_eq!(s["files_skipped"], 12);
+    assert_same_tree(&ws.src, &ws.dest);
+}
+
+/// Runs `custody` without root privileges (as `nobody` via setpriv when the
+/// tests run as root, since root reads files whatever their mode).
+fn unprivileged(ws: &Ws, args: &[&str]) -> std::process::Output {
+    let bin = assert_cmd::cargo::cargo_bin("custody");
+    let mut cmd = if rustix::process::geteuid().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.arg("--ledger")
+        .arg(&ws.ledger)
+        .arg("--manifest-dir")
+        .arg(&ws.manifests)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn an_unreadable_file_fails_alone_and_the_rerun_completes() {
+    let ws = Ws::new();
+    pacs_tree(&ws, 1, 2, 1_000);
+    let locked = ws.file("locked.dcm", b"secret");
+    chmod(&locked, 0o000);
+    // Let `nobody` use the workspace and the key.
+    for e in walkdir::WalkDir::new(ws.root()) {
+        let e = e.unwrap();
+        if e.file_type().is_dir() {
+            chmod(e.path(), 0o777);
+        }
+    }
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(ws.key(), Some(65534), Some(65534)).unwrap();
+    }
+    let (src, dest, key) = (
+        ws.src.display().to_string(),
+        ws.dest.display().to_string(),
+        ws.key().display().to_string(),
+    );
+    let args = ["--json", "transfer", &src, &dest, "--signing-key", &key];
+    let out = unprivileged(&ws, &args);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{}: Permission denied", locked.display())),
+        "{err}"
+    );
+    assert_eq!(json(&out)["files_copied"], 8);
+
+    chmod(&locked, 0o644);
+    let out = unprivileged(&ws, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["files_copied"], 1);
+    assert_same_tree(&ws.src, &ws.dest);
+}

@@ -1,0 +1,217 @@
+//! Shared fixtures for the integration tests: a workspace with a source
+//! tree, a destination, keys, a ledger and a manifest directory, and a
+//! `custody` command preconfigured to use them.
+#![allow(dead_code)] // each test module uses a different subset
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+/// A throwaway workspace.
+pub struct Ws {
+    pub dir: tempfile::TempDir,
+    pub src: PathBuf,
+    pub dest: PathBuf,
+    pub keys: PathBuf,
+    pub ledger: PathBuf,
+    pub manifests: PathBuf,
+}
+
+pub const IDENTITY: &str = "ops@hospital.example";
+
+impl Ws {
+    /// A new workspace with an operator key (identity [`IDENTITY`]).
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        let ws = Ws {
+            src: root.join("src"),
+            dest: root.join("dest"),
+            keys: root.join("keys"),
+            ledger: root.join("custody.db"),
+            manifests: root.join("manifests"),
+            dir,
+        };
+        std::fs::create_dir_all(&ws.src).unwrap();
+        ws.custody(&["keygen", "--out"])
+            .arg(&ws.keys)
+            .args(["--identity", IDENTITY])
+            .assert()
+            .success();
+        ws
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn key(&self) -> PathBuf {
+        self.keys.join("custody_ed25519")
+    }
+
+    pub fn signers(&self) -> PathBuf {
+        self.keys.join("allowed_signers")
+    }
+
+    /// `custody ARGS --ledger L --manifest-dir M`, run in the workspace.
+    pub fn custody(&self, args: &[&str]) -> Command {
+        let mut c = Command::cargo_bin("custody").expect("custody binary");
+        c.current_dir(self.root())
+            .env_remove("CUSTODY_LEDGER")
+            .env_remove("CUSTODY_SIGNING_KEY")
+            .arg("--ledger")
+            .arg(&self.ledger)
+            .arg("--manifest-dir")
+            .arg(&self.manifests)
+            .args(args);
+        c
+    }
+
+    /// `custody transfer SRC DEST --signing-key KEY --json` plus `extra`.
+    pub fn transfer(&self, extra: &[&str]) -> Command {
+        let mut c = self.custody(&["--json", "transfer"]);
+        c.arg(&self.src)
+            .arg(&self.dest)
+            .arg("--signing-key")
+            .arg(self.key())
+            .args(extra);
+        c
+    }
+
+    /// `custody verify MANIFEST DEST --allowed-signers S` plus `extra`.
+    pub fn verify(&self, manifest: &Path, extra: &[&str]) -> Command {
+        let mut c = self.custody(&["verify"]);
+        c.arg(manifest)
+            .arg(&self.dest)
+            .arg("--allowed-signers")
+            .arg(self.signers())
+            .args(extra);
+        c
+    }
+
+    /// Writes `data` at `rel` under the source.
+    pub fn file(&self, rel: &str, data: &[u8]) -> PathBuf {
+        let p = self.src.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+
+    /// The only manifest in the manifest directory.
+    pub fn manifest(&self) -> PathBuf {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&self.manifests)
+            .expect("manifest dir")
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        assert_eq!(found.len(), 1, "expected one manifest, found {found:?}");
+        found.pop().unwrap()
+    }
+
+    /// Opens the ledger for direct (tampering) access.
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.ledger).unwrap()
+    }
+}
+
+/// Deterministic incompressible bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+/// A small PACS-like tree: `patients` × 2 studies × 2 series × `per` files.
+pub fn pacs_tree(ws: &Ws, patients: u32, per: u32, size: usize) -> u64 {
+    let mut n = 0;
+    for p in 0..patients {
+        for s in 0..2 {
+            for se in 0..2 {
+                for i in 0..per {
+                    let rel = format!("PAT{p:03}/STUDY{s}/SERIES{se}/IM{i:04}.dcm");
+                    ws.file(&rel, &bytes(n, size + (n as usize % 7) * 1000));
+                    n += 1;
+                }
+            }
+        }
+    }
+    n
+}
+
+/// Parses stdout as one JSON object.
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Every file under `root` (relative paths, sorted).
+pub fn files_under(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| !e.file_type().is_dir())
+        .map(|e| {
+            e.path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Asserts the two trees hold the same regular files with the same bytes.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let (fa, fb) = (files_under(a), files_under(b));
+    assert_eq!(fa, fb, "file lists differ");
+    for f in fa {
+        assert!(
+            std::fs::read(a.join(&f)).unwrap() == std::fs::read(b.join(&f)).unwrap(),
+            "{f} differs"
+        );
+    }
+}
+
+/// Runs `ssh-keygen -Y verify` the way an auditor would.
+pub fn ssh_keygen_verify(signers: &Path, identity: &str, manifest: &Path) -> Output {
+    let sig = format!("{}.sig", manifest.display());
+    std::process::Command::new("ssh-keygen")
+        .args(["-Y", "verify", "-f"])
+        .arg(signers)
+        .args(["-I", identity, "-n", "custody-manifest", "-s", &sig])
+        .stdin(std::fs::File::open(manifest).unwrap())
+        .output()
+        .expect("ssh-keygen must be installed (scripts/test installs openssh-client)")
+}
+
+/// Sets a file's permission bits.
+pub fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Appends to a file (for "changed while being read" cases).
+pub fn append(p: &Path, data: &[u8]) {
+    let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+    f.write_all(data).unwrap();
+}
