@@ -95,7 +95,10 @@ impl RelPath {
 /// documentation). Equivalent to comparing the byte strings with `/` ranked
 /// below every other byte.
 pub fn cmp_components(a: &str, b: &str) -> Ordering {
-    a.split('/').cmp(b.split('/'))
+    // `/` ranked as 0 is below every byte a path can hold (no NUL), so this
+    // bytewise comparison equals the component-by-component one.
+    let key = |c: u8| if c == b'/' { 0 } else { c };
+    a.bytes().map(key).cmp(b.bytes().map(key))
 }
 
 impl fmt::Display for RelPath {
@@ -127,6 +130,22 @@ mod tests {
         let mut v = vec!["a.txt", "a/b", "a-b", "a/a/z", "b", "a"];
         v.sort_by(|x, y| cmp_components(x, y));
         assert_eq!(v, ["a", "a/a/z", "a/b", "a-b", "a.txt", "b"]);
+    }
+
+    #[test]
+    fn bytewise_key_equals_component_comparison() {
+        let paths = [
+            "a", "a/b", "a/b/c", "a.txt", "a-b", "ab", "a/a", "b/a", "a b/c", "é/x", "e/x",
+        ];
+        for x in paths {
+            for y in paths {
+                assert_eq!(
+                    cmp_components(x, y),
+                    x.split('/').cmp(y.split('/')),
+                    "{x} vs {y}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -351,6 +351,14 @@ pub fn transfer(
     let source_str = source_root.display().to_string();
     let dest_str = share.describe();
     let run = ledger.begin_run(&source_str, &dest_str, key)?;
+    tracing::info!(
+        run = run.id,
+        attempt = run.attempt,
+        resumed = run.resumed,
+        source = %source_str,
+        destination = %dest_str,
+        "transfer started"
+    );
     let lookup = LandedLookup::open(ledger.path(), run.id)?;
 
     let mut summary = TransferSummary {
@@ -452,6 +460,11 @@ pub fn transfer(
     }
 
     if summary.failed > 0 {
+        tracing::warn!(
+            run = run.id,
+            failed = summary.failed,
+            "run incomplete; not sealed"
+        );
         summary.status = Status::Incomplete;
         ledger.mark_incomplete(
             run.id,
@@ -532,6 +545,12 @@ impl Batch {
         // Durable first, recorded second.
         dest.flush()?;
         ledger.record_batch(run, &self.landed, &self.failed, &self.excluded)?;
+        tracing::debug!(
+            landed = self.landed.len(),
+            failed = self.failed.len(),
+            excluded = self.excluded.len(),
+            "batch recorded"
+        );
         self.landed.clear();
         self.failed.clear();
         self.excluded.clear();
@@ -588,6 +607,7 @@ fn seal(
     let sig_path = manifest::signature_path(&json_path);
     write_durable(&json_path, &bytes)?;
     write_durable(&sig_path, signature.as_bytes())?;
+    tracing::info!(manifest = %m.id, files = m.totals.files, bytes = m.totals.bytes, "sealed");
     let sealed = Sealed {
         id: m.id.clone(),
         manifest: json_path,

@@ -165,3 +165,37 @@ fn the_worked_example_in_manifests_audits() {
     let ok = ssh_keygen_verify(&signers, "demo-operator@custody.example", &m);
     assert!(ok.status.success(), "{}", stderr(&ok));
 }
+
+/// Validates `manifest` against manifests/manifest.schema.json with
+/// Python's `jsonschema` (installed by scripts/test): an independent check
+/// that the schema and the writer agree.
+fn schema_errors(manifest: &Path) -> String {
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/manifest.schema.json");
+    let script = "import json,sys,jsonschema\n\
+        s=json.load(open(sys.argv[1])); m=json.load(open(sys.argv[2]))\n\
+        v=jsonschema.Draft202012Validator(s)\n\
+        print('\\n'.join(e.message for e in v.iter_errors(m)))";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&schema)
+        .arg(manifest)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python3 jsonschema failed (scripts/test installs it): {}",
+        stderr(&out)
+    );
+    stdout(&out).trim().to_owned()
+}
+
+#[test]
+fn manifests_match_the_json_schema() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert_eq!(schema_errors(&root.join("manifests/example.json")), "");
+    let (ws, m) = sealed();
+    assert_eq!(schema_errors(&m), "");
+    edit(&m, |v| v["files"][0]["path"] = "a/../b".into());
+    assert!(!schema_errors(&m).is_empty(), "the schema must reject '..'");
+    let _ = ws;
+}

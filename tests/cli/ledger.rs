@@ -225,3 +225,40 @@ fn a_ledger_from_a_newer_custody_is_refused() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_signed_event_verifies_with_stock_ssh_keygen() {
+    let ws = ledger();
+    let (hash, sig): (String, String) = ws
+        .db()
+        .query_row(
+            "SELECT hash, signature FROM events WHERE kind = 'sealed'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let sig_path = ws.root().join("event.sig");
+    std::fs::write(&sig_path, sig).unwrap();
+    let check = |msg: &str| {
+        let mut child = std::process::Command::new("ssh-keygen")
+            .args(["-Y", "verify", "-f"])
+            .arg(ws.signers())
+            .args(["-I", IDENTITY, "-n", "custody-ledger", "-s"])
+            .arg(&sig_path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(msg.as_bytes())
+            .unwrap();
+        child.wait().unwrap().success()
+    };
+    assert!(check(&hash));
+    assert!(!check(&hash.replacen(&hash[..1], "x", 1)));
+}

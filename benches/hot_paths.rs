@@ -1,0 +1,117 @@
+//! Micro-benchmarks of the hot paths: hashing a stream, encoding a
+//! manifest, recording landed files in the ledger, and sorting paths in
+//! manifest order. Run with `cargo bench`; the side-by-side comparison with
+//! other tools is `scripts/bench` (docs/PERFORMANCE.md).
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use custody::ledger::{LandedFile, Ledger};
+use custody::manifest::{ChainHead, FileEntry, Manifest, Operator, Tool, Totals};
+
+fn hash(c: &mut Criterion) {
+    let data = vec![0x5au8; 16 << 20];
+    let mut g = c.benchmark_group("hash");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("blake3 16 MiB stream", |b| {
+        b.iter(|| custody::digest::hash_reader(black_box(&data[..])).unwrap())
+    });
+    g.finish();
+}
+
+fn files(n: usize) -> Vec<FileEntry> {
+    (0..n)
+        .map(|i| FileEntry {
+            blake3: blake3::hash(&i.to_le_bytes()).to_hex().to_string(),
+            mtime: "2024-01-01T08:30:00.123456789Z".into(),
+            path: format!("PAT{:05}/STUDY{}/SERIES{}/IM{i:06}", i / 400, i % 4, i % 7),
+            size: 400_000 + i as u64,
+        })
+        .collect()
+}
+
+fn manifest_encode(c: &mut Criterion) {
+    let files = files(10_000);
+    let m = Manifest {
+        created: "2026-11-23T21:45:00Z".into(),
+        destination: "/mnt/databox/contoso_BlockBlob/pacs".into(),
+        excluded: vec![],
+        totals: Totals {
+            bytes: files.iter().map(|f| f.size).sum(),
+            excluded: 0,
+            files: files.len() as u64,
+        },
+        files,
+        format: custody::manifest::FORMAT.into(),
+        host: "bench".into(),
+        id: "20261123T214500Z-00000000".into(),
+        ledger_head: ChainHead {
+            hash: "0".repeat(64),
+            seq: 1,
+        },
+        operator: Operator {
+            identity: "bench".into(),
+            key_fingerprint: "SHA256:x".into(),
+        },
+        run: 1,
+        source: "/srv/pacs".into(),
+        tool: Tool {
+            name: "custody".into(),
+            version: "0".into(),
+        },
+        version: custody::manifest::VERSION,
+    };
+    let mut g = c.benchmark_group("manifest");
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("canonical encode, 10k files", |b| {
+        b.iter(|| black_box(&m).to_canonical())
+    });
+    let bytes = m.to_canonical();
+    g.bench_function("parse, 10k files", |b| {
+        b.iter(|| Manifest::parse(black_box(&bytes)).unwrap())
+    });
+    g.finish();
+}
+
+fn ledger_insert(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let g = custody::keys::generate(&dir.path().join("k"), "bench").unwrap();
+    let key = custody::keys::SigningKey::load(&g.private_key).unwrap();
+    let mut ledger = Ledger::open(&dir.path().join("bench.db")).unwrap();
+    let run = ledger.begin_run("/src", "/dst", &key).unwrap();
+    let batch: Vec<LandedFile> = files(1024)
+        .into_iter()
+        .map(|f| LandedFile {
+            path: f.path,
+            size: f.size,
+            mtime_ns: 1_704_097_800_000_000_000,
+            blake3: f.blake3,
+        })
+        .collect();
+    let mut grp = c.benchmark_group("ledger");
+    grp.throughput(Throughput::Elements(batch.len() as u64));
+    grp.bench_function("record a batch of 1024 landed files", |b| {
+        b.iter(|| ledger.record_batch(run.id, &batch, &[], &[]).unwrap())
+    });
+    grp.finish();
+}
+
+fn component_sort(c: &mut Criterion) {
+    let paths: Vec<String> = files(10_000).into_iter().map(|f| f.path).collect();
+    c.bench_function("sort 10k paths in component order", |b| {
+        b.iter_batched(
+            || paths.clone(),
+            |mut v| v.sort_by(|a, b| custody::relpath::cmp_components(a, b)),
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(
+    benches,
+    hash,
+    manifest_encode,
+    ledger_insert,
+    component_sort
+);
+criterion_main!(benches);
