@@ -19,6 +19,27 @@ fn hash(c: &mut Criterion) {
     g.finish();
 }
 
+fn encrypt(c: &mut Criterion) {
+    use std::io::Write;
+    let data = vec![0x5au8; 16 << 20];
+    let key = custody::crypt::EncryptionKey::generate();
+    let mut g = c.benchmark_group("encrypt");
+    g.throughput(Throughput::Bytes(data.len() as u64));
+    g.bench_function("AES-256-GCM STREAM 16 MiB, 64 KiB chunks", |b| {
+        b.iter(|| {
+            let mut w = custody::crypt::EncryptWriter::new(
+                std::io::sink(),
+                &key,
+                custody::crypt::DEFAULT_CHUNK,
+            )
+            .unwrap();
+            w.write_all(black_box(&data)).unwrap();
+            w.finish().unwrap()
+        })
+    });
+    g.finish();
+}
+
 fn files(n: usize) -> Vec<FileEntry> {
     (0..n)
         .map(|i| FileEntry {
@@ -26,6 +47,7 @@ fn files(n: usize) -> Vec<FileEntry> {
             mtime: "2024-01-01T08:30:00.123456789Z".into(),
             path: format!("PAT{:05}/STUDY{}/SERIES{}/IM{i:06}", i / 400, i % 4, i % 7),
             size: 400_000 + i as u64,
+            stored: None,
         })
         .collect()
 }
@@ -35,6 +57,7 @@ fn manifest_encode(c: &mut Criterion) {
     let m = Manifest {
         created: "2026-11-23T21:45:00Z".into(),
         destination: "/mnt/databox/contoso_BlockBlob/pacs".into(),
+        encryption: None,
         excluded: vec![],
         totals: Totals {
             bytes: files.iter().map(|f| f.size).sum(),
@@ -78,7 +101,7 @@ fn ledger_insert(c: &mut Criterion) {
     let g = custody::keys::generate(&dir.path().join("k"), "bench").unwrap();
     let key = custody::keys::SigningKey::load(&g.private_key).unwrap();
     let mut ledger = Ledger::open(&dir.path().join("bench.db")).unwrap();
-    let run = ledger.begin_run("/src", "/dst", &key).unwrap();
+    let run = ledger.begin_run("/src", "/dst", &key, None).unwrap();
     let batch: Vec<LandedFile> = files(1024)
         .into_iter()
         .map(|f| LandedFile {
@@ -86,6 +109,7 @@ fn ledger_insert(c: &mut Criterion) {
             size: f.size,
             mtime_ns: 1_704_097_800_000_000_000,
             blake3: f.blake3,
+            stored: None,
         })
         .collect();
     let mut grp = c.benchmark_group("ledger");
@@ -110,6 +134,7 @@ fn component_sort(c: &mut Criterion) {
 criterion_group!(
     benches,
     hash,
+    encrypt,
     manifest_encode,
     ledger_insert,
     component_sort

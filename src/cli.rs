@@ -6,6 +6,7 @@
 //! where, a hint line, and a documented exit code.
 
 mod audit;
+mod decrypt;
 mod demo;
 mod keygen;
 mod ledger;
@@ -123,6 +124,7 @@ enum Command {
     Transfer(transfer::Args),
     Verify(verify::Args),
     Audit(audit::Args),
+    Decrypt(decrypt::Args),
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
     Log(ledger::LogArgs),
@@ -155,6 +157,7 @@ pub fn main() -> ExitCode {
         Command::Transfer(a) => transfer::run(a, g),
         Command::Verify(a) => verify::run(a, g),
         Command::Audit(a) => audit::run(a, g),
+        Command::Decrypt(a) => decrypt::run(a, g),
         Command::Ledger(c) => ledger::run(c, g),
         Command::Log(a) => ledger::log(a, g),
         Command::Demo(a) => demo::run(a, g),
@@ -198,6 +201,17 @@ pub fn load_trust(
     .map_err(Failure::usage)?;
     render::warn_if_example_trust(&trust);
     Ok(trust)
+}
+
+/// Loads an encryption key file (exit 2 on any problem).
+pub fn load_encryption_key(
+    path: &std::path::Path,
+) -> Result<custody::crypt::EncryptionKey, Failure> {
+    custody::crypt::EncryptionKey::load(path).map_err(|e| {
+        Failure::usage(e).hint(
+            "make one with `custody keygen --encryption --out FILE`, or pass the right key file",
+        )
+    })
 }
 
 /// Loads the operator's signing key, warning loudly about the demo key.

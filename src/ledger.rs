@@ -16,12 +16,12 @@ use serde_json::{Value, json};
 
 use crate::digest::frame;
 use crate::keys::{self, KeyError, SigningKey, Trust};
-use crate::manifest::{ChainHead, Excluded, FileEntry, Manifest};
+use crate::manifest::{ChainHead, Excluded, FileEntry, Manifest, StoredEntry};
 use crate::relpath;
 use crate::source::mtime_rfc3339;
 
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// `prev_hash` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -82,6 +82,14 @@ CREATE TABLE events (
 );
 "#;
 
+/// Version 1 → 2: encrypted transfers record the stored object's size and
+/// hash, and a run remembers the encryption key it was started with.
+const MIGRATE_V2: &str = r#"
+ALTER TABLE landed ADD COLUMN stored_size INTEGER;
+ALTER TABLE landed ADD COLUMN stored_blake3 TEXT;
+ALTER TABLE runs ADD COLUMN encryption_key_id TEXT;
+"#;
+
 /// Event kinds. Stored as text; listed here so the code has one spelling.
 pub mod kind {
     /// A new run began.
@@ -128,6 +136,18 @@ pub enum LedgerError {
         /// The version found.
         found: i64,
     },
+    /// An open run was started with another encryption setting.
+    #[error(
+        "ledger {path}: run {run} for this source and destination was started {started}; resume it with the same setting"
+    )]
+    EncryptionMismatch {
+        /// The ledger file.
+        path: PathBuf,
+        /// The open run.
+        run: u64,
+        /// How it was started (e.g. "with encryption key …").
+        started: String,
+    },
     /// Signing an event failed.
     #[error("ledger {path}: {source}")]
     Key {
@@ -166,6 +186,17 @@ pub struct LandedFile {
     pub size: u64,
     /// Source mtime, ns since the epoch.
     pub mtime_ns: i64,
+    /// BLAKE3 hex.
+    pub blake3: String,
+    /// The stored (encrypted) object, when it differs from the plaintext.
+    pub stored: Option<Stored>,
+}
+
+/// Size and hash of a stored object that is not the plaintext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Size in bytes.
+    pub size: u64,
     /// BLAKE3 hex.
     pub blake3: String,
 }
@@ -255,14 +286,22 @@ pub fn event_hash(
 
 /// The hash of a landed-file row (see `docs/ledger.md`, "Landed rows").
 pub fn row_hash(run: u64, event_seq: u64, f: &LandedFile) -> String {
-    let mut b = Vec::with_capacity(128 + f.path.len());
-    frame(&mut b, b"custody-landed/1");
+    let mut b = Vec::with_capacity(256 + f.path.len());
+    let tag: &[u8] = match f.stored {
+        None => b"custody-landed/1",
+        Some(_) => b"custody-landed/2",
+    };
+    frame(&mut b, tag);
     frame(&mut b, run.to_string().as_bytes());
     frame(&mut b, event_seq.to_string().as_bytes());
     frame(&mut b, f.path.as_bytes());
     frame(&mut b, f.size.to_string().as_bytes());
     frame(&mut b, f.mtime_ns.to_string().as_bytes());
     frame(&mut b, f.blake3.as_bytes());
+    if let Some(st) = &f.stored {
+        frame(&mut b, st.size.to_string().as_bytes());
+        frame(&mut b, st.blake3.as_bytes());
+    }
     hex(blake3::hash(&b))
 }
 
@@ -381,21 +420,20 @@ impl Ledger {
                 found: version,
             });
         }
-        if version == 0 {
+        let steps: [(i64, &str); 2] = [(1, SCHEMA_V1), (2, MIGRATE_V2)];
+        for (to, sql) in steps.into_iter().filter(|(to, _)| *to > version) {
+            let path = self.path.clone();
             let tx = self
                 .conn
                 .transaction()
                 .map_err(|source| LedgerError::Sqlite {
-                    path: self.path.clone(),
+                    path: path.clone(),
                     source,
                 })?;
-            tx.execute_batch(SCHEMA_V1)
-                .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
+            tx.execute_batch(sql)
+                .and_then(|()| tx.pragma_update(None, "user_version", to))
                 .and_then(|()| tx.commit())
-                .map_err(|source| LedgerError::Sqlite {
-                    path: self.path.clone(),
-                    source,
-                })?;
+                .map_err(|source| LedgerError::Sqlite { path, source })?;
         }
         Ok(())
     }
@@ -541,19 +579,33 @@ impl Ledger {
         source: &str,
         destination: &str,
         key: &SigningKey,
+        encryption_key_id: Option<&str>,
     ) -> Result<RunRef, LedgerError> {
         self.register_key(key)?;
-        let open: Option<u64> = self
+        let open: Option<(u64, Option<String>)> = self
             .conn
             .query_row(
-                "SELECT id FROM runs WHERE source = ?1 AND destination = ?2 AND status != 'sealed'
+                "SELECT id, encryption_key_id FROM runs
+                 WHERE source = ?1 AND destination = ?2 AND status != 'sealed'
                  ORDER BY id DESC LIMIT 1",
                 params![source, destination],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(self.err())?;
-        let run = match open {
+        if let Some((run, started)) = &open
+            && started.as_deref() != encryption_key_id
+        {
+            return Err(LedgerError::EncryptionMismatch {
+                path: self.path.clone(),
+                run: *run,
+                started: match started {
+                    Some(id) => format!("with encryption key {id}"),
+                    None => "without encryption".into(),
+                },
+            });
+        }
+        let run = match open.map(|(id, _)| id) {
             Some(id) => {
                 let attempts: u64 = self
                     .conn
@@ -578,8 +630,8 @@ impl Ledger {
             None => {
                 self.conn
                     .execute(
-                        "INSERT INTO runs (started_at, source, destination, host, operator, key_fingerprint, tool_version, status)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open')",
+                        "INSERT INTO runs (started_at, source, destination, host, operator, key_fingerprint, tool_version, status, encryption_key_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8)",
                         params![
                             crate::now_rfc3339(),
                             source,
@@ -587,7 +639,8 @@ impl Ledger {
                             crate::host_name(),
                             key.identity(),
                             key.fingerprint(),
-                            crate::TOOL_VERSION
+                            crate::TOOL_VERSION,
+                            encryption_key_id
                         ],
                     )
                     .map_err(self.err())?;
@@ -606,6 +659,7 @@ impl Ledger {
         let payload = json!({
             "attempt": run.attempt,
             "destination": destination,
+            "encryption_key_id": encryption_key_id,
             "host": crate::host_name(),
             "operator": key.identity(),
             "source": source,
@@ -644,13 +698,23 @@ impl Ledger {
             {
                 let mut ins = tx
                     .prepare_cached(
-                        "INSERT INTO landed (run_id, event_seq, path, size, mtime_ns, blake3, row_hash)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT INTO landed (run_id, event_seq, path, size, mtime_ns, blake3, row_hash, stored_size, stored_blake3)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                     )
                     .map_err(sql)?;
                 for (f, h) in landed.iter().zip(&hashes) {
-                    ins.execute(params![run, seq, f.path, f.size, f.mtime_ns, f.blake3, h])
-                        .map_err(sql)?;
+                    ins.execute(params![
+                        run,
+                        seq,
+                        f.path,
+                        f.size,
+                        f.mtime_ns,
+                        f.blake3,
+                        h,
+                        f.stored.as_ref().map(|s| s.size),
+                        f.stored.as_ref().map(|s| s.blake3.as_str())
+                    ])
+                    .map_err(sql)?;
                 }
             }
             let payload = json!({
@@ -710,12 +774,22 @@ impl Ledger {
     /// SQLite errors.
     pub fn manifest_files(&self, run: u64) -> Result<Vec<FileEntry>, LedgerError> {
         let mut files = self.query_all(
-            "SELECT path, size, mtime_ns, blake3 FROM landed
+            "SELECT path, size, mtime_ns, blake3, stored_size, stored_blake3 FROM landed
              WHERE id IN (SELECT MAX(id) FROM landed WHERE run_id = ?1 GROUP BY path)",
             [run],
             |r| {
+                let path: String = r.get(0)?;
+                let stored: Option<(u64, String)> = match (r.get(4)?, r.get(5)?) {
+                    (Some(size), Some(blake3)) => Some((size, blake3)),
+                    _ => None,
+                };
                 Ok(FileEntry {
-                    path: r.get(0)?,
+                    stored: stored.map(|(size, blake3)| StoredEntry {
+                        blake3,
+                        path: format!("{path}{}", crate::crypt::SUFFIX),
+                        size,
+                    }),
+                    path,
                     size: r.get(1)?,
                     mtime: mtime_rfc3339(r.get(2)?),
                     blake3: r.get(3)?,
@@ -1062,7 +1136,7 @@ impl Ledger {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, run_id, path, size, mtime_ns, blake3, row_hash FROM landed
+                "SELECT id, run_id, path, size, mtime_ns, blake3, row_hash, stored_size, stored_blake3 FROM landed
                  WHERE event_seq = ?1 ORDER BY id",
             )
             .map_err(self.err())?;
@@ -1076,6 +1150,10 @@ impl Ledger {
                         size: r.get(3)?,
                         mtime_ns: r.get(4)?,
                         blake3: r.get(5)?,
+                        stored: match (r.get(7)?, r.get(8)?) {
+                            (Some(size), Some(blake3)) => Some(Stored { size, blake3 }),
+                            _ => None,
+                        },
                     },
                     r.get::<_, String>(6)?,
                 ))
@@ -1181,6 +1259,8 @@ pub struct Recorded {
     pub size: u64,
     /// Source mtime, ns.
     pub mtime_ns: i64,
+    /// Size of the stored object, when it is not the plaintext.
+    pub stored_size: Option<u64>,
 }
 
 impl LandedLookup {
@@ -1207,13 +1287,14 @@ impl LandedLookup {
     pub fn get(&self, path: &str) -> Result<Option<Recorded>, rusqlite::Error> {
         self.conn
             .prepare_cached(
-                "SELECT size, mtime_ns FROM landed WHERE run_id = ?1 AND path = ?2
+                "SELECT size, mtime_ns, stored_size FROM landed WHERE run_id = ?1 AND path = ?2
                  ORDER BY id DESC LIMIT 1",
             )?
             .query_row(params![self.run, path], |r| {
                 Ok(Recorded {
                     size: r.get(0)?,
                     mtime_ns: r.get(1)?,
+                    stored_size: r.get(2)?,
                 })
             })
             .optional()
@@ -1247,6 +1328,7 @@ mod tests {
             size: 21,
             mtime_ns: 1_704_097_800_000_000_000,
             blake3: blake3::hash(b"synthetic CT slice 1\n").to_hex().to_string(),
+            stored: None,
         };
         let r = row_hash(1, 2, &f);
         assert_eq!(r, ROW_VECTOR);
@@ -1263,18 +1345,23 @@ mod tests {
         let g = crate::keys::generate(&dir.path().join("k"), "op").unwrap();
         let key = SigningKey::load(&g.private_key).unwrap();
         let mut l = Ledger::open(&dir.path().join("l.db")).unwrap();
-        let run = l.begin_run("/src", "/dst", &key).unwrap();
+        let run = l.begin_run("/src", "/dst", &key, None).unwrap();
         assert_eq!((run.id, run.attempt, run.resumed), (1, 1, false));
         let f = LandedFile {
             path: "a".into(),
             size: 1,
             mtime_ns: 0,
             blake3: blake3::hash(b"a").to_hex().to_string(),
+            stored: None,
         };
         l.record_batch(run.id, &[f], &[("b".into(), "boom".into())], &[])
             .unwrap();
         l.mark_incomplete(run.id, &json!({})).unwrap();
-        let again = l.begin_run("/src", "/dst", &key).unwrap();
+        assert!(matches!(
+            l.begin_run("/src", "/dst", &key, Some("00")),
+            Err(LedgerError::EncryptionMismatch { run: 1, .. })
+        ));
+        let again = l.begin_run("/src", "/dst", &key, None).unwrap();
         assert_eq!((again.id, again.attempt, again.resumed), (1, 2, true));
         let report = l.verify_chain(None).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);

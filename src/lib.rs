@@ -10,6 +10,7 @@
 //! and reports. The `custody` binary (`src/main.rs`, `src/cli/`) is the face.
 #![forbid(unsafe_code)]
 
+pub mod crypt;
 pub mod dest;
 pub mod digest;
 pub mod keys;
@@ -17,6 +18,7 @@ pub mod ledger;
 pub mod manifest;
 pub mod progress;
 pub mod relpath;
+pub mod restore;
 pub mod source;
 pub mod transfer;
 pub mod verify;

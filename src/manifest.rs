@@ -19,8 +19,11 @@ use crate::relpath::{self, RelPath};
 
 /// Value of the `format` field.
 pub const FORMAT: &str = "custody-manifest";
-/// The manifest version this code writes.
+/// The version of a manifest of plaintext copies.
 pub const VERSION: u64 = 1;
+/// The version of a manifest of encrypted copies: version 1 plus the
+/// `encryption` header and a `stored` object per file (both required).
+pub const VERSION_ENCRYPTED: u64 = 2;
 
 /// A custody manifest, version 1. Fields are declared in sorted order so
 /// that serialising this struct yields canonical bytes directly.
@@ -31,6 +34,9 @@ pub struct Manifest {
     pub created: String,
     /// Where the files landed, as given to `transfer`.
     pub destination: String,
+    /// How files were encrypted (version 2 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
     /// Source entries that were not carried, with the reason.
     pub excluded: Vec<Excluded>,
     /// Every landed file, in component order of `path`.
@@ -53,7 +59,7 @@ pub struct Manifest {
     pub tool: Tool,
     /// Totals over `files` and `excluded`.
     pub totals: Totals,
-    /// Always [`VERSION`] for this struct.
+    /// [`VERSION`], or [`VERSION_ENCRYPTED`] when `encryption` is present.
     pub version: u64,
 }
 
@@ -69,6 +75,33 @@ pub struct FileEntry {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
+    /// The stored object, when it is not the plaintext (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<StoredEntry>,
+}
+
+/// A stored (encrypted) object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredEntry {
+    /// BLAKE3 of the stored bytes, lowercase hex.
+    pub blake3: String,
+    /// Its path at the destination (`path` plus the suffix).
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// The encryption header of a version 2 manifest. Never the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encryption {
+    /// Plaintext bytes per chunk.
+    pub chunk_size: u32,
+    /// The master key's id (a fingerprint, never the key).
+    pub key_id: String,
+    /// The scheme, [`crate::crypt::SCHEME`].
+    pub scheme: String,
 }
 
 /// A source entry that was not carried.
@@ -167,7 +200,8 @@ impl Manifest {
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
         match (value.get("format"), value.get("version")) {
-            (Some(f), Some(v)) if f == FORMAT && v.as_u64() == Some(VERSION) => {}
+            (Some(f), Some(v))
+                if f == FORMAT && matches!(v.as_u64(), Some(VERSION | VERSION_ENCRYPTED)) => {}
             (Some(f), Some(v)) if f == FORMAT => {
                 return Err(format!("unsupported manifest version {v}"));
             }
@@ -283,6 +317,7 @@ pub fn audit(signed: &SignedManifest) -> Vec<Finding> {
             add(field, format!("not an RFC 3339 timestamp: {value:?}"));
         }
     }
+    audit_encryption(m, &mut add);
     if digest::parse_hex(&m.ledger_head.hash).is_none() {
         add(
             "ledger_head.hash",
@@ -344,6 +379,80 @@ pub fn audit(signed: &SignedManifest) -> Vec<Finding> {
     out
 }
 
+/// Version-specific checks: version 1 has no encryption fields; version 2
+/// has them all, consistent with the format (`docs/encryption.md`).
+fn audit_encryption(m: &Manifest, add: &mut impl FnMut(&str, String)) {
+    let Some(enc) = &m.encryption else {
+        if m.version != VERSION {
+            add("encryption", format!("version {} requires it", m.version));
+        }
+        if let Some(f) = m.files.iter().find(|f| f.stored.is_some()) {
+            add(
+                &f.path,
+                "has `stored` but the manifest has no `encryption`".into(),
+            );
+        }
+        return;
+    };
+    if m.version != VERSION_ENCRYPTED {
+        add(
+            "version",
+            format!(
+                "is {} but `encryption` requires {VERSION_ENCRYPTED}",
+                m.version
+            ),
+        );
+    }
+    if enc.scheme != crate::crypt::SCHEME {
+        add(
+            "encryption.scheme",
+            format!("unknown scheme {:?}", enc.scheme),
+        );
+    }
+    let chunk_ok = (crate::crypt::MIN_CHUNK..=crate::crypt::MAX_CHUNK).contains(&enc.chunk_size);
+    if !chunk_ok {
+        add(
+            "encryption.chunk_size",
+            format!("{} is out of range", enc.chunk_size),
+        );
+    }
+    for f in &m.files {
+        let Some(st) = &f.stored else {
+            add(
+                &f.path,
+                "no `stored` object in an encrypted manifest".into(),
+            );
+            continue;
+        };
+        if st.path != format!("{}{}", f.path, crate::crypt::SUFFIX) {
+            add(
+                &f.path,
+                format!(
+                    "stored.path {:?} is not path + {:?}",
+                    st.path,
+                    crate::crypt::SUFFIX
+                ),
+            );
+        }
+        if digest::parse_hex(&st.blake3).is_none() {
+            add(
+                &f.path,
+                "stored.blake3 is not 64 lowercase hex digits".into(),
+            );
+        }
+        let expect = crate::crypt::stored_size(f.size, enc.chunk_size);
+        if chunk_ok && st.size != expect {
+            add(
+                &f.path,
+                format!(
+                    "stored.size {} does not fit a {}-byte plaintext (expected {expect})",
+                    st.size, f.size
+                ),
+            );
+        }
+    }
+}
+
 /// Makes a new manifest id: the UTC sealing time and 32 random bits,
 /// e.g. `20261123T214500Z-3fa9c2d1`. Ids sort by time.
 pub fn new_id(created: jiff::Timestamp) -> String {
@@ -360,6 +469,7 @@ mod tests {
         Manifest {
             created: "2026-11-23T21:45:00Z".into(),
             destination: "/mnt/databox/acme_BlockBlob/pacs".into(),
+            encryption: None,
             excluded: vec![Excluded {
                 path: "link".into(),
                 reason: "symbolic link (not followed)".into(),
@@ -369,6 +479,7 @@ mod tests {
                 mtime: "2026-01-02T03:04:05.123456789Z".into(),
                 path: "p1/s1/\"quoted\" ü.dcm".into(),
                 size: 1,
+                stored: None,
             }],
             format: FORMAT.into(),
             host: "xfer-01".into(),
@@ -414,11 +525,11 @@ mod tests {
     #[test]
     fn parse_rejects_other_versions_duplicates_and_unknown_fields() {
         let text = String::from_utf8(sample().to_canonical()).unwrap();
-        let v2 = text.replace(r#""version":1"#, r#""version":2"#);
+        let v3 = text.replace(r#""version":1"#, r#""version":3"#);
         assert!(
-            Manifest::parse(v2.as_bytes())
+            Manifest::parse(v3.as_bytes())
                 .unwrap_err()
-                .contains("version 2")
+                .contains("version 3")
         );
         let dup = text.replacen(r#"{"created":"#, r#"{"host":"evil","created":"#, 1);
         assert!(

@@ -20,13 +20,17 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::crypt::{self, EncryptWriter, EncryptionKey};
 use crate::dest::share::Share;
 use crate::dest::{DestError, Destination};
-use crate::digest::CHUNK;
+use crate::digest::{CHUNK, HashingWriter};
 use crate::keys::{KeyError, SigningKey};
-use crate::ledger::{self, LandedFile, LandedLookup, Ledger, LedgerError, RunRef};
-use crate::manifest::{self, ChainHead, Manifest, ManifestError, Operator, Tool, Totals};
+use crate::ledger::{self, LandedFile, LandedLookup, Ledger, LedgerError, RunRef, Stored};
+use crate::manifest::{
+    self, ChainHead, Encryption, Manifest, ManifestError, Operator, Tool, Totals,
+};
 use crate::progress::{Notice, Phase, Progress};
+use crate::relpath::RelPath;
 use crate::source::{self, SourceEntry, SourceFile};
 use crate::verify::{self, VerifyReport};
 
@@ -50,6 +54,8 @@ pub struct TransferOptions {
     pub manifest_dir: PathBuf,
     /// The ledger file.
     pub ledger: PathBuf,
+    /// Encrypt every file under this key (`docs/encryption.md`).
+    pub encryption: Option<EncryptionKey>,
 }
 
 /// Errors that stop a transfer as a whole (per-file failures are not
@@ -85,6 +91,9 @@ pub enum TransferError {
     /// The manifest could not be written.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// The verify after sealing could not run.
+    #[error(transparent)]
+    Verify(#[from] verify::VerifyError),
 }
 
 impl TransferError {
@@ -96,7 +105,9 @@ impl TransferError {
             TransferError::Source { .. }
                 | TransferError::ManifestDir { .. }
                 | TransferError::Destination(DestError::Unusable { .. })
-                | TransferError::Ledger(LedgerError::NewerSchema { .. })
+                | TransferError::Ledger(
+                    LedgerError::NewerSchema { .. } | LedgerError::EncryptionMismatch { .. }
+                )
         )
     }
 }
@@ -228,9 +239,62 @@ thread_local! {
     static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; CHUNK]);
 }
 
-/// Copies one file: one read pass that hashes and writes, with a check that
-/// the file did not change while it was read.
-fn copy_one(f: &SourceFile, dest: &dyn Destination, progress: &dyn Progress) -> Done {
+/// The destination object of a source file: its own path, or with the
+/// encrypted suffix.
+fn object_rel(rel: &RelPath, encrypted: bool) -> RelPath {
+    if encrypted {
+        RelPath::new(format!("{rel}{}", crypt::SUFFIX)).expect("a suffix keeps a path valid")
+    } else {
+        rel.clone()
+    }
+}
+
+/// Where the bytes of one file go: straight to the landing, or through the
+/// encryptor (hashing the stored bytes on the way).
+enum Sink<'d> {
+    Plain(Box<dyn crate::dest::Landing + 'd>),
+    // Boxed: the AES key schedule makes the encryptor large.
+    Encrypted(Box<EncryptWriter<HashingWriter<Box<dyn crate::dest::Landing + 'd>>>>),
+}
+
+impl Sink<'_> {
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        match self {
+            Sink::Plain(l) => l.write_all(buf),
+            Sink::Encrypted(w) => w.write_all(buf),
+        }
+    }
+
+    /// Finishes the encryption (if any) and commits the landing.
+    fn commit(self) -> Result<Option<Stored>, String> {
+        let (landing, stored) = match self {
+            Sink::Plain(l) => (l, None),
+            Sink::Encrypted(w) => {
+                let hw = w
+                    .finish()
+                    .map_err(|e| format!("destination write failed: {e}"))?;
+                let (landing, size, hash) = hw.finish();
+                let stored = Stored {
+                    size,
+                    blake3: hash.to_hex().to_string(),
+                };
+                (landing, Some(stored))
+            }
+        };
+        landing.commit().map_err(|e| format!("destination {e}"))?;
+        Ok(stored)
+    }
+}
+
+/// Copies one file: one read pass that hashes, (encrypts,) and writes, with
+/// a check that the file did not change while it was read.
+fn copy_one(
+    f: &SourceFile,
+    dest: &dyn Destination,
+    key: Option<&EncryptionKey>,
+    progress: &dyn Progress,
+) -> Done {
     let fail = |error: String| Done::Failed {
         path: f.path.display().to_string(),
         error,
@@ -247,9 +311,16 @@ fn copy_one(f: &SourceFile, dest: &dyn Destination, progress: &dyn Progress) -> 
         Ok(_) => return fail("changed after it was listed (size or mtime differ)".into()),
         Err(e) => return fail(e.to_string()),
     }
-    let mut landing = match dest.create(&f.rel, f.mtime_ns) {
+    let landing = match dest.create(&object_rel(&f.rel, key.is_some()), f.mtime_ns) {
         Ok(l) => l,
         Err(e) => return fail(format!("destination {e}")),
+    };
+    let mut landing = match key {
+        None => Sink::Plain(landing),
+        Some(k) => match EncryptWriter::new(HashingWriter::new(landing), k, crypt::DEFAULT_CHUNK) {
+            Ok(w) => Sink::Encrypted(Box::new(w)),
+            Err(e) => return fail(format!("destination write failed: {e}")),
+        },
     };
     let mut hasher = blake3::Hasher::new();
     let mut total = 0u64;
@@ -279,14 +350,16 @@ fn copy_one(f: &SourceFile, dest: &dyn Destination, progress: &dyn Progress) -> 
         }
         Err(e) => return fail(e.to_string()),
     }
-    if let Err(e) = landing.commit() {
-        return fail(format!("destination {e}"));
-    }
+    let stored = match landing.commit() {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
     Done::Landed(LandedFile {
         path: f.rel.to_string(),
         size: total,
         mtime_ns: f.mtime_ns,
         blake3: hasher.finalize().to_hex().to_string(),
+        stored,
     })
 }
 
@@ -350,7 +423,8 @@ pub fn transfer(
     let mut ledger = Ledger::open(&opts.ledger)?;
     let source_str = source_root.display().to_string();
     let dest_str = share.describe();
-    let run = ledger.begin_run(&source_str, &dest_str, key)?;
+    let key_id = opts.encryption.as_ref().map(EncryptionKey::id_hex);
+    let run = ledger.begin_run(&source_str, &dest_str, key, key_id.as_deref())?;
     tracing::info!(
         run = run.id,
         attempt = run.attempt,
@@ -380,12 +454,16 @@ pub fn transfer(
     // this run, unchanged at the source and present at the destination with
     // its size, is not copied again.
     let dest_ref: &dyn Destination = &share;
+    let encrypted = opts.encryption.is_some();
     let items = source::walk(&source_root).map(move |entry| match entry {
         SourceEntry::File(f) => match lookup.get(f.rel.as_str()) {
             Ok(Some(rec))
                 if rec.size == f.size
                     && rec.mtime_ns == f.mtime_ns
-                    && matches!(dest_ref.landed_size(&f.rel), Ok(Some(s)) if s == f.size) =>
+                    && matches!(
+                        dest_ref.landed_size(&object_rel(&f.rel, encrypted)),
+                        Ok(Some(s)) if s == rec.stored_size.unwrap_or(rec.size)
+                    ) =>
             {
                 Item::Ready(Done::Skipped { bytes: f.size })
             }
@@ -405,7 +483,7 @@ pub fn transfer(
         opts.jobs,
         items,
         |item| match item {
-            Item::Copy(f) => copy_one(&f, &share, progress),
+            Item::Copy(f) => copy_one(&f, &share, opts.encryption.as_ref(), progress),
             Item::Ready(done) => done,
         },
         |done| {
@@ -481,7 +559,7 @@ pub fn transfer(
     summary.sealed = Some(sealed);
 
     if opts.verify {
-        let report = verify::verify(&manifest, &share, opts.jobs, progress)?;
+        let report = verify::verify(&manifest, &share, opts.jobs, None, progress)?;
         record_verify(&mut ledger, &manifest, &report, key)?;
         if !report.ok() {
             summary.status = Status::VerifyFailed;
@@ -577,9 +655,19 @@ fn seal(
         excluded: excluded.len() as u64,
         files: files.len() as u64,
     };
+    let encryption = opts.encryption.as_ref().map(|k| Encryption {
+        chunk_size: crypt::DEFAULT_CHUNK,
+        key_id: k.id_hex(),
+        scheme: crypt::SCHEME.to_owned(),
+    });
+    let version = match encryption {
+        Some(_) => manifest::VERSION_ENCRYPTED,
+        None => manifest::VERSION,
+    };
     let m = Manifest {
         created: created.to_string(),
         destination: destination.to_owned(),
+        encryption,
         excluded,
         files,
         format: manifest::FORMAT.to_owned(),
@@ -597,7 +685,7 @@ fn seal(
             version: crate::TOOL_VERSION.to_owned(),
         },
         totals,
-        version: manifest::VERSION,
+        version,
     };
     let bytes = m.to_canonical();
     let signature = m.sign(key)?;

@@ -9,11 +9,34 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
+use crate::crypt::{CryptError, DecryptReader, EncryptionKey};
 use crate::dest::{DestError, Destination, Listed};
-use crate::digest;
+use crate::digest::{self, HashingReader};
 use crate::manifest::{FileEntry, Manifest};
 use crate::progress::{Phase, Progress};
 use crate::relpath::{self, RelPath};
+
+/// Errors that make a verify impossible as a whole.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The destination cannot be listed or read at all.
+    #[error(transparent)]
+    Destination(#[from] DestError),
+    /// The decryption key is not the manifest's.
+    #[error("manifest {manifest} was encrypted with key {expected}, but the given key is {given}")]
+    WrongKey {
+        /// The manifest id.
+        manifest: String,
+        /// Its key id.
+        expected: String,
+        /// The given key's id.
+        given: String,
+    },
+    /// A decryption key was given for a manifest of plaintext copies.
+    #[error("manifest {0} is not encrypted; --decrypt-key does not apply")]
+    NotEncrypted(String),
+}
 
 /// The class of one discrepancy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -70,6 +93,8 @@ pub struct VerifyReport {
     pub files_verified: u64,
     /// Bytes re-read.
     pub bytes_read: u64,
+    /// Files whose plaintext was also decrypted and proven (with a key).
+    pub plaintext_verified: u64,
     /// Counts per class.
     pub counts: Counts,
     /// Every discrepancy, in path order.
@@ -89,11 +114,30 @@ enum Item<'m> {
 }
 
 enum Checked {
-    Ok { path: String, bytes: u64 },
+    Ok {
+        path: String,
+        bytes: u64,
+        plaintext: bool,
+    },
     Bad(Discrepancy, Option<String>),
 }
 
-fn check(dest: &dyn Destination, rel: &RelPath, e: &FileEntry, progress: &dyn Progress) -> Checked {
+/// The object path, size and hash a manifest entry expects at the
+/// destination: the stored object when encrypted, else the plaintext.
+fn expected_object(e: &FileEntry) -> (&str, u64, &str) {
+    match &e.stored {
+        Some(s) => (&s.path, s.size, &s.blake3),
+        None => (&e.path, e.size, &e.blake3),
+    }
+}
+
+fn check(
+    dest: &dyn Destination,
+    rel: &RelPath,
+    e: &FileEntry,
+    key: Option<&EncryptionKey>,
+    progress: &dyn Progress,
+) -> Checked {
     let path = rel.to_string();
     let bad = |class, detail| {
         Checked::Bad(
@@ -109,28 +153,61 @@ fn check(dest: &dyn Destination, rel: &RelPath, e: &FileEntry, progress: &dyn Pr
         Ok(r) => r,
         Err(err) => return bad(Class::Unreadable, err.to_string()),
     };
-    let counted = ProgressReader {
+    let (_, size, blake3) = expected_object(e);
+    let mut raw = HashingReader::new(ProgressReader {
         inner: reader,
         progress,
+    });
+    // With a key, decrypt while reading: one read proves both the stored
+    // bytes and the plaintext.
+    let plaintext = match key.filter(|_| e.stored.is_some()) {
+        Some(k) => match DecryptReader::new(&mut raw, k).and_then(digest::hash_reader) {
+            Ok(p) => Some(p),
+            Err(err) => {
+                return match CryptError::from_io(&err) {
+                    Some(c) => bad(Class::Hash, format!("does not decrypt: {c}")),
+                    None => bad(Class::Unreadable, format!("read failed: {err}")),
+                };
+            }
+        },
+        None => match std::io::copy(&mut raw, &mut std::io::sink()) {
+            Ok(_) => None,
+            Err(err) => return bad(Class::Unreadable, format!("read failed: {err}")),
+        },
     };
-    match digest::hash_reader(counted) {
-        Ok((n, _)) if n != e.size => bad(
+    let (n, h) = raw.finish();
+    if n != size {
+        return bad(
             Class::Size,
-            format!(
-                "expected {} bytes, read {n} (changed while verifying?)",
-                e.size
-            ),
-        ),
-        Ok((_, h)) if h.to_hex().as_str() != e.blake3 => bad(
+            format!("expected {size} bytes, read {n} (changed while verifying?)"),
+        );
+    }
+    if h.to_hex().as_str() != blake3 {
+        return bad(
             Class::Hash,
             format!(
-                "content differs: expected blake3 {}, found {}",
-                e.blake3,
+                "content differs: expected blake3 {blake3}, found {}",
                 h.to_hex()
             ),
-        ),
-        Ok((n, _)) => Checked::Ok { path, bytes: n },
-        Err(err) => bad(Class::Unreadable, format!("read failed: {err}")),
+        );
+    }
+    if let Some((pn, ph)) = plaintext
+        && (pn != e.size || ph.to_hex().as_str() != e.blake3)
+    {
+        return bad(
+            Class::Hash,
+            format!(
+                "plaintext differs: expected {} bytes with blake3 {}, decrypted {pn} bytes with blake3 {}",
+                e.size,
+                e.blake3,
+                ph.to_hex()
+            ),
+        );
+    }
+    Checked::Ok {
+        path,
+        bytes: n,
+        plaintext: plaintext.is_some(),
     }
 }
 
@@ -148,20 +225,36 @@ impl<R: std::io::Read> std::io::Read for ProgressReader<'_, R> {
 }
 
 /// Re-reads every object under `dest` and compares the set with `manifest`.
+/// With `key`, encrypted objects are also decrypted and their plaintext
+/// proven, in the same read.
 ///
 /// # Errors
-/// Only errors that make the whole check impossible; everything about
+/// Only errors that make the whole check impossible (the destination
+/// cannot be listed, the key is not the manifest's); everything about
 /// individual files is in the report.
 pub fn verify(
     manifest: &Manifest,
     dest: &dyn Destination,
     jobs: usize,
+    key: Option<&EncryptionKey>,
     progress: &dyn Progress,
-) -> Result<VerifyReport, DestError> {
+) -> Result<VerifyReport, VerifyError> {
+    if let Some(k) = key {
+        let Some(enc) = &manifest.encryption else {
+            return Err(VerifyError::NotEncrypted(manifest.id.clone()));
+        };
+        if enc.key_id != k.id_hex() {
+            return Err(VerifyError::WrongKey {
+                manifest: manifest.id.clone(),
+                expected: enc.key_id.clone(),
+                given: k.id_hex(),
+            });
+        }
+    }
     let expected: HashMap<&str, &FileEntry> = manifest
         .files
         .iter()
-        .map(|f| (f.path.as_str(), f))
+        .map(|f| (expected_object(f).0, f))
         .collect();
     let mut seen: HashSet<String> = HashSet::with_capacity(expected.len());
     let mut report = VerifyReport {
@@ -170,6 +263,7 @@ pub fn verify(
         files_expected: manifest.files.len() as u64,
         files_verified: 0,
         bytes_read: 0,
+        plaintext_verified: 0,
         counts: Counts::default(),
         discrepancies: Vec::new(),
     };
@@ -181,13 +275,13 @@ pub fn verify(
     let expected_ref = &expected;
     let items = dest.list().map(move |listed| match listed {
         Ok(Listed::Object { rel, size }) => match expected_ref.get(rel.as_str()) {
-            Some(e) if e.size != size => {
+            Some(e) if expected_object(e).1 != size => {
                 let path = rel.to_string();
                 Item::Report(
                     Discrepancy {
                         class: Class::Size,
                         path: path.clone(),
-                        detail: format!("expected {} bytes, found {size}", e.size),
+                        detail: format!("expected {} bytes, found {size}", expected_object(e).1),
                     },
                     Some(path),
                 )
@@ -234,13 +328,18 @@ pub fn verify(
         jobs,
         items,
         |item| match item {
-            Item::Check(rel, e) => check(dest, &rel, e, progress),
+            Item::Check(rel, e) => check(dest, &rel, e, key, progress),
             Item::Report(d, seen) => Checked::Bad(d, seen),
         },
         |checked| {
             match checked {
-                Checked::Ok { path, bytes } => {
+                Checked::Ok {
+                    path,
+                    bytes,
+                    plaintext,
+                } => {
                     report.files_verified += 1;
+                    report.plaintext_verified += u64::from(plaintext);
                     report.bytes_read += bytes;
                     seen.insert(path);
                 }
@@ -256,11 +355,12 @@ pub fn verify(
         },
     )?;
     for f in &manifest.files {
-        if !seen.contains(&f.path) {
+        let (path, size, _) = expected_object(f);
+        if !seen.contains(path) {
             report.discrepancies.push(Discrepancy {
                 class: Class::Missing,
-                path: f.path.clone(),
-                detail: format!("{} bytes expected, not found", f.size),
+                path: path.to_owned(),
+                detail: format!("{size} bytes expected, not found"),
             });
         }
     }

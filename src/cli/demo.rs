@@ -184,6 +184,7 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         verify: true,
         manifest_dir: manifests.clone(),
         ledger: ledger.clone(),
+        encryption: None,
     };
     let summary = custody::transfer::transfer(&opts, &key, &Renderer::new(g))?;
     super::transfer::print_summary(&summary);
@@ -245,7 +246,8 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
     std::fs::write(&victim_path, &bytes)?;
     println!("      flipped byte {mid} of {}", victim.path);
     let share = custody::dest::share::Share::existing(&dest)?;
-    let report = custody::verify::verify(&signed.manifest, &share, opts.jobs, &Renderer::new(g))?;
+    let report =
+        custody::verify::verify(&signed.manifest, &share, opts.jobs, None, &Renderer::new(g))?;
     super::verify::print_report(&report);
     let caught = report.discrepancies.iter().any(|d| d.path == victim.path);
     println!(

@@ -41,10 +41,19 @@ pub struct Args {
     /// Do not re-read the landed copy after sealing.
     #[arg(long)]
     no_verify: bool,
+    /// Encrypt every file with this key (from `custody keygen --encryption`)
+    /// in the same read that hashes it; files land as <name>.custody-enc.
+    #[arg(long, value_name = "FILE")]
+    encrypt_key: Option<PathBuf>,
 }
 
 pub fn run(args: &Args, g: &Global) -> Outcome {
     let key = super::load_signing_key(&args.signing_key)?;
+    let encryption = args
+        .encrypt_key
+        .as_deref()
+        .map(super::load_encryption_key)
+        .transpose()?;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
@@ -58,6 +67,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         verify: !args.no_verify,
         manifest_dir: g.manifest_dir.clone(),
         ledger: g.ledger.clone(),
+        encryption,
     };
     let renderer = Renderer::new(g);
     let summary = custody::transfer::transfer(&opts, &key, &renderer).map_err(|e| {

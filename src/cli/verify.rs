@@ -39,6 +39,10 @@ pub struct Args {
     /// Record the result in the ledger as an event signed with this key.
     #[arg(long, value_name = "KEY")]
     signing_key: Option<PathBuf>,
+    /// Also decrypt every encrypted object and prove its plaintext hash,
+    /// in the same read (without it, the stored bytes are proven).
+    #[arg(long, value_name = "FILE")]
+    decrypt_key: Option<PathBuf>,
 }
 
 /// The trust anchor flags shared by `verify` and `audit`.
@@ -91,14 +95,20 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         .as_deref()
         .map(super::load_signing_key)
         .transpose()?;
+    let decrypt = args
+        .decrypt_key
+        .as_deref()
+        .map(super::load_encryption_key)
+        .transpose()?;
     let share = Share::existing(&args.destination).map_err(Failure::usage)?;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
         .max(1);
     let renderer = Renderer::new(g);
-    let report = custody::verify::verify(&signed.manifest, &share, jobs, &renderer)
-        .map_err(Failure::usage)?;
+    let report =
+        custody::verify::verify(&signed.manifest, &share, jobs, decrypt.as_ref(), &renderer)
+            .map_err(Failure::usage)?;
     if let Some(key) = &key {
         let mut ledger = custody::ledger::Ledger::open(&g.ledger).map_err(Failure::usage)?;
         custody::transfer::record_verify(&mut ledger, &signed.manifest, &report, key)
@@ -152,10 +162,15 @@ pub fn print_report(r: &VerifyReport) {
     print_discrepancies(r);
     let c = &r.counts;
     println!(
-        "{}: {} of {} files match ({} re-read from {}); {} missing, {} extra, {} size, {} changed, {} unreadable",
+        "{}: {} of {} files match{} ({} re-read from {}); {} missing, {} extra, {} size, {} changed, {} unreadable",
         if r.ok() { "verified" } else { "VERIFY FAILED" },
         r.files_verified,
         r.files_expected,
+        if r.plaintext_verified > 0 {
+            format!(", {} decrypted and plaintext proven", r.plaintext_verified)
+        } else {
+            String::new()
+        },
         render::bytes(r.bytes_read),
         r.destination,
         c.missing,
