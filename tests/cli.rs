@@ -7,11 +7,15 @@ mod support;
 mod audit;
 #[path = "cli/bad_input.rs"]
 mod bad_input;
+#[path = "cli/encryption.rs"]
+mod encryption;
 #[path = "cli/ledger.rs"]
 mod ledger;
 #[path = "cli/resume.rs"]
 mod resume;
 #[path = "cli/transfer.rs"]
 mod transfer;
+#[path = "cli/vectors.rs"]
+mod vectors;
 #[path = "cli/verify.rs"]
 mod verify;

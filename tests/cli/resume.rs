@@ -4,8 +4,6 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -100,19 +98,9 @@ fn a_file_changing_while_read_fails_alone_and_the_rerun_completes() {
     let ws = Ws::new();
     pacs_tree(&ws, 1, 3, 10_000);
     let growing = ws.file("growing.dcm", &bytes(7, 64 << 20));
-    let stop = Arc::new(AtomicBool::new(false));
-    let appender = {
-        let (stop, p) = (stop.clone(), growing.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                append(&p, b"more");
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
+    let grower = Grower::start(&growing);
     let out = ws.transfer(&[]).assert().code(3).get_output().clone();
-    stop.store(true, Ordering::Relaxed);
-    appender.join().unwrap();
+    drop(grower);
     let s = json(&out);
     assert_eq!(s["status"], "incomplete");
     assert_eq!(s["failed"], 1);

@@ -215,3 +215,37 @@ pub fn append(p: &Path, data: &[u8]) {
     let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
     f.write_all(data).unwrap();
 }
+
+/// Appends to a file every millisecond until dropped: a source file that
+/// keeps changing while custody reads it.
+pub struct Grower {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Grower {
+    pub fn start(path: &Path) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, p) = (stop.clone(), path.to_path_buf());
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                append(&p, b"more");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        Grower {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Grower {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
