@@ -420,6 +420,9 @@ impl Ledger {
                 found: version,
             });
         }
+        if version > 0 && version < SCHEMA_VERSION {
+            self.backup(version)?;
+        }
         let steps: [(i64, &str); 2] = [(1, SCHEMA_V1), (2, MIGRATE_V2)];
         for (to, sql) in steps.into_iter().filter(|(to, _)| *to > version) {
             let path = self.path.clone();
@@ -436,6 +439,23 @@ impl Ledger {
                 .map_err(|source| LedgerError::Sqlite { path, source })?;
         }
         Ok(())
+    }
+
+    /// Before migrating an existing ledger, keeps a consistent copy of it
+    /// as `<ledger>.v<version>.bak` (an existing backup is kept, not
+    /// replaced).
+    fn backup(&self, version: i64) -> Result<(), LedgerError> {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".v{version}.bak"));
+        let backup = PathBuf::from(name);
+        if backup.exists() {
+            return Ok(());
+        }
+        tracing::info!(ledger = %self.path.display(), backup = %backup.display(), "migrating ledger; backup kept");
+        self.conn
+            .execute("VACUUM INTO ?1", [backup.to_string_lossy()])
+            .map(|_| ())
+            .map_err(self.err())
     }
 
     /// Records `key`'s public half so signed events can be checked later.

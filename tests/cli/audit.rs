@@ -169,7 +169,7 @@ fn the_worked_example_in_manifests_audits() {
 /// Validates `manifest` against manifests/manifest.schema.json with
 /// Python's `jsonschema` (installed by scripts/test): an independent check
 /// that the schema and the writer agree.
-fn schema_errors(manifest: &Path) -> String {
+pub(crate) fn schema_errors(manifest: &Path) -> String {
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/manifest.schema.json");
     let script = "import json,sys,jsonschema\n\
         s=json.load(open(sys.argv[1])); m=json.load(open(sys.argv[2]))\n\

@@ -103,6 +103,7 @@ fn encrypted_round_trip_at_every_size() {
         );
         assert_eq!(f["stored"]["size"], stored.len());
     }
+    assert_eq!(crate::audit::schema_errors(&m), "");
     ws.custody(&["audit"])
         .arg(&m)
         .arg("--allowed-signers")

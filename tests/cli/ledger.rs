@@ -262,3 +262,43 @@ fn a_signed_event_verifies_with_stock_ssh_keygen() {
     assert!(check(&hash));
     assert!(!check(&hash.replacen(&hash[..1], "x", 1)));
 }
+
+#[test]
+fn a_version_1_ledger_is_migrated_with_a_backup_and_still_verifies() {
+    let ws = Ws::new();
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ledger-v1.db");
+    std::fs::copy(&fixture, &ws.ledger).unwrap();
+    let out = ws
+        .custody(&["ledger", "verify"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    assert!(stdout(&out).contains("ledger intact"), "{}", stdout(&out));
+    let version: i64 = ws
+        .db()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    // The backup is the untouched version 1 ledger.
+    let backup = ws.root().join("custody.db.v1.bak");
+    let old = rusqlite::Connection::open(&backup).unwrap();
+    let (v, events): (i64, i64) = (
+        old.pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap(),
+        old.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .unwrap(),
+    );
+    assert_eq!((v, events), (1, 4));
+    // New runs chain onto the migrated history.
+    ws.file("new", b"after the upgrade");
+    ws.transfer(&[]).assert().code(0);
+    let out = ws
+        .custody(&["ledger", "verify"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    assert!(stdout(&out).contains("8 events"), "{}", stdout(&out));
+}
