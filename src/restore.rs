@@ -49,6 +49,9 @@ pub struct RestoreProblem {
     pub path: String,
     /// What went wrong.
     pub problem: String,
+    /// The object was made under another key (a configuration problem,
+    /// not damage).
+    pub wrong_key: bool,
 }
 
 /// The result of a restore.
@@ -70,6 +73,12 @@ impl RestoreReport {
     /// Whether every object was restored (and matched, with a manifest).
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
+    }
+
+    /// Whether every problem is an object made under another key: the
+    /// wrong key was given, nothing is damaged.
+    pub fn only_wrong_key(&self) -> bool {
+        !self.problems.is_empty() && self.problems.iter().all(|p| p.wrong_key)
     }
 }
 
@@ -98,6 +107,7 @@ fn restore_one(
         Done::Problem(RestoreProblem {
             path: obj.to_string(),
             problem: p,
+            wrong_key: false,
         })
     };
     let mtime = std::fs::metadata(obj.to_fs(src.root()))
@@ -114,7 +124,14 @@ fn restore_one(
     };
     let mut dec = match DecryptReader::new(reader, key) {
         Ok(d) => d,
-        Err(e) => return problem(describe(&e)),
+        Err(e) => {
+            let wrong_key = matches!(CryptError::from_io(&e), Some(CryptError::WrongKey { .. }));
+            return Done::Problem(RestoreProblem {
+                path: obj.to_string(),
+                problem: describe(&e),
+                wrong_key,
+            });
+        }
     };
     let mut hasher = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
@@ -204,6 +221,7 @@ pub fn restore(
                     Some(None) => Item::Problem(RestoreProblem {
                         path: rel.to_string(),
                         problem: "not in the manifest".into(),
+                        wrong_key: false,
                     }),
                     entry => Item::Object(rel, plain, entry.flatten()),
                 }
@@ -214,6 +232,7 @@ pub fn restore(
         Err(e) => Item::Problem(RestoreProblem {
             path: source.display().to_string(),
             problem: e.to_string(),
+            wrong_key: false,
         }),
     });
     let mut report = RestoreReport::default();
@@ -261,6 +280,7 @@ pub fn restore(
                 report.problems.push(RestoreProblem {
                     path: s.path.clone(),
                     problem: "listed in the manifest, not found under the source".into(),
+                    wrong_key: false,
                 });
             }
         }

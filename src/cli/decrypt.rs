@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use custody::restore::RestoreError;
-
 use super::render::{self, Renderer};
 use super::verify::TrustArgs;
 use super::{Code, Failure, Global, Outcome, print_json};
@@ -25,7 +23,7 @@ Example:
       --manifest manifests/<id>.json --allowed-signers allowed_signers
 
 Exit codes: 0 every object restored, 1 an object failed to decrypt or match,
-2 usage error (wrong or unreadable key, missing directories).")]
+2 usage error (wrong, unreadable or group-readable key; missing directories).")]
 pub struct Args {
     /// The tree of encrypted objects (e.g. the landed copy).
     #[arg(value_name = "SRC")]
@@ -100,12 +98,9 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         jobs,
         &Renderer::new(g),
     )
-    .map_err(|e| match e {
-        RestoreError::Destination(_)
-        | RestoreError::WrongKey { .. }
-        | RestoreError::NotEncrypted(_) => Failure::usage(e),
-        _ => Failure::usage(e),
-    })?;
+    // Every whole-run failure (unusable directories, a key or manifest that
+    // does not fit) is a configuration problem: nothing was restored.
+    .map_err(Failure::usage)?;
     if g.json {
         print_json(&serde_json::json!({
             "result": if report.ok() { "pass" } else { "fail" },
@@ -131,6 +126,14 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
             },
             report.problems.len()
         );
+    }
+    if report.only_wrong_key() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{}: key {} does not open these objects (they were encrypted with another key)",
+            args.decrypt_key.display(),
+            key.id_hex()
+        ))
+        .hint("pass the key file whose id the objects' headers and the manifest name"));
     }
     Ok(if report.ok() {
         Code::Ok

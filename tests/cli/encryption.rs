@@ -288,7 +288,7 @@ fn bad_keys_are_refused_with_exit_2() {
     );
     let out = decrypt(&ws, &ws.dest, &ws.root().join("r"), &other, None)
         .assert()
-        .code(1)
+        .code(2)
         .get_output()
         .clone();
     assert!(

@@ -369,3 +369,55 @@ fn an_independent_implementation_agrees_on_every_vector() {
         ALL.len()
     );
 }
+
+/// Every vector through `custody decrypt`, as a user would meet it: the
+/// exact exit code, the object named, nothing under its final name.
+#[test]
+fn decrypt_command_gives_each_vector_its_exit_code() {
+    let ws = crate::support::Ws::new();
+    for name in ALL {
+        let v = read_vector(name);
+        let src = ws.root().join(format!("in-{name}"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join(format!("{name}.custody-enc")), &v.body).unwrap();
+        let key = ws.root().join(format!("{name}.key"));
+        std::fs::write(
+            &key,
+            format!(
+                "custody-encryption-key v1\nid {}\nkey {}\n",
+                EncryptionKey::from_bytes(v.key).id_hex(),
+                hex(&v.key)
+            ),
+        )
+        .unwrap();
+        crate::support::chmod(&key, 0o600);
+        let out_dir = ws.root().join(format!("out-{name}"));
+        let out = ws
+            .custody(&["decrypt"])
+            .arg(&src)
+            .arg(&out_dir)
+            .arg("--decrypt-key")
+            .arg(&key)
+            .output()
+            .unwrap();
+        let expected = match v.expect.as_str() {
+            "success" => 0,
+            "wrong key" => 2,
+            _ => 1,
+        };
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(expected), "{name}: {err}");
+        let restored = out_dir.join(name);
+        if expected == 0 {
+            assert_eq!(std::fs::read(&restored).unwrap(), v.plaintext, "{name}");
+        } else {
+            assert!(!restored.exists(), "{name}: left plaintext under its name");
+            let named = if expected == 2 {
+                "does not open"
+            } else {
+                &format!("{name}.custody-enc: ")
+            };
+            assert!(err.contains(named), "{name}: {err}");
+        }
+    }
+}
