@@ -107,6 +107,15 @@ pub trait Destination: Send + Sync {
     /// Lists everything under the root, in component order.
     fn list(&self) -> Box<dyn Iterator<Item = Result<Listed, DestError>> + Send + '_>;
 
+    /// Removes landings that never committed, left by an interrupted
+    /// earlier attempt; returns how many. Called when a run resumes.
+    ///
+    /// # Errors
+    /// A leftover could not be listed or removed.
+    fn sweep_partials(&self) -> Result<u64, DestError> {
+        Ok(0)
+    }
+
     /// Makes every landing committed so far durable.
     ///
     /// # Errors

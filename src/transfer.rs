@@ -165,6 +165,8 @@ pub struct TransferSummary {
     pub bytes_skipped: u64,
     /// Entries not carried (links, special files, non-UTF-8 names).
     pub excluded: u64,
+    /// Uncommitted landings of an interrupted earlier attempt, removed.
+    pub partials_swept: u64,
     /// Files that failed in this attempt.
     pub failed: u64,
     /// The failures (the first [`MAX_LISTED_FAILURES`]).
@@ -434,6 +436,19 @@ pub fn transfer(
         "transfer started"
     );
     let lookup = LandedLookup::open(ledger.path(), run.id)?;
+    // A file that was mid-copy when the last attempt died may be gone from
+    // the source now; its partial landing must not outlive it.
+    let partials_swept = if run.resumed {
+        share.sweep_partials()?
+    } else {
+        0
+    };
+    if partials_swept > 0 {
+        tracing::info!(
+            partials_swept,
+            "removed partial landings of the interrupted attempt"
+        );
+    }
 
     let mut summary = TransferSummary {
         status: Status::Complete,
@@ -443,6 +458,7 @@ pub fn transfer(
         files_skipped: 0,
         bytes_skipped: 0,
         excluded: 0,
+        partials_swept,
         failed: 0,
         failures: Vec::new(),
         copy_seconds: 0.0,

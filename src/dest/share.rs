@@ -223,6 +223,28 @@ impl Destination for Share {
         }))
     }
 
+    fn sweep_partials(&self) -> Result<u64, DestError> {
+        let mut removed = 0;
+        for entry in walkdir::WalkDir::new(&self.root).follow_links(false) {
+            let entry = entry.map_err(|e| DestError::Io {
+                path: e.path().unwrap_or(&self.root).to_path_buf(),
+                source: e
+                    .into_io_error()
+                    .unwrap_or_else(|| io::Error::other("walk failed")),
+            })?;
+            let partial = entry.file_type().is_file()
+                && entry
+                    .file_name()
+                    .as_encoded_bytes()
+                    .starts_with(PARTIAL_PREFIX.as_bytes());
+            if partial {
+                fs::remove_file(entry.path()).map_err(io(entry.path()))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     fn flush(&self) -> Result<(), DestError> {
         let dirs: Vec<PathBuf> = self
             .touched

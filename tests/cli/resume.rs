@@ -181,3 +181,26 @@ fn an_unreadable_file_fails_alone_and_the_rerun_completes() {
     assert_eq!(json(&out)["files_copied"], 1);
     assert_same_tree(&ws.src, &ws.dest);
 }
+
+/// Regression: a partial landing left by an interrupted attempt whose source
+/// file then disappeared was never removed, so the rerun sealed and then
+/// failed its own verify on the leftover (EXTRA .custody-partial.*).
+#[test]
+fn a_resumed_run_sweeps_partials_left_by_an_interrupted_attempt() {
+    let ws = Ws::new();
+    pacs_tree(&ws, 1, 2, 1_000);
+    let growing = ws.file("PAT000/growing.dcm", &bytes(3, 32 << 20));
+    let grower = Grower::start(&growing);
+    ws.transfer(&[]).assert().code(3);
+    drop(grower);
+    // What a kill -9 in the middle of that file leaves behind.
+    let leftover = ws.dest.join("PAT000/.custody-partial.0123456789abcdef");
+    std::fs::write(&leftover, b"half a file").unwrap();
+    std::fs::remove_file(&growing).unwrap();
+
+    let s = json(&ws.transfer(&[]).assert().code(0).get_output().clone());
+    assert_eq!(s["run"]["resumed"], true);
+    assert_eq!(s["verify"]["discrepancies"].as_array().unwrap().len(), 0);
+    assert_eq!(partials(&ws.dest), Vec::<String>::new());
+    assert_same_tree(&ws.src, &ws.dest);
+}
