@@ -8,12 +8,55 @@
 //! calls before it records them, so nothing is recorded as landed that a
 //! power loss could take back.
 
+pub mod blob;
 pub mod share;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::relpath::RelPath;
+
+/// A destination as the user named it: a directory (a mounted Data Box
+/// share) or a blob container URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A directory.
+    Share(PathBuf),
+    /// A blob container (and prefix).
+    Blob(blob::BlobUrl),
+}
+
+impl Target {
+    /// Reads a destination argument: `http(s)://…` is a blob URL, anything
+    /// else a path.
+    ///
+    /// # Errors
+    /// [`DestError::Unusable`] for a malformed or refused URL.
+    pub fn parse(arg: &Path) -> Result<Self, DestError> {
+        match arg.to_str() {
+            Some(s) if blob::is_blob_url(s) => {
+                blob::BlobUrl::parse(s)
+                    .map(Target::Blob)
+                    .map_err(|e| DestError::Unusable {
+                        path: blob::auth::redact(s).into(),
+                        reason: e.to_string(),
+                    })
+            }
+            _ => Ok(Target::Share(arg.to_path_buf())),
+        }
+    }
+
+    /// Opens an existing destination for reading (verify).
+    ///
+    /// # Errors
+    /// The destination cannot be reached or read.
+    pub fn open_existing(&self) -> Result<Box<dyn Destination>, DestError> {
+        Ok(match self {
+            Target::Share(p) => Box::new(share::Share::existing(p)?),
+            Target::Blob(u) => Box::new(blob::Blob::open(u, false, blob::Overwrite::Never)?),
+        })
+    }
+}
 
 /// Errors from a destination.
 #[derive(Debug, thiserror::Error)]
@@ -102,9 +145,9 @@ pub trait Destination: Send + Sync {
     ///
     /// # Errors
     /// The object is missing or unreadable.
-    fn open(&self, rel: &RelPath) -> Result<Box<dyn Read + Send>, DestError>;
+    fn open(&self, rel: &RelPath) -> Result<Box<dyn Read + Send + '_>, DestError>;
 
-    /// Lists everything under the root, in component order.
+    /// Lists everything under the root (in no particular order).
     fn list(&self) -> Box<dyn Iterator<Item = Result<Listed, DestError>> + Send + '_>;
 
     /// Removes landings that never committed, left by an interrupted

@@ -21,6 +21,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::crypt::{self, EncryptWriter, EncryptionKey};
+use crate::dest::Target;
+use crate::dest::blob::{Blob, Overwrite};
 use crate::dest::share::Share;
 use crate::dest::{DestError, Destination};
 use crate::digest::{CHUNK, HashingWriter};
@@ -44,8 +46,10 @@ const BATCH_AGE: Duration = Duration::from_millis(250);
 pub struct TransferOptions {
     /// The source tree.
     pub source: PathBuf,
-    /// The destination directory (a mounted share).
-    pub destination: PathBuf,
+    /// Where files land.
+    pub destination: Target,
+    /// What to do with existing blobs of the same name (blob destinations).
+    pub overwrite: Overwrite,
     /// Parallel workers.
     pub jobs: usize,
     /// Re-read and verify the landed copy after sealing.
@@ -79,8 +83,8 @@ pub enum TransferError {
         /// Why.
         reason: String,
     },
-    /// The destination failed.
-    #[error("destination {0}")]
+    /// The destination failed (the message names it).
+    #[error(transparent)]
     Destination(#[from] DestError),
     /// The ledger failed.
     #[error(transparent)]
@@ -173,6 +177,13 @@ pub struct TransferSummary {
     pub failures: Vec<Failure>,
     /// Seconds spent copying.
     pub copy_seconds: f64,
+    /// Blob destinations: bytes sent to the service in this attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_sent: Option<u64>,
+    /// Blob destinations: bytes not sent because the service already held
+    /// them (blocks staged by an interrupted upload, or the same blob).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_reused: Option<u64>,
     /// The sealed manifest, when sealed.
     pub sealed: Option<Sealed>,
     /// The verify report, when verified.
@@ -413,18 +424,30 @@ pub fn transfer(
     progress: &dyn Progress,
 ) -> Result<TransferSummary, TransferError> {
     let source_root = check_source(&opts.source)?;
-    let share = Share::for_writing(&opts.destination)?;
-    let dest_root = share.root().to_path_buf();
-    if dest_root.starts_with(&source_root) || source_root.starts_with(&dest_root) {
-        return Err(TransferError::Source {
-            path: source_root,
-            reason: format!("overlaps the destination {}", dest_root.display()),
-        });
-    }
+    let (share, blob);
+    let mut blob_stats = None;
+    let dest: &dyn Destination = match &opts.destination {
+        Target::Share(path) => {
+            share = Share::for_writing(path)?;
+            let dest_root = share.root();
+            if dest_root.starts_with(&source_root) || source_root.starts_with(dest_root) {
+                return Err(TransferError::Source {
+                    path: source_root,
+                    reason: format!("overlaps the destination {}", dest_root.display()),
+                });
+            }
+            &share
+        }
+        Target::Blob(url) => {
+            blob = Blob::open(url, true, opts.overwrite)?;
+            blob_stats = Some(blob.stats());
+            &blob
+        }
+    };
     check_manifest_dir(&opts.manifest_dir)?;
     let mut ledger = Ledger::open(&opts.ledger)?;
     let source_str = source_root.display().to_string();
-    let dest_str = share.describe();
+    let dest_str = dest.describe();
     let key_id = opts.encryption.as_ref().map(EncryptionKey::id_hex);
     let run = ledger.begin_run(&source_str, &dest_str, key, key_id.as_deref())?;
     tracing::info!(
@@ -439,7 +462,7 @@ pub fn transfer(
     // A file that was mid-copy when the last attempt died may be gone from
     // the source now; its partial landing must not outlive it.
     let partials_swept = if run.resumed {
-        share.sweep_partials()?
+        dest.sweep_partials()?
     } else {
         0
     };
@@ -462,6 +485,8 @@ pub fn transfer(
         failed: 0,
         failures: Vec::new(),
         copy_seconds: 0.0,
+        bytes_sent: None,
+        bytes_reused: None,
         sealed: None,
         verify: None,
     };
@@ -469,7 +494,7 @@ pub fn transfer(
     // The walker decides what needs copying: a file the ledger recorded for
     // this run, unchanged at the source and present at the destination with
     // its size, is not copied again.
-    let dest_ref: &dyn Destination = &share;
+    let dest_ref = dest;
     let encrypted = opts.encryption.is_some();
     let items = source::walk(&source_root).map(move |entry| match entry {
         SourceEntry::File(f) => match lookup.get(f.rel.as_str()) {
@@ -499,7 +524,7 @@ pub fn transfer(
         opts.jobs,
         items,
         |item| match item {
-            Item::Copy(f) => copy_one(&f, &share, opts.encryption.as_ref(), progress),
+            Item::Copy(f) => copy_one(&f, dest, opts.encryption.as_ref(), progress),
             Item::Ready(done) => done,
         },
         |done| {
@@ -539,14 +564,19 @@ pub fn transfer(
             }
             progress.file_done();
             if batch.due() {
-                batch.record(&share, &mut ledger, run.id)?;
+                batch.record(dest, &mut ledger, run.id)?;
             }
             Ok::<(), TransferError>(())
         },
     );
-    let result = result.and_then(|()| batch.record(&share, &mut ledger, run.id));
+    let result = result.and_then(|()| batch.record(dest, &mut ledger, run.id));
     progress.end(Phase::Transfer);
     summary.copy_seconds = started.elapsed().as_secs_f64();
+    if let Some(s) = blob_stats {
+        use std::sync::atomic::Ordering::Relaxed;
+        summary.bytes_sent = Some(s.bytes_sent.load(Relaxed));
+        summary.bytes_reused = Some(s.bytes_reused.load(Relaxed));
+    }
     if let Err(e) = result {
         // Whatever was recorded stays recorded; the run stays open.
         let _ = ledger.mark_incomplete(run.id, &json!({ "error": e.to_string() }));
@@ -575,7 +605,7 @@ pub fn transfer(
     summary.sealed = Some(sealed);
 
     if opts.verify {
-        let report = verify::verify(&manifest, &share, opts.jobs, None, progress)?;
+        let report = verify::verify(&manifest, dest, opts.jobs, None, progress)?;
         record_verify(&mut ledger, &manifest, &report, key)?;
         if !report.ok() {
             summary.status = Status::VerifyFailed;

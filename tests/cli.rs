@@ -7,6 +7,8 @@ mod support;
 mod audit;
 #[path = "cli/bad_input.rs"]
 mod bad_input;
+#[path = "cli/blob.rs"]
+mod blob;
 #[path = "cli/encryption.rs"]
 mod encryption;
 #[path = "cli/ledger.rs"]

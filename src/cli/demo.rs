@@ -179,7 +179,8 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
     let key = keys::SigningKey::load(&generated.private_key)?;
     let opts = TransferOptions {
         source: src.clone(),
-        destination: dest.clone(),
+        destination: custody::dest::Target::Share(dest.clone()),
+        overwrite: Default::default(),
         jobs: std::thread::available_parallelism().map_or(2, usize::from),
         verify: true,
         manifest_dir: manifests.clone(),

@@ -28,9 +28,17 @@ pub struct Args {
     /// The source tree.
     #[arg(value_name = "SRC")]
     source: PathBuf,
-    /// The destination directory (e.g. a mounted Data Box share).
+    /// The destination: a directory (e.g. a mounted Data Box share), or a
+    /// blob container URL (https://<account>.blob.core.windows.net/<container>[/<prefix>],
+    /// a Data Box Blob REST endpoint, or http://127.0.0.1:<port>/<account>/<container>
+    /// for Azurite). Blob credentials come from AZURE_STORAGE_SAS_TOKEN,
+    /// AZURE_STORAGE_KEY or AZURE_STORAGE_CONNECTION_STRING.
     #[arg(value_name = "DEST")]
     destination: PathBuf,
+    /// Blob destinations: what to do when a blob of the same name exists.
+    /// `never` fails that file unless the blob holds exactly the same bytes.
+    #[arg(long, value_enum, default_value = "never")]
+    overwrite: OverwriteArg,
     /// The operator's OpenSSH Ed25519 private key (mode 0600). An encrypted
     /// key takes its passphrase from CUSTODY_KEY_PASSPHRASE.
     #[arg(long, value_name = "KEY", env = "CUSTODY_SIGNING_KEY")]
@@ -45,6 +53,14 @@ pub struct Args {
     /// in the same read that hashes it; files land as <name>.custody-enc.
     #[arg(long, value_name = "FILE")]
     encrypt_key: Option<PathBuf>,
+}
+
+/// `--overwrite` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OverwriteArg {
+    Never,
+    IfDifferent,
+    Always,
 }
 
 pub fn run(args: &Args, g: &Global) -> Outcome {
@@ -62,7 +78,13 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
     }
     let opts = TransferOptions {
         source: args.source.clone(),
-        destination: args.destination.clone(),
+        destination: custody::dest::Target::parse(&args.destination)
+            .map_err(|e| Failure::usage(e).hint("nothing was copied"))?,
+        overwrite: match args.overwrite {
+            OverwriteArg::Never => custody::dest::blob::Overwrite::Never,
+            OverwriteArg::IfDifferent => custody::dest::blob::Overwrite::IfDifferent,
+            OverwriteArg::Always => custody::dest::blob::Overwrite::Always,
+        },
         jobs,
         verify: !args.no_verify,
         manifest_dir: g.manifest_dir.clone(),

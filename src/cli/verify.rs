@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use custody::dest::share::Share;
 use custody::manifest::{self, ManifestError, SignedManifest};
 use custody::verify::{Class, VerifyReport};
 
@@ -28,7 +27,8 @@ pub struct Args {
     /// The manifest (`<id>.json`; its signature is `<id>.json.sig`).
     #[arg(value_name = "MANIFEST")]
     manifest: PathBuf,
-    /// The destination directory holding the landed copy.
+    /// The landed copy: a directory, or a blob container URL (credentials
+    /// from the environment, as for `transfer`).
     #[arg(value_name = "DEST")]
     destination: PathBuf,
     #[command(flatten)]
@@ -100,15 +100,21 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         .as_deref()
         .map(super::load_encryption_key)
         .transpose()?;
-    let share = Share::existing(&args.destination).map_err(Failure::usage)?;
+    let target = custody::dest::Target::parse(&args.destination).map_err(Failure::usage)?;
+    let share = target.open_existing().map_err(Failure::usage)?;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
         .max(1);
     let renderer = Renderer::new(g);
-    let report =
-        custody::verify::verify(&signed.manifest, &share, jobs, decrypt.as_ref(), &renderer)
-            .map_err(Failure::usage)?;
+    let report = custody::verify::verify(
+        &signed.manifest,
+        share.as_ref(),
+        jobs,
+        decrypt.as_ref(),
+        &renderer,
+    )
+    .map_err(Failure::usage)?;
     if let Some(key) = &key {
         let mut ledger = custody::ledger::Ledger::open(&g.ledger).map_err(Failure::usage)?;
         custody::transfer::record_verify(&mut ledger, &signed.manifest, &report, key)

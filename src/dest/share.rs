@@ -189,7 +189,7 @@ impl Destination for Share {
         }))
     }
 
-    fn open(&self, rel: &RelPath) -> Result<Box<dyn Read + Send>, DestError> {
+    fn open(&self, rel: &RelPath) -> Result<Box<dyn Read + Send + '_>, DestError> {
         let p = rel.to_fs(&self.root);
         let f = File::open(&p).map_err(io(&p))?;
         // Landed files were synced, so their cached pages are clean: drop

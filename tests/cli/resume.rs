@@ -3,20 +3,9 @@
 //! without copying again what was recorded as landed.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use crate::support::*;
-
-fn landed_rows(ledger: &Path) -> i64 {
-    let Ok(db) =
-        rusqlite::Connection::open_with_flags(ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-    else {
-        return 0;
-    };
-    db.query_row("SELECT COUNT(*) FROM landed", [], |r| r.get(0))
-        .unwrap_or(0)
-}
 
 fn partials(root: &Path) -> Vec<String> {
     files_under(root)
@@ -32,31 +21,27 @@ fn kill_9_mid_transfer_then_rerun_resumes_without_recopying() {
     for i in 0..total {
         ws.file(&format!("S{:02}/IM{i:05}", i / 100), &bytes(i, 128 * 1024));
     }
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("custody"))
-        .arg("--ledger")
-        .arg(&ws.ledger)
-        .arg("--manifest-dir")
-        .arg(&ws.manifests)
-        .arg("transfer")
-        .arg(&ws.src)
-        .arg(&ws.dest)
-        .arg("--signing-key")
-        .arg(ws.key())
-        .args(["--jobs", "1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let (src, dest, key) = (
+        ws.src.display().to_string(),
+        ws.dest.display().to_string(),
+        ws.key().display().to_string(),
+    );
+    let mut child = ws
+        .spawnable(&[
+            "transfer",
+            &src,
+            &dest,
+            "--signing-key",
+            &key,
+            "--jobs",
+            "1",
+        ])
         .spawn()
         .unwrap();
-    // Wait until at least one batch is recorded, then SIGKILL.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while landed_rows(&ws.ledger) == 0 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "finished before it could be killed"
-        );
-        assert!(Instant::now() < deadline, "nothing landed in time");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    // At least one batch recorded: then SIGKILL.
+    wait_while_running(&mut child, "a batch was recorded", || {
+        landed_rows(&ws.ledger) > 0
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let recorded = landed_rows(&ws.ledger) as u64;

@@ -10,6 +10,8 @@ use std::process::Output;
 
 use assert_cmd::Command;
 
+pub mod azurite;
+
 /// A throwaway workspace.
 pub struct Ws {
     pub dir: tempfile::TempDir,
@@ -247,5 +249,49 @@ impl Drop for Grower {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+impl Ws {
+    /// `custody --ledger L --manifest-dir M ARGS` as a std command, to spawn
+    /// and kill (output discarded unless the caller pipes it).
+    pub fn spawnable(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("custody"));
+        c.arg("--ledger")
+            .arg(&self.ledger)
+            .arg("--manifest-dir")
+            .arg(&self.manifests)
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        c
+    }
+}
+
+/// Landed-file rows in a ledger (0 while it does not exist yet).
+pub fn landed_rows(ledger: &Path) -> i64 {
+    rusqlite::Connection::open_with_flags(ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|db| db.query_row("SELECT COUNT(*) FROM landed", [], |r| r.get(0)))
+        .unwrap_or(0)
+}
+
+/// Polls `ready` until it holds, failing the test if `child` exits first or
+/// two minutes pass: the moment to interrupt a running transfer.
+pub fn wait_while_running(
+    child: &mut std::process::Child,
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !ready() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before {what}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
