@@ -116,6 +116,10 @@ pub struct Global {
     /// Only errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Blob endpoints: also trust these CA certificates (PEM), e.g. a Data
+    /// Box's own certificate. SSL_CERT_FILE works too.
+    #[arg(long, global = true, value_name = "FILE", env = "CUSTODY_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

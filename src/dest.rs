@@ -50,10 +50,13 @@ impl Target {
     ///
     /// # Errors
     /// The destination cannot be reached or read.
-    pub fn open_existing(&self) -> Result<Box<dyn Destination>, DestError> {
+    pub fn open_existing(
+        &self,
+        options: &blob::BlobOptions,
+    ) -> Result<Box<dyn Destination>, DestError> {
         Ok(match self {
             Target::Share(p) => Box::new(share::Share::existing(p)?),
-            Target::Blob(u) => Box::new(blob::Blob::open(u, false, blob::Overwrite::Never)?),
+            Target::Blob(u) => Box::new(blob::Blob::open(u, false, options)?),
         })
     }
 }

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::crypt::{self, EncryptWriter, EncryptionKey};
 use crate::dest::Target;
-use crate::dest::blob::{Blob, Overwrite};
+use crate::dest::blob::{Blob, BlobOptions};
 use crate::dest::share::Share;
 use crate::dest::{DestError, Destination};
 use crate::digest::{CHUNK, HashingWriter};
@@ -48,8 +48,8 @@ pub struct TransferOptions {
     pub source: PathBuf,
     /// Where files land.
     pub destination: Target,
-    /// What to do with existing blobs of the same name (blob destinations).
-    pub overwrite: Overwrite,
+    /// Blob destinations: overwrite policy and CA bundle.
+    pub blob: BlobOptions,
     /// Parallel workers.
     pub jobs: usize,
     /// Re-read and verify the landed copy after sealing.
@@ -439,7 +439,7 @@ pub fn transfer(
             &share
         }
         Target::Blob(url) => {
-            blob = Blob::open(url, true, opts.overwrite)?;
+            blob = Blob::open(url, true, &opts.blob)?;
             blob_stats = Some(blob.stats());
             &blob
         }

@@ -180,7 +180,7 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
     let opts = TransferOptions {
         source: src.clone(),
         destination: custody::dest::Target::Share(dest.clone()),
-        overwrite: Default::default(),
+        blob: Default::default(),
         jobs: std::thread::available_parallelism().map_or(2, usize::from),
         verify: true,
         manifest_dir: manifests.clone(),

@@ -80,10 +80,13 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         source: args.source.clone(),
         destination: custody::dest::Target::parse(&args.destination)
             .map_err(|e| Failure::usage(e).hint("nothing was copied"))?,
-        overwrite: match args.overwrite {
-            OverwriteArg::Never => custody::dest::blob::Overwrite::Never,
-            OverwriteArg::IfDifferent => custody::dest::blob::Overwrite::IfDifferent,
-            OverwriteArg::Always => custody::dest::blob::Overwrite::Always,
+        blob: custody::dest::blob::BlobOptions {
+            overwrite: match args.overwrite {
+                OverwriteArg::Never => custody::dest::blob::Overwrite::Never,
+                OverwriteArg::IfDifferent => custody::dest::blob::Overwrite::IfDifferent,
+                OverwriteArg::Always => custody::dest::blob::Overwrite::Always,
+            },
+            ca_file: g.ca_file.clone(),
         },
         jobs,
         verify: !args.no_verify,

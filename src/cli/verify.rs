@@ -101,7 +101,11 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         .map(super::load_encryption_key)
         .transpose()?;
     let target = custody::dest::Target::parse(&args.destination).map_err(Failure::usage)?;
-    let share = target.open_existing().map_err(Failure::usage)?;
+    let options = custody::dest::blob::BlobOptions {
+        ca_file: g.ca_file.clone(),
+        ..Default::default()
+    };
+    let share = target.open_existing(&options).map_err(Failure::usage)?;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))

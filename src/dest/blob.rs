@@ -23,10 +23,11 @@ use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use azure_core::http::{ClientOptions, RequestContent, RetryOptions, StatusCode};
+use azure_core::http::{ClientOptions, RequestContent, RetryOptions, StatusCode, Transport};
 use azure_storage_blob::models::{
     BlobClientDownloadOptions, BlobContainerClientListBlobsOptions,
-    BlockBlobClientStageBlockOptions, BlockListType, BlockLookupList,
+    BlockBlobClientCommitBlockListOptions, BlockBlobClientStageBlockOptions, BlockListType,
+    BlockLookupList,
 };
 use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use futures::TryStreamExt;
@@ -54,6 +55,16 @@ pub enum BlobError {
     /// No usable credential.
     #[error("{0}")]
     Credential(String),
+}
+
+/// How to reach a blob endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct BlobOptions {
+    /// What to do with existing blobs of the same name.
+    pub overwrite: Overwrite,
+    /// Extra CA certificates (PEM) to trust, e.g. a Data Box's own
+    /// certificate. `SSL_CERT_FILE` also works, through the system TLS.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// What to do when a blob with the same name already exists.
@@ -84,6 +95,7 @@ pub struct Blob {
     url: BlobUrl,
     cred: Credential,
     rt: tokio::runtime::Runtime,
+    transport: Transport,
     block_size: usize,
     overwrite: Overwrite,
     stats: BlobStats,
@@ -112,9 +124,22 @@ fn is_transient(e: &azure_core::Error) -> bool {
             code >= 500 || code == 408 || code == 429
         }
         // No HTTP status: the request never got an answer (connection
-        // refused or reset, timeout, DNS).
-        None => true,
+        // refused or reset, timeout, DNS): transient, except a TLS failure
+        // to verify the server, which no retry will fix.
+        None => !is_tls_failure(e),
     }
+}
+
+fn is_tls_failure(e: &azure_core::Error) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string().to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("ssl") || text.contains("tls") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn is_not_found(e: &azure_core::Error) -> bool {
@@ -131,6 +156,10 @@ fn describe(e: &azure_core::Error) -> String {
             auth::CONNECTION_STRING_ENV
         ),
         Some(code) => format!("HTTP {code}: {}", first_line(e)),
+        None if is_tls_failure(e) => format!(
+            "TLS failed (is the server's certificate trusted? see --ca-file): {}",
+            first_line(e)
+        ),
         None => format!("no answer: {}", first_line(e)),
     }
 }
@@ -168,7 +197,7 @@ impl Blob {
     /// # Errors
     /// [`DestError::Unusable`] naming the URL and the cause (bad URL, no
     /// credential, authentication refused, endpoint not answering).
-    pub fn open(url: &BlobUrl, create: bool, overwrite: Overwrite) -> Result<Self, DestError> {
+    pub fn open(url: &BlobUrl, create: bool, options: &BlobOptions) -> Result<Self, DestError> {
         let unusable = |reason: String| DestError::Unusable {
             path: url.to_string().into(),
             reason,
@@ -179,12 +208,14 @@ impl Blob {
             .enable_all()
             .build()
             .map_err(|e| unusable(format!("cannot start the I/O runtime: {e}")))?;
+        let transport = http_client(options.ca_file.as_deref()).map_err(unusable)?;
         let blob = Blob {
             url: url.clone(),
             cred,
             rt,
+            transport,
             block_size: DEFAULT_BLOCK_SIZE,
-            overwrite,
+            overwrite: options.overwrite,
             stats: BlobStats::default(),
             unreachable: std::sync::atomic::AtomicBool::new(false),
         };
@@ -228,6 +259,7 @@ impl Blob {
         let options = BlobContainerClientOptions {
             client_options: ClientOptions {
                 retry: RetryOptions::none(),
+                transport: Some(self.transport.clone()),
                 ..Default::default()
             },
             ..Default::default()
@@ -280,6 +312,33 @@ impl Blob {
     }
 }
 
+/// The HTTP client: the SDK's settings (connect timeout 20 s, read timeout
+/// 60 s, no redirects, no automatic decompression) plus the CA bundle.
+fn http_client(ca_file: Option<&std::path::Path>) -> Result<Transport, String> {
+    let mut builder = reqwest::ClientBuilder::new()
+        .connect_timeout(Duration::from_secs(20))
+        .read_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("--ca-file {}: not PEM certificates ({e})", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "--ca-file {}: no certificate in it",
+                path.display()
+            ));
+        }
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    let client = builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    Ok(Transport::new(std::sync::Arc::new(client)))
+}
+
 /// The id of block `index` of blob `name` holding `data`.
 fn block_id(name: &str, index: u64, data: &[u8]) -> Vec<u8> {
     let mut h = blake3::Hasher::new();
@@ -298,6 +357,8 @@ struct BlobLanding<'b> {
     buf: Vec<u8>,
     ids: Vec<Vec<u8>>,
     staged: HashMap<Vec<u8>, u64>,
+    /// BLAKE3 of the blob's bytes, for the convenience metadata.
+    hasher: blake3::Hasher,
 }
 
 impl BlobLanding<'_> {
@@ -347,6 +408,7 @@ impl Write for BlobLanding<'_> {
         while !rest.is_empty() {
             let take = (self.blob.block_size - self.buf.len()).min(rest.len());
             self.buf.extend_from_slice(&rest[..take]);
+            self.hasher.update(&rest[..take]);
             rest = &rest[take..];
             if self.buf.len() == self.blob.block_size {
                 self.stage()?;
@@ -421,10 +483,20 @@ impl Landing for BlobLanding<'_> {
             latest: Some(self.ids.clone()),
             uncommitted: None,
         };
+        // Metadata for people browsing the container; verify never trusts
+        // it (it re-reads and re-hashes the bytes).
+        let metadata = HashMap::from([(
+            "custody_blake3".to_owned(),
+            self.hasher.finalize().to_hex().to_string(),
+        )]);
         blob.retry("commit the block list", || {
             let body = list.clone().try_into();
             let client = &client;
-            async move { client.commit_block_list(body?, None).await }
+            let options = BlockBlobClientCommitBlockListOptions {
+                metadata: Some(metadata.clone()),
+                ..Default::default()
+            };
+            async move { client.commit_block_list(body?, Some(options)).await }
         })
         .map_err(|e| blob.io_err(&rel, &e))?;
         Ok(())
@@ -532,6 +604,7 @@ impl Destination for Blob {
             buf: Vec::with_capacity(self.block_size),
             ids: Vec::new(),
             staged,
+            hasher: blake3::Hasher::new(),
         }))
     }
 

@@ -69,6 +69,14 @@ fn transfer_and_verify_a_mixed_tree_in_blob_storage() {
     assert_eq!(v["destination"], url);
     verify_at(&ws, &m, &url).assert().code(0);
     ws.custody(&["ledger", "verify"]).assert().code(0);
+    // Convenience metadata for people browsing the container (verify never
+    // relies on it: it re-reads every byte).
+    let meta = az.metadata("pacs", "wave-1/wsi/slide.svs");
+    let expect = blake3::hash(&std::fs::read(ws.src.join("wsi/slide.svs")).unwrap());
+    assert_eq!(
+        meta.get("custody_blake3").map(String::as_str),
+        Some(expect.to_hex().as_str())
+    );
 }
 
 #[test]
@@ -289,4 +297,107 @@ fn azurite_stopped_mid_transfer_then_restarted_the_rerun_completes() {
     );
     assert_eq!(s["files_copied"], total - landed);
     assert_eq!(s["verify"]["files_verified"], total);
+}
+
+/// A throwaway CA and a server certificate for 127.0.0.1, made with the
+/// openssl command.
+fn test_ca(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=custody test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn https_with_a_private_ca_as_on_a_data_box() {
+    let ws = Ws::new();
+    let (ca, cert, key) = test_ca(&ws.root().join("tls"));
+    let az = Azurite::start_tls(&ws.root().join("azurite"), &cert, &key);
+    ws.file("a.dcm", &bytes(1, 100_000));
+    let url = format!("https://127.0.0.1:{}/{}/pacs", az.port, azurite::ACCOUNT);
+    // Not trusted: a clear TLS error at once (no retry loop), exit 2.
+    let started = std::time::Instant::now();
+    let out = transfer_to(&ws, &url, &[])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    assert!(stderr(&out).contains("TLS failed"), "{}", stderr(&out));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "a TLS failure is not retried"
+    );
+    // Trusted with --ca-file.
+    let mut c = ws.custody(&["--json", "--ca-file"]);
+    c.arg(&ca)
+        .arg("transfer")
+        .arg(&ws.src)
+        .arg(&url)
+        .arg("--signing-key")
+        .arg(ws.key());
+    let s = json(&with_key(c).assert().code(0).get_output().clone());
+    assert_eq!(s["verify"]["files_verified"], 1);
+    // And through SSL_CERT_FILE, the system TLS library's own variable.
+    let mut c = verify_at(&ws, &ws.manifest(), &url);
+    c.env("SSL_CERT_FILE", &ca);
+    c.assert().code(0);
 }

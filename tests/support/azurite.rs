@@ -40,6 +40,16 @@ impl Azurite {
 
     /// Starts Azurite on `port` (0: any free port).
     pub fn start_on(data: &Path, port: u16) -> Self {
+        Self::start_with(data, port, &[])
+    }
+
+    /// Starts Azurite serving HTTPS with this certificate and key.
+    pub fn start_tls(data: &Path, cert: &Path, key: &Path) -> Self {
+        let (c, k) = (cert.display().to_string(), key.display().to_string());
+        Self::start_with(data, 0, &["--cert", &c, "--key", &k])
+    }
+
+    fn start_with(data: &Path, port: u16, extra: &[&str]) -> Self {
         std::fs::create_dir_all(data).unwrap();
         // The bin is the node script itself (no npx wrapper), so killing
         // this child stops the server.
@@ -48,6 +58,7 @@ impl Azurite {
             .arg("--location")
             .arg(data)
             .args(["--skipApiVersionCheck", "--disableTelemetry", "--silent"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -56,7 +67,11 @@ impl Azurite {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listens on http://127.0.0.1:").nth(1) {
+                let rest = line
+                    .split("listens on http://127.0.0.1:")
+                    .nth(1)
+                    .or_else(|| line.split("listens on https://127.0.0.1:").nth(1));
+                if let Some(rest) = rest {
                     let _ = tx.send(rest.trim().parse::<u16>().ok());
                 }
             }
@@ -142,6 +157,20 @@ impl Azurite {
         Self::rt()
             .block_on(c.blob_client(name).delete(None))
             .unwrap();
+    }
+
+    /// A blob's metadata.
+    pub fn metadata(
+        &self,
+        container: &str,
+        name: &str,
+    ) -> std::collections::HashMap<String, String> {
+        use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
+        let c = self.container(container);
+        let props = Self::rt()
+            .block_on(c.blob_client(name).get_properties(None))
+            .unwrap();
+        props.metadata().unwrap()
     }
 
     /// Number of uncommitted blocks of a blob (0 when none or absent).
