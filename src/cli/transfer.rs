@@ -35,6 +35,9 @@ pub struct Args {
     /// AZURE_STORAGE_KEY or AZURE_STORAGE_CONNECTION_STRING.
     #[arg(value_name = "DEST")]
     destination: PathBuf,
+    /// Blob destinations: block size in MiB (memory: jobs × block size).
+    #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    block_size: u32,
     /// Blob destinations: what to do when a blob of the same name exists.
     /// `never` fails that file unless the blob holds exactly the same bytes.
     #[arg(long, value_enum, default_value = "never")]
@@ -87,6 +90,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
                 OverwriteArg::Always => custody::dest::blob::Overwrite::Always,
             },
             ca_file: g.ca_file.clone(),
+            block_size: Some(args.block_size as usize * 1024 * 1024),
         },
         jobs,
         verify: !args.no_verify,

@@ -65,7 +65,14 @@ pub struct BlobOptions {
     /// Extra CA certificates (PEM) to trust, e.g. a Data Box's own
     /// certificate. `SSL_CERT_FILE` also works, through the system TLS.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Block size in bytes ([`DEFAULT_BLOCK_SIZE`] when `None`); at most
+    /// [`MAX_BLOCK_SIZE`].
+    pub block_size: Option<usize>,
 }
+
+/// The largest block size custody stages (the service allows 4000 MiB;
+/// custody holds one block per worker in memory).
+pub const MAX_BLOCK_SIZE: usize = 256 * 1024 * 1024;
 
 /// What to do when a blob with the same name already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -214,7 +221,15 @@ impl Blob {
             cred,
             rt,
             transport,
-            block_size: DEFAULT_BLOCK_SIZE,
+            block_size: match options.block_size {
+                Some(n) if (1..=MAX_BLOCK_SIZE).contains(&n) => n,
+                Some(n) => {
+                    return Err(unusable(format!(
+                        "block size {n} is out of range (1 byte to 256 MiB)"
+                    )));
+                }
+                None => DEFAULT_BLOCK_SIZE,
+            },
             overwrite: options.overwrite,
             stats: BlobStats::default(),
             unreachable: std::sync::atomic::AtomicBool::new(false),

@@ -53,7 +53,7 @@ fn transfer_and_verify_a_mixed_tree_in_blob_storage() {
     let (ws, az) = setup();
     let n = pacs_tree(&ws, 2, 3, 30_000);
     ws.file("empty.dcm", b"");
-    ws.file("wsi/slide.svs", &bytes(9, 40 << 20)); // five 8 MiB blocks
+    ws.file("wsi/slide.svs", &bytes(9, 300 << 20)); // a whole-slide image: 38 blocks
     let url = az.url("pacs/wave-1");
     let s = transfer_ok(&ws, &url, &[]);
     assert_eq!(s["status"], "complete");
@@ -178,6 +178,31 @@ fn credentials_wrong_key_tampered_sas_valid_sas_and_no_secret_in_output() {
             n == 0
         }
     );
+    // A connection string with the account key works.
+    let mut c = transfer_to(&ws, &url, &["--no-verify"]);
+    c.env_remove("AZURE_STORAGE_KEY").env(
+        "AZURE_STORAGE_CONNECTION_STRING",
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={}",
+            azurite::ACCOUNT,
+            azurite::KEY,
+            az.url("")
+        ),
+    );
+    let s = json(&c.assert().code(0).get_output().clone());
+    assert_eq!(s["files_copied"], 1);
+    // A connection string for another account is refused.
+    let mut c = transfer_to(&ws, &url, &[]);
+    c.env_remove("AZURE_STORAGE_KEY").env(
+        "AZURE_STORAGE_CONNECTION_STRING",
+        format!("AccountName=other;AccountKey={}", azurite::KEY),
+    );
+    let out = c.assert().code(2).get_output().clone();
+    assert!(
+        stderr(&out).contains("is for account other"),
+        "{}",
+        stderr(&out)
+    );
     // A SAS signed by custody's signer works; the same with its signature
     // altered is refused.
     use base64::Engine;
@@ -209,9 +234,11 @@ fn credentials_wrong_key_tampered_sas_valid_sas_and_no_secret_in_output() {
     // No secret anywhere: output at -vv, manifest, ledger.
     let sig = sas.split("sig=").nth(1).unwrap().to_owned();
     let mut seen = stdout(&out) + &stderr(&out);
-    seen.push_str(&String::from_utf8_lossy(
-        &std::fs::read(ws.manifest()).unwrap(),
-    ));
+    for m in std::fs::read_dir(&ws.manifests).unwrap() {
+        seen.push_str(&String::from_utf8_lossy(
+            &std::fs::read(m.unwrap().path()).unwrap(),
+        ));
+    }
     seen.push_str(&String::from_utf8_lossy(
         &std::fs::read(&ws.ledger).unwrap(),
     ));
