@@ -220,6 +220,44 @@ impl Manifest {
     }
 }
 
+/// A decryption key that does not fit a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyMismatch {
+    /// The manifest names another key.
+    #[error("manifest {manifest} was encrypted with key {expected}, but the given key is {given}")]
+    WrongKey {
+        /// The manifest id.
+        manifest: String,
+        /// Its key id.
+        expected: String,
+        /// The given key's id.
+        given: String,
+    },
+    /// The manifest lists plaintext copies.
+    #[error("manifest {0} is not encrypted; a decryption key does not apply")]
+    NotEncrypted(String),
+}
+
+impl Manifest {
+    /// Checks that a decryption key with id `given` is the one this
+    /// manifest's objects were encrypted with.
+    ///
+    /// # Errors
+    /// [`KeyMismatch`] saying which way it does not fit.
+    pub fn check_key_id(&self, given: &str) -> Result<(), KeyMismatch> {
+        match &self.encryption {
+            None => Err(KeyMismatch::NotEncrypted(self.id.clone())),
+            Some(enc) if enc.key_id != given => Err(KeyMismatch::WrongKey {
+                manifest: self.id.clone(),
+                expected: enc.key_id.clone(),
+                given: given.to_owned(),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
 /// A manifest read from disk with its signature checked.
 #[derive(Debug, Clone)]
 pub struct SignedManifest {

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::crypt::{CryptError, DecryptReader, EncryptionKey, SUFFIX};
 use crate::dest::share::Share;
 use crate::dest::{DestError, Destination, Listed};
-use crate::manifest::{FileEntry, Manifest};
+use crate::manifest::{FileEntry, KeyMismatch, Manifest};
 use crate::progress::{Notice, Phase, Progress};
 use crate::relpath::{self, RelPath};
 
@@ -26,19 +26,9 @@ pub enum RestoreError {
     /// The source or destination cannot be used.
     #[error(transparent)]
     Destination(#[from] DestError),
-    /// The key is not the manifest's.
-    #[error("manifest {manifest} was encrypted with key {expected}, but the given key is {given}")]
-    WrongKey {
-        /// The manifest id.
-        manifest: String,
-        /// Its key id.
-        expected: String,
-        /// The given key's id.
-        given: String,
-    },
-    /// The manifest lists plaintext copies.
-    #[error("manifest {0} is not encrypted; there is nothing to decrypt")]
-    NotEncrypted(String),
+    /// The key does not fit the manifest.
+    #[error(transparent)]
+    Key(#[from] KeyMismatch),
 }
 
 /// One object that could not be restored (or, with a manifest, is missing
@@ -192,16 +182,7 @@ pub fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport, RestoreError> {
     if let Some(m) = manifest {
-        let Some(enc) = &m.encryption else {
-            return Err(RestoreError::NotEncrypted(m.id.clone()));
-        };
-        if enc.key_id != key.id_hex() {
-            return Err(RestoreError::WrongKey {
-                manifest: m.id.clone(),
-                expected: enc.key_id.clone(),
-                given: key.id_hex(),
-            });
-        }
+        m.check_key_id(&key.id_hex())?;
     }
     let src = Share::existing(source)?;
     let dst = Share::for_writing(destination)?;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::crypt::{CryptError, DecryptReader, EncryptionKey};
 use crate::dest::{DestError, Destination, Listed};
 use crate::digest::{self, HashingReader};
-use crate::manifest::{FileEntry, Manifest};
+use crate::manifest::{FileEntry, KeyMismatch, Manifest};
 use crate::progress::{Phase, Progress};
 use crate::relpath::{self, RelPath};
 
@@ -23,19 +23,9 @@ pub enum VerifyError {
     /// The destination cannot be listed or read at all.
     #[error(transparent)]
     Destination(#[from] DestError),
-    /// The decryption key is not the manifest's.
-    #[error("manifest {manifest} was encrypted with key {expected}, but the given key is {given}")]
-    WrongKey {
-        /// The manifest id.
-        manifest: String,
-        /// Its key id.
-        expected: String,
-        /// The given key's id.
-        given: String,
-    },
-    /// A decryption key was given for a manifest of plaintext copies.
-    #[error("manifest {0} is not encrypted; --decrypt-key does not apply")]
-    NotEncrypted(String),
+    /// The decryption key does not fit the manifest.
+    #[error(transparent)]
+    Key(#[from] KeyMismatch),
 }
 
 /// The class of one discrepancy.
@@ -240,16 +230,7 @@ pub fn verify(
     progress: &dyn Progress,
 ) -> Result<VerifyReport, VerifyError> {
     if let Some(k) = key {
-        let Some(enc) = &manifest.encryption else {
-            return Err(VerifyError::NotEncrypted(manifest.id.clone()));
-        };
-        if enc.key_id != k.id_hex() {
-            return Err(VerifyError::WrongKey {
-                manifest: manifest.id.clone(),
-                expected: enc.key_id.clone(),
-                given: k.id_hex(),
-            });
-        }
+        manifest.check_key_id(&k.id_hex())?;
     }
     let expected: HashMap<&str, &FileEntry> = manifest
         .files

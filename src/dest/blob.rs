@@ -327,6 +327,34 @@ impl Blob {
     }
 }
 
+/// A blob's committed or uncommitted block list as (id, size) pairs;
+/// empty when the blob does not exist.
+fn block_list(
+    blob: &Blob,
+    client: &azure_storage_blob::BlockBlobClient,
+    kind: BlockListType,
+    rel: &str,
+) -> Result<Vec<(Vec<u8>, u64)>, DestError> {
+    let committed = matches!(kind, BlockListType::Committed);
+    match blob.retry("read the block list", || client.get_block_list(kind, None)) {
+        Ok(r) => {
+            let list = r.into_model().map_err(|e| blob.io_err(rel, &e))?;
+            let blocks = if committed {
+                list.committed_blocks
+            } else {
+                list.uncommitted_blocks
+            };
+            Ok(blocks
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|b| Some((b.name?, u64::try_from(b.size?).ok()?)))
+                .collect())
+        }
+        Err(e) if is_not_found(&e) => Ok(Vec::new()),
+        Err(e) => Err(blob.io_err(rel, &e)),
+    }
+}
+
 /// The HTTP client: the SDK's settings (connect timeout 20 s, read timeout
 /// 60 s, no redirects, no automatic decompression) plus the CA bundle.
 fn http_client(ca_file: Option<&std::path::Path>) -> Result<Transport, String> {
@@ -464,20 +492,11 @@ impl Landing for BlobLanding<'_> {
                 Err(e) => return Err(blob.io_err(&rel, &e)),
             };
         if let Some(existing_len) = existing_len {
-            let committed: Vec<Vec<u8>> = match blob.retry("read the block list", || {
-                client.get_block_list(BlockListType::Committed, None)
-            }) {
-                Ok(r) => r
-                    .into_model()
-                    .map_err(|e| blob.io_err(&rel, &e))?
-                    .committed_blocks
-                    .unwrap_or_default()
+            let committed: Vec<Vec<u8>> =
+                block_list(blob, &client, BlockListType::Committed, &rel)?
                     .into_iter()
-                    .filter_map(|b| b.name)
-                    .collect(),
-                Err(e) if is_not_found(&e) => Vec::new(),
-                Err(e) => return Err(blob.io_err(&rel, &e)),
-            };
+                    .map(|(id, _)| id)
+                    .collect();
             let same = committed == self.ids && (!self.ids.is_empty() || existing_len == 0);
             match blob.overwrite {
                 _ if same && blob.overwrite != Overwrite::Always => return Ok(()),
@@ -598,20 +617,9 @@ impl Destination for Blob {
             .map_err(|e| self.io_err(rel.as_str(), &e))?;
         let client = container.blob_client(&name).block_blob_client();
         // Blocks an interrupted earlier upload left uncommitted.
-        let staged = match self.retry("read the block list", || {
-            client.get_block_list(BlockListType::Uncommitted, None)
-        }) {
-            Ok(r) => r
-                .into_model()
-                .map_err(|e| self.io_err(rel.as_str(), &e))?
-                .uncommitted_blocks
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|b| Some((b.name?, u64::try_from(b.size?).ok()?)))
-                .collect(),
-            Err(e) if is_not_found(&e) => HashMap::new(),
-            Err(e) => return Err(self.io_err(rel.as_str(), &e)),
-        };
+        let staged = block_list(self, &client, BlockListType::Uncommitted, rel.as_str())?
+            .into_iter()
+            .collect();
         Ok(Box::new(BlobLanding {
             blob: self,
             name,

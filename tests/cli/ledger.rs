@@ -11,6 +11,14 @@ fn ledger() -> Ws {
     ws
 }
 
+/// A fresh sealed and verified ledger, tampered with `sql`; what
+/// `ledger verify` reports (it must exit 1).
+fn problems_after(sql: &str) -> String {
+    let ws = ledger();
+    ws.db().execute_batch(sql).unwrap();
+    problems(&ws)
+}
+
 fn problems(ws: &Ws) -> String {
     let out = ws
         .custody(&["ledger", "verify"])
@@ -23,14 +31,9 @@ fn problems(ws: &Ws) -> String {
 
 #[test]
 fn an_edited_event_is_named() {
-    let ws = ledger();
-    ws.db()
-        .execute(
-            "UPDATE events SET payload = replace(payload, '\"files\":12', '\"files\":11') WHERE seq = 2",
-            [],
-        )
-        .unwrap();
-    let p = problems(&ws);
+    let p = problems_after(
+        "UPDATE events SET payload = replace(payload, '\"files\":12', '\"files\":11') WHERE seq = 2",
+    );
     assert!(
         p.contains("event 2 (files_landed): contents do not match its hash (row edited)"),
         "{p}"
@@ -39,11 +42,7 @@ fn an_edited_event_is_named() {
 
 #[test]
 fn a_deleted_event_is_named() {
-    let ws = ledger();
-    ws.db()
-        .execute("DELETE FROM events WHERE seq = 2", [])
-        .unwrap();
-    let p = problems(&ws);
+    let p = problems_after("DELETE FROM events WHERE seq = 2");
     assert!(
         p.contains("event 3: sequence jumps from 1 (events 2..2 deleted)"),
         "{p}"
@@ -131,24 +130,14 @@ fn an_edited_landed_row_is_named() {
 
 #[test]
 fn a_deleted_landed_row_is_named() {
-    let ws = ledger();
-    ws.db()
-        .execute("DELETE FROM landed WHERE id = 3", [])
-        .unwrap();
-    let p = problems(&ws);
+    let p = problems_after("DELETE FROM landed WHERE id = 3");
     assert!(p.contains("event 2 (files_landed): its landed rows do not match its digest (12 rows recorded, 11 found"), "{p}");
 }
 
 #[test]
 fn a_stripped_signature_is_named() {
-    let ws = ledger();
-    ws.db()
-        .execute(
-            "UPDATE events SET signature = NULL, signer = NULL WHERE kind = 'sealed'",
-            [],
-        )
-        .unwrap();
-    let p = problems(&ws);
+    let p =
+        problems_after("UPDATE events SET signature = NULL, signer = NULL WHERE kind = 'sealed'");
     assert!(p.contains("event 3 (sealed): signature missing"), "{p}");
 }
 
