@@ -11,6 +11,8 @@ pub enum Phase {
     Transfer,
     /// Re-reading landed files and comparing them with a manifest.
     Verify,
+    /// Decrypting encrypted objects back into a plaintext tree.
+    Restore,
 }
 
 /// Something worth telling the user about one entry, as it happens.

@@ -217,7 +217,7 @@ pub fn restore(
         }),
     });
     let mut report = RestoreReport::default();
-    progress.begin(Phase::Verify, manifest.map(|m| m.totals.files), None);
+    progress.begin(Phase::Restore, manifest.map(|m| m.totals.files), None);
     crate::transfer::parallel_map(
         jobs,
         items,
@@ -266,7 +266,7 @@ pub fn restore(
             }
         }
     }
-    progress.end(Phase::Verify);
+    progress.end(Phase::Restore);
     report
         .problems
         .sort_by(|a, b| relpath::cmp_components(&a.path, &b.path));

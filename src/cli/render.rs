@@ -62,6 +62,7 @@ impl Progress for Renderer {
         let label = match phase {
             Phase::Transfer => "copy  ",
             Phase::Verify => "verify",
+            Phase::Restore => "decrypt",
         };
         let bar = match bytes {
             Some(total) => ProgressBar::new(total).with_style(
