@@ -270,6 +270,68 @@ impl SigningKey {
             .map_err(KeyError::Sign)?;
         sig.to_pem(LineEnding::LF).map_err(KeyError::Sign)
     }
+
+    /// Signs a message known only by its SHA-512 (a manifest streamed to
+    /// disk); the result is exactly what [`SigningKey::sign`] gives for the
+    /// message itself.
+    ///
+    /// # Errors
+    /// Fails only if the signature cannot be made or encoded.
+    pub fn sign_sha512(&self, namespace: &str, sha512: &[u8; 64]) -> Result<String, KeyError> {
+        use ed25519_dalek::Signer as _;
+        let data = sshsig_signed_data(namespace, &[], HashAlg::Sha512, sha512);
+        let signature = self
+            .key
+            .try_sign(&data)
+            .map_err(|_| KeyError::Sign(ssh_key::Error::Crypto))?;
+        let sig = SshSig::new(
+            self.key.public_key().key_data().clone(),
+            namespace,
+            HashAlg::Sha512,
+            signature,
+        )
+        .map_err(KeyError::Sign)?;
+        sig.to_pem(LineEnding::LF).map_err(KeyError::Sign)
+    }
+}
+
+/// The bytes an SSHSIG signature covers (OpenSSH `PROTOCOL.sshsig`): the
+/// preamble `SSHSIG`, then namespace, reserved, hash algorithm name and the
+/// message's hash, each as an SSH string (u32 big-endian length, bytes).
+/// `ssh_key` builds the same bytes only from the whole message; a manifest
+/// of a million files is signed and checked from its hash instead.
+fn sshsig_signed_data(namespace: &str, reserved: &[u8], alg: HashAlg, hash: &[u8]) -> Vec<u8> {
+    let mut out = b"SSHSIG".to_vec();
+    for field in [
+        namespace.as_bytes(),
+        reserved,
+        alg.as_str().as_bytes(),
+        hash,
+    ] {
+        let len = u32::try_from(field.len()).expect("SSHSIG fields are short");
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(field);
+    }
+    out
+}
+
+/// Hashes `reader` with an SSHSIG hash algorithm.
+fn sshsig_hash(alg: HashAlg, reader: &mut dyn std::io::Read) -> std::io::Result<Vec<u8>> {
+    fn run<D: sha2::Digest>(mut d: D, r: &mut dyn std::io::Read) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => return Ok(d.finalize().to_vec()),
+                Ok(n) => d.update(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    match alg {
+        HashAlg::Sha256 => run(<sha2::Sha256 as sha2::Digest>::new(), reader),
+        _ => run(<sha2::Sha512 as sha2::Digest>::new(), reader),
+    }
 }
 
 /// One usable line of an `allowed_signers` file.
@@ -410,6 +472,24 @@ impl Trust {
         msg: &[u8],
         armored: &str,
     ) -> Result<Signer, KeyError> {
+        self.verify_reader(identity, namespace, &mut { msg }, armored)
+            .map(|(signer, _)| signer)
+    }
+
+    /// As [`Trust::verify`], reading the message from `msg` (once, to its
+    /// end) so it need not fit in memory. Also returns the number of bytes
+    /// read.
+    ///
+    /// # Errors
+    /// As [`Trust::verify`], and [`KeyError::BadSignature`] naming a read
+    /// error.
+    pub fn verify_reader(
+        &self,
+        identity: &str,
+        namespace: &str,
+        msg: &mut dyn std::io::Read,
+        armored: &str,
+    ) -> Result<(Signer, u64), KeyError> {
         let sig = SshSig::from_pem(armored.trim())
             .map_err(|e| KeyError::BadSignature(format!("malformed signature ({e})")))?;
         if sig.namespace() != namespace {
@@ -445,13 +525,39 @@ impl Trust {
                 "signature was made by a key that is not trusted".into(),
             ));
         };
-        key.verify(namespace, msg, &sig).map_err(|_| {
-            KeyError::BadSignature("signature does not match the signed data".into())
-        })?;
-        Ok(Signer {
+        if !matches!(sig.hash_alg(), HashAlg::Sha256 | HashAlg::Sha512) {
+            return Err(KeyError::BadSignature(format!(
+                "unsupported signature hash {}",
+                sig.hash_alg()
+            )));
+        }
+        let mut counted = CountingReader { inner: msg, n: 0 };
+        let hash = sshsig_hash(sig.hash_alg(), &mut counted)
+            .map_err(|e| KeyError::BadSignature(format!("cannot read the signed data: {e}")))?;
+        let data = sshsig_signed_data(namespace, sig.reserved(), sig.hash_alg(), &hash);
+        {
+            use ed25519_dalek::Verifier as _;
+            key.key_data().verify(&data, sig.signature())
+        }
+        .map_err(|_| KeyError::BadSignature("signature does not match the signed data".into()))?;
+        let signer = Signer {
             fingerprint: fingerprint(key),
             principal: principal.map(str::to_owned),
-        })
+        };
+        Ok((signer, counted.n))
+    }
+}
+
+struct CountingReader<'r> {
+    inner: &'r mut dyn std::io::Read,
+    n: u64,
+}
+
+impl std::io::Read for CountingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
     }
 }
 
@@ -540,6 +646,37 @@ fn glob(pattern: &str, s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signing_a_hash_equals_signing_the_message() {
+        use sha2::Digest as _;
+        let dir = tempfile::tempdir().unwrap();
+        let generated = generate(dir.path(), "ops@example.org").unwrap();
+        let key = SigningKey::load(&generated.private_key).unwrap();
+        for msg in [&b""[..], b"x", &[7u8; 100_000]] {
+            // The hand-built SSHSIG preamble is byte for byte ssh-key's.
+            let hash = sha2::Sha512::digest(msg);
+            assert_eq!(
+                sshsig_signed_data(MANIFEST_NAMESPACE, &[], HashAlg::Sha512, &hash),
+                SshSig::signed_data(MANIFEST_NAMESPACE, HashAlg::Sha512, msg).unwrap()
+            );
+            let whole = key.sign(MANIFEST_NAMESPACE, msg).unwrap();
+            let hashed = key.sign_sha512(MANIFEST_NAMESPACE, &hash.into()).unwrap();
+            assert_eq!(whole, hashed);
+            let trust = Trust::PublicKey(key.public_key().clone());
+            let (_, n) = trust
+                .verify_reader("", MANIFEST_NAMESPACE, &mut { msg }, &hashed)
+                .unwrap();
+            assert_eq!(n, msg.len() as u64);
+            let mut other = msg.to_vec();
+            other.push(0);
+            assert!(
+                trust
+                    .verify_reader("", MANIFEST_NAMESPACE, &mut &other[..], &hashed)
+                    .is_err()
+            );
+        }
+    }
 
     #[test]
     fn glob_matches_like_openssh() {

@@ -8,20 +8,26 @@
 //! and bound, batch by batch, into a `files_landed` event. `docs/ledger.md`
 //! is the specification; [`Ledger::verify_chain`] checks all of it.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use rusqlite::blob::ZeroBlob;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::digest::frame;
 use crate::keys::{self, KeyError, SigningKey, Trust};
-use crate::manifest::{ChainHead, Excluded, FileEntry, Manifest, StoredEntry};
+use crate::manifest::{ChainHead, Excluded, FileEntry, Manifest, StoredEntry, Written};
 use crate::relpath;
 use crate::source::mtime_rfc3339;
 
 /// The schema version this code reads and writes.
 pub const SCHEMA_VERSION: i64 = 2;
+/// The collation (registered on every connection) that orders paths as a
+/// manifest lists them.
+const COMPONENTS: &str = "custody_components";
+
 /// `prev_hash` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -398,11 +404,23 @@ impl Ledger {
         self.conn
             .busy_timeout(std::time::Duration::from_secs(10))
             .map_err(self.err())?;
+        // Manifest order, for sorting in SQLite (spilling to disk) rather
+        // than in memory. Used in queries only, never in the schema, so
+        // stock `sqlite3` still reads every table and index.
+        self.conn
+            .create_collation(COMPONENTS, relpath::cmp_components)
+            .map_err(self.err())?;
         self.conn
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(self.err())?;
         self.conn
             .pragma_update(None, "synchronous", "FULL")
+            .map_err(self.err())?;
+        // The bundled SQLite keeps temporary files (the sorter's spill when
+        // sealing a million files) in memory by default; on disk, sealing
+        // runs in bounded memory.
+        self.conn
+            .pragma_update(None, "temp_store", "FILE")
             .map_err(self.err())?;
         self.conn
             .pragma_update(None, "foreign_keys", "ON")
@@ -787,17 +805,27 @@ impl Ledger {
         self.append_event(kind::RUN_INCOMPLETE, Some(run), None, summary, None)
     }
 
-    /// The run's landed files for its manifest: the latest record per path,
-    /// in component order.
+    /// The run's landed files for its manifest (the latest record per path,
+    /// in component order), handed to `use_files` as an iterator so that
+    /// they need not fit in memory: SQLite sorts them, spilling to disk.
     ///
     /// # Errors
-    /// SQLite errors.
-    pub fn manifest_files(&self, run: u64) -> Result<Vec<FileEntry>, LedgerError> {
-        let mut files = self.query_all(
-            "SELECT path, size, mtime_ns, blake3, stored_size, stored_blake3 FROM landed
-             WHERE id IN (SELECT MAX(id) FROM landed WHERE run_id = ?1 GROUP BY path)",
-            [run],
-            |r| {
+    /// SQLite errors (also those met while iterating, through the items).
+    pub fn with_manifest_files<R>(
+        &self,
+        run: u64,
+        use_files: impl FnOnce(&mut dyn Iterator<Item = Result<FileEntry, LedgerError>>) -> R,
+    ) -> Result<R, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT path, size, mtime_ns, blake3, stored_size, stored_blake3 FROM landed
+                 WHERE id IN (SELECT MAX(id) FROM landed WHERE run_id = ?1 GROUP BY path)
+                 ORDER BY path COLLATE {COMPONENTS}"
+            ))
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([run], |r| {
                 let path: String = r.get(0)?;
                 let stored: Option<(u64, String)> = match (r.get(4)?, r.get(5)?) {
                     (Some(size), Some(blake3)) => Some((size, blake3)),
@@ -814,10 +842,19 @@ impl Ledger {
                     mtime: mtime_rfc3339(r.get(2)?),
                     blake3: r.get(3)?,
                 })
-            },
-        )?;
-        files.sort_by(|a, b| relpath::cmp_components(&a.path, &b.path));
-        Ok(files)
+            })
+            .map_err(self.err())?;
+        let err = self.err();
+        Ok(use_files(&mut rows.map(|r| r.map_err(&err))))
+    }
+
+    /// The run's landed files for its manifest, in memory (tests and small
+    /// runs; sealing streams them with [`Ledger::with_manifest_files`]).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn manifest_files(&self, run: u64) -> Result<Vec<FileEntry>, LedgerError> {
+        self.with_manifest_files(run, |files| files.collect())?
     }
 
     /// The run's excluded entries from its latest attempt, in path order.
@@ -847,7 +884,8 @@ impl Ledger {
     pub fn seal(
         &mut self,
         manifest: &Manifest,
-        bytes: &[u8],
+        written: &Written,
+        bytes: &mut dyn Read,
         signature: &str,
         key: &SigningKey,
     ) -> Result<Event, LedgerError> {
@@ -856,7 +894,7 @@ impl Ledger {
             path: path.clone(),
             source,
         };
-        let digest = hex(blake3::hash(bytes));
+        let digest = hex(written.blake3);
         let tx = self.conn.transaction().map_err(sql)?;
         tx.execute(
             "INSERT INTO manifests (id, run_id, created_at, bytes, signature, blake3)
@@ -865,21 +903,38 @@ impl Ledger {
                 manifest.id,
                 manifest.run,
                 manifest.created,
-                bytes,
+                ZeroBlob(written.len),
                 signature,
                 digest
             ],
         )
         .map_err(sql)?;
+        // The bytes, streamed in (a manifest of a million files is ~200 MB).
+        {
+            let mut blob = tx
+                .blob_open(c"main", "manifests", "bytes", tx.last_insert_rowid(), false)
+                .map_err(sql)?;
+            let copied = std::io::copy(bytes, &mut blob)
+                .map_err(|e| sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+            if copied != written.len {
+                return Err(LedgerError::Corrupt {
+                    path: path.clone(),
+                    reason: format!(
+                        "manifest {}: {copied} bytes stored, {} written",
+                        manifest.id, written.len
+                    ),
+                });
+            }
+        }
         tx.execute(
             "UPDATE runs SET status = 'sealed', manifest_id = ?1 WHERE id = ?2",
             params![manifest.id, manifest.run],
         )
         .map_err(sql)?;
         let payload = json!({
-            "bytes": manifest.totals.bytes,
-            "excluded": manifest.totals.excluded,
-            "files": manifest.totals.files,
+            "bytes": written.totals.bytes,
+            "excluded": written.totals.excluded,
+            "files": written.totals.files,
             "manifest_blake3": digest,
         });
         let ev = Self::append(

@@ -8,10 +8,13 @@
 //! as SSHSIG in the `custody-manifest` namespace. `docs/manifest.md` is the
 //! specification.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+mod stream;
+
+pub use stream::{SignedFile, WriteError, Written, open_signed, sign_written, write_canonical};
 
 use crate::digest;
 use crate::keys::{self, KeyError, Signer, SigningKey, Trust};
@@ -327,143 +330,169 @@ pub struct Finding {
 /// bytes, totals, entry order and duplicates, well-formed paths, hashes and
 /// times, and that the signer's key is the one the manifest names.
 pub fn audit(signed: &SignedManifest) -> Vec<Finding> {
-    let m = &signed.manifest;
-    let mut out = Vec::new();
-    let mut add = |at: &str, problem: String| {
-        out.push(Finding {
-            at: at.to_owned(),
-            problem,
-        })
-    };
-    if m.to_canonical() != signed.bytes {
-        add(
-            "(bytes)",
-            "not in canonical form (RFC 8785; see docs/manifest.md)".into(),
-        );
+    let mut a = Auditor::new(&signed.manifest, &signed.signer);
+    for f in &signed.manifest.files {
+        a.file(f);
     }
-    if m.operator.key_fingerprint != signed.signer.fingerprint {
-        add(
-            "operator.key_fingerprint",
-            format!(
-                "names {} but the signature was made by {}",
-                m.operator.key_fingerprint, signed.signer.fingerprint
-            ),
-        );
-    }
-    for (field, value) in [("created", &m.created)] {
-        if value.parse::<jiff::Timestamp>().is_err() {
-            add(field, format!("not an RFC 3339 timestamp: {value:?}"));
-        }
-    }
-    audit_encryption(m, &mut add);
-    if digest::parse_hex(&m.ledger_head.hash).is_none() {
-        add(
-            "ledger_head.hash",
-            "not a lowercase hex BLAKE3 digest".into(),
-        );
-    }
-    let mut seen = HashSet::with_capacity(m.files.len());
-    let mut bytes = 0u64;
-    for (i, f) in m.files.iter().enumerate() {
-        if let Err(e) = RelPath::new(f.path.as_str()) {
-            add(&f.path, format!("invalid path: {e}"));
-        }
-        if !seen.insert(f.path.as_str()) {
-            add(&f.path, "listed more than once".into());
-        }
-        if i > 0 && relpath::cmp_components(&m.files[i - 1].path, &f.path).is_ge() {
-            add(
-                &f.path,
-                "out of order (entries must be sorted by path components)".into(),
-            );
-        }
-        if digest::parse_hex(&f.blake3).is_none() {
-            add(&f.path, "blake3 is not 64 lowercase hex digits".into());
-        }
-        if f.mtime.parse::<jiff::Timestamp>().is_err() {
-            add(&f.path, format!("mtime is not RFC 3339: {:?}", f.mtime));
-        }
-        bytes = bytes.saturating_add(f.size);
-    }
-    if m.totals.files != m.files.len() as u64 {
-        add(
-            "totals.files",
-            format!(
-                "says {} but {} files are listed",
-                m.totals.files,
-                m.files.len()
-            ),
-        );
-    }
-    if m.totals.bytes != bytes {
-        add(
-            "totals.bytes",
-            format!(
-                "says {} but the listed sizes sum to {bytes}",
-                m.totals.bytes
-            ),
-        );
-    }
-    if m.totals.excluded != m.excluded.len() as u64 {
-        add(
-            "totals.excluded",
-            format!(
-                "says {} but {} entries are listed",
-                m.totals.excluded,
-                m.excluded.len()
-            ),
-        );
-    }
-    out
+    a.finish(signed.bytes.len() as u64, blake3::hash(&signed.bytes))
 }
 
-/// Version-specific checks: version 1 has no encryption fields; version 2
-/// has them all, consistent with the format (`docs/encryption.md`).
-fn audit_encryption(m: &Manifest, add: &mut impl FnMut(&str, String)) {
-    let Some(enc) = &m.encryption else {
-        if m.version != VERSION {
-            add("encryption", format!("version {} requires it", m.version));
+/// [`audit`] for a manifest read with [`open_signed`]: one more pass over
+/// the file, in memory that does not grow with the number of entries.
+///
+/// # Errors
+/// The file cannot be read again, or changed since it was opened.
+pub fn audit_file(signed: &SignedFile) -> Result<Vec<Finding>, ManifestError> {
+    let mut a = Auditor::new(&signed.head, &signed.signer);
+    signed.for_each_file(|f| {
+        a.file(&f);
+        Ok(())
+    })?;
+    Ok(a.finish(signed.len, signed.blake3))
+}
+
+/// The audit, fed the manifest's head and then its file entries in order.
+struct Auditor<'m> {
+    m: &'m Manifest,
+    out: Vec<Finding>,
+    prev: Option<String>,
+    files: u64,
+    bytes: u64,
+    canonical: stream::Encoder<std::io::Sink>,
+    stored_without_encryption: bool,
+}
+
+impl<'m> Auditor<'m> {
+    fn new(m: &'m Manifest, signer: &Signer) -> Self {
+        let mut canonical = stream::Encoder::new(m, std::io::sink());
+        for e in &m.excluded {
+            canonical.excluded(e).expect("writing to a sink");
         }
-        if let Some(f) = m.files.iter().find(|f| f.stored.is_some()) {
-            add(
-                &f.path,
-                "has `stored` but the manifest has no `encryption`".into(),
+        let mut a = Auditor {
+            m,
+            out: Vec::new(),
+            prev: None,
+            files: 0,
+            bytes: 0,
+            canonical,
+            stored_without_encryption: false,
+        };
+        if m.operator.key_fingerprint != signer.fingerprint {
+            a.add(
+                "operator.key_fingerprint",
+                format!(
+                    "names {} but the signature was made by {}",
+                    m.operator.key_fingerprint, signer.fingerprint
+                ),
             );
         }
-        return;
-    };
-    if m.version != VERSION_ENCRYPTED {
-        add(
-            "version",
-            format!(
-                "is {} but `encryption` requires {VERSION_ENCRYPTED}",
-                m.version
+        if m.created.parse::<jiff::Timestamp>().is_err() {
+            a.add(
+                "created",
+                format!("not an RFC 3339 timestamp: {:?}", m.created),
+            );
+        }
+        a.encryption_header();
+        if digest::parse_hex(&m.ledger_head.hash).is_none() {
+            a.add(
+                "ledger_head.hash",
+                "not a lowercase hex BLAKE3 digest".into(),
+            );
+        }
+        a
+    }
+
+    fn add(&mut self, at: &str, problem: String) {
+        self.out.push(Finding {
+            at: at.to_owned(),
+            problem,
+        });
+    }
+
+    fn encryption_header(&mut self) {
+        let m = self.m;
+        let Some(enc) = &m.encryption else {
+            if m.version != VERSION {
+                self.add("encryption", format!("version {} requires it", m.version));
+            }
+            return;
+        };
+        if m.version != VERSION_ENCRYPTED {
+            self.add(
+                "version",
+                format!(
+                    "is {} but `encryption` requires {VERSION_ENCRYPTED}",
+                    m.version
+                ),
+            );
+        }
+        if enc.scheme != crate::crypt::SCHEME {
+            self.add(
+                "encryption.scheme",
+                format!("unknown scheme {:?}", enc.scheme),
+            );
+        }
+        if !(crate::crypt::MIN_CHUNK..=crate::crypt::MAX_CHUNK).contains(&enc.chunk_size) {
+            self.add(
+                "encryption.chunk_size",
+                format!("{} is out of range", enc.chunk_size),
+            );
+        }
+    }
+
+    fn file(&mut self, f: &FileEntry) {
+        self.canonical.file(f).expect("writing to a sink");
+        if let Err(e) = RelPath::new(f.path.as_str()) {
+            self.add(&f.path, format!("invalid path: {e}"));
+        }
+        // Entries must be strictly increasing, so a duplicate is always
+        // next to its twin: no set of paths is needed.
+        match self
+            .prev
+            .as_deref()
+            .map(|p| relpath::cmp_components(p, &f.path))
+        {
+            Some(std::cmp::Ordering::Equal) => {
+                self.add(&f.path, "listed more than once".into());
+            }
+            Some(std::cmp::Ordering::Greater) => self.add(
+                &f.path,
+                "out of order (entries must be sorted by path components)".into(),
             ),
-        );
+            _ => {}
+        }
+        if digest::parse_hex(&f.blake3).is_none() {
+            self.add(&f.path, "blake3 is not 64 lowercase hex digits".into());
+        }
+        if f.mtime.parse::<jiff::Timestamp>().is_err() {
+            self.add(&f.path, format!("mtime is not RFC 3339: {:?}", f.mtime));
+        }
+        self.encryption_entry(f);
+        self.files += 1;
+        self.bytes = self.bytes.saturating_add(f.size);
+        self.prev = Some(f.path.clone());
     }
-    if enc.scheme != crate::crypt::SCHEME {
-        add(
-            "encryption.scheme",
-            format!("unknown scheme {:?}", enc.scheme),
-        );
-    }
-    let chunk_ok = (crate::crypt::MIN_CHUNK..=crate::crypt::MAX_CHUNK).contains(&enc.chunk_size);
-    if !chunk_ok {
-        add(
-            "encryption.chunk_size",
-            format!("{} is out of range", enc.chunk_size),
-        );
-    }
-    for f in &m.files {
+
+    fn encryption_entry(&mut self, f: &FileEntry) {
+        let Some(enc) = &self.m.encryption else {
+            if f.stored.is_some() && !self.stored_without_encryption {
+                self.stored_without_encryption = true;
+                self.add(
+                    &f.path,
+                    "has `stored` but the manifest has no `encryption`".into(),
+                );
+            }
+            return;
+        };
         let Some(st) = &f.stored else {
-            add(
+            self.add(
                 &f.path,
                 "no `stored` object in an encrypted manifest".into(),
             );
-            continue;
+            return;
         };
         if st.path != format!("{}{}", f.path, crate::crypt::SUFFIX) {
-            add(
+            self.add(
                 &f.path,
                 format!(
                     "stored.path {:?} is not path + {:?}",
@@ -473,14 +502,16 @@ fn audit_encryption(m: &Manifest, add: &mut impl FnMut(&str, String)) {
             );
         }
         if digest::parse_hex(&st.blake3).is_none() {
-            add(
+            self.add(
                 &f.path,
                 "stored.blake3 is not 64 lowercase hex digits".into(),
             );
         }
+        let chunk_ok =
+            (crate::crypt::MIN_CHUNK..=crate::crypt::MAX_CHUNK).contains(&enc.chunk_size);
         let expect = crate::crypt::stored_size(f.size, enc.chunk_size);
         if chunk_ok && st.size != expect {
-            add(
+            self.add(
                 &f.path,
                 format!(
                     "stored.size {} does not fit a {}-byte plaintext (expected {expect})",
@@ -488,6 +519,62 @@ fn audit_encryption(m: &Manifest, add: &mut impl FnMut(&str, String)) {
                 ),
             );
         }
+    }
+
+    /// The last checks, given the length and BLAKE3 of the exact bytes.
+    fn finish(mut self, len: u64, blake3: blake3::Hash) -> Vec<Finding> {
+        let m = self.m;
+        // Re-encoded with the totals as declared (wrong totals are their
+        // own finding): canonical bytes are exactly these.
+        let canonical = self
+            .canonical
+            .finish_with(m.totals.clone())
+            .expect("writing to a sink");
+        if canonical.len != len || canonical.blake3 != blake3 {
+            self.out.insert(
+                0,
+                Finding {
+                    at: "(bytes)".into(),
+                    problem: "not in canonical form (RFC 8785; see docs/manifest.md)".into(),
+                },
+            );
+        }
+        let mut out = self.out;
+        let mut add = |at: &str, problem: String| {
+            out.push(Finding {
+                at: at.to_owned(),
+                problem,
+            })
+        };
+        if m.totals.files != self.files {
+            add(
+                "totals.files",
+                format!(
+                    "says {} but {} files are listed",
+                    m.totals.files, self.files
+                ),
+            );
+        }
+        if m.totals.bytes != self.bytes {
+            add(
+                "totals.bytes",
+                format!(
+                    "says {} but the listed sizes sum to {}",
+                    m.totals.bytes, self.bytes
+                ),
+            );
+        }
+        if m.totals.excluded != m.excluded.len() as u64 {
+            add(
+                "totals.excluded",
+                format!(
+                    "says {} but {} entries are listed",
+                    m.totals.excluded,
+                    m.excluded.len()
+                ),
+            );
+        }
+        out
     }
 }
 

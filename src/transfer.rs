@@ -26,7 +26,7 @@ use crate::dest::blob::{Blob, BlobOptions};
 use crate::dest::share::Share;
 use crate::dest::{DestError, Destination};
 use crate::digest::{CHUNK, HashingWriter};
-use crate::keys::{KeyError, SigningKey};
+use crate::keys::{KeyError, SigningKey, Trust};
 use crate::ledger::{self, LandedFile, LandedLookup, Ledger, LedgerError, RunRef, Stored};
 use crate::manifest::{
     self, ChainHead, Encryption, Manifest, ManifestError, Operator, Tool, Totals,
@@ -37,7 +37,12 @@ use crate::source::{self, SourceEntry, SourceFile};
 use crate::verify::{self, VerifyReport};
 
 /// Landed files recorded per ledger transaction (at most).
-const BATCH_FILES: usize = 1024;
+const BATCH_FILES: usize = 4096;
+/// Items queued for the workers.
+const QUEUE_IN: usize = 256;
+/// Results queued for the ledger writer: a batch's worth, so workers go on
+/// while it syncs and records.
+const QUEUE_OUT: usize = BATCH_FILES;
 /// Longest a landed file waits before it is recorded, when files keep coming.
 const BATCH_AGE: Duration = Duration::from_millis(250);
 
@@ -177,6 +182,13 @@ pub struct TransferSummary {
     pub failures: Vec<Failure>,
     /// Seconds spent copying.
     pub copy_seconds: f64,
+    /// Of those, seconds the ledger writer spent making batches durable at
+    /// the destination (syncs and renames).
+    pub flush_seconds: f64,
+    /// Of those, seconds spent recording batches in the ledger.
+    pub ledger_seconds: f64,
+    /// Seconds spent sealing (building, signing and writing the manifest).
+    pub seal_seconds: f64,
     /// Blob destinations: bytes sent to the service in this attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_sent: Option<u64>,
@@ -207,8 +219,10 @@ where
     R: Send,
 {
     let jobs = jobs.max(1);
-    let (tx_in, rx_in) = crossbeam_channel::bounded::<T>(jobs * 2);
-    let (tx_out, rx_out) = crossbeam_channel::bounded::<R>(jobs * 64);
+    // Deep enough that neither side waits on the other for small items
+    // (a worker finding its queue empty spins and yields before it sleeps).
+    let (tx_in, rx_in) = crossbeam_channel::bounded::<T>(QUEUE_IN);
+    let (tx_out, rx_out) = crossbeam_channel::bounded::<R>(QUEUE_OUT);
     std::thread::scope(|s| {
         s.spawn(move || {
             for item in items {
@@ -458,7 +472,11 @@ pub fn transfer(
         destination = %dest_str,
         "transfer started"
     );
-    let lookup = LandedLookup::open(ledger.path(), run.id)?;
+    // Only a resumed run has landings to look up.
+    let lookup = match run.resumed {
+        true => Some(LandedLookup::open(ledger.path(), run.id)?),
+        false => None,
+    };
     // A file that was mid-copy when the last attempt died may be gone from
     // the source now; its partial landing must not outlive it.
     let partials_swept = if run.resumed {
@@ -485,6 +503,9 @@ pub fn transfer(
         failed: 0,
         failures: Vec::new(),
         copy_seconds: 0.0,
+        flush_seconds: 0.0,
+        ledger_seconds: 0.0,
+        seal_seconds: 0.0,
         bytes_sent: None,
         bytes_reused: None,
         sealed: None,
@@ -497,8 +518,8 @@ pub fn transfer(
     let dest_ref = dest;
     let encrypted = opts.encryption.is_some();
     let items = source::walk(&source_root).map(move |entry| match entry {
-        SourceEntry::File(f) => match lookup.get(f.rel.as_str()) {
-            Ok(Some(rec))
+        SourceEntry::File(f) => match lookup.as_ref().map(|l| l.get(f.rel.as_str())) {
+            Some(Ok(Some(rec)))
                 if rec.size == f.size
                     && rec.mtime_ns == f.mtime_ns
                     && matches!(
@@ -572,6 +593,8 @@ pub fn transfer(
     let result = result.and_then(|()| batch.record(dest, &mut ledger, run.id));
     progress.end(Phase::Transfer);
     summary.copy_seconds = started.elapsed().as_secs_f64();
+    summary.flush_seconds = batch.flush_time.as_secs_f64();
+    summary.ledger_seconds = batch.ledger_time.as_secs_f64();
     if let Some(s) = blob_stats {
         use std::sync::atomic::Ordering::Relaxed;
         summary.bytes_sent = Some(s.bytes_sent.load(Relaxed));
@@ -601,12 +624,19 @@ pub fn transfer(
         return Ok(summary);
     }
 
-    let (manifest, sealed) = seal(&mut ledger, run, &source_str, &dest_str, opts, key)?;
+    let sealing = Instant::now();
+    let sealed = seal(&mut ledger, run, &source_str, &dest_str, opts, key)?;
+    summary.seal_seconds = sealing.elapsed().as_secs_f64();
+    let manifest_path = sealed.manifest.clone();
     summary.sealed = Some(sealed);
 
     if opts.verify {
+        // Read back what was written, signature and all: the verify checks
+        // the exported manifest, not a copy in memory.
+        let trust = Trust::PublicKey(key.public_key().clone());
+        let manifest = manifest::open_signed(&manifest_path, &trust)?;
         let report = verify::verify(&manifest, dest, opts.jobs, None, progress)?;
-        record_verify(&mut ledger, &manifest, &report, key)?;
+        record_verify(&mut ledger, &manifest.head, &report, key)?;
         if !report.ok() {
             summary.status = Status::VerifyFailed;
         }
@@ -647,6 +677,8 @@ struct Batch {
     failed: Vec<(String, String)>,
     excluded: Vec<(String, String)>,
     since: Option<Instant>,
+    flush_time: Duration,
+    ledger_time: Duration,
 }
 
 impl Batch {
@@ -667,8 +699,12 @@ impl Batch {
             return Ok(());
         }
         // Durable first, recorded second.
+        let t = Instant::now();
         dest.flush()?;
+        let flushed = Instant::now();
         ledger.record_batch(run, &self.landed, &self.failed, &self.excluded)?;
+        self.flush_time += flushed - t;
+        self.ledger_time += flushed.elapsed();
         tracing::debug!(
             landed = self.landed.len(),
             failed = self.failed.len(),
@@ -683,7 +719,9 @@ impl Batch {
     }
 }
 
-/// Builds, signs, stores and writes the manifest of a finished run.
+/// Builds, signs, stores and writes the manifest of a finished run, as a
+/// stream: the entries go from a sorted ledger query to the file without
+/// being held in memory, and the signature is made from the file's hash.
 fn seal(
     ledger: &mut Ledger,
     run: RunRef,
@@ -691,16 +729,10 @@ fn seal(
     destination: &str,
     opts: &TransferOptions,
     key: &SigningKey,
-) -> Result<(Manifest, Sealed), TransferError> {
-    let files = ledger.manifest_files(run.id)?;
+) -> Result<Sealed, TransferError> {
     let excluded = ledger.manifest_excluded(run.id)?;
     let head: ChainHead = ledger.head()?;
     let created = jiff::Timestamp::now();
-    let totals = Totals {
-        bytes: files.iter().map(|f| f.size).sum(),
-        excluded: excluded.len() as u64,
-        files: files.len() as u64,
-    };
     let encryption = opts.encryption.as_ref().map(|k| Encryption {
         chunk_size: crypt::DEFAULT_CHUNK,
         key_id: k.id_hex(),
@@ -710,12 +742,12 @@ fn seal(
         Some(_) => manifest::VERSION_ENCRYPTED,
         None => manifest::VERSION,
     };
-    let m = Manifest {
+    let mut m = Manifest {
         created: created.to_string(),
         destination: destination.to_owned(),
         encryption,
-        excluded,
-        files,
+        excluded: Vec::new(),
+        files: Vec::new(),
         format: manifest::FORMAT.to_owned(),
         host: crate::host_name(),
         id: manifest::new_id(created),
@@ -730,26 +762,45 @@ fn seal(
             name: "custody".to_owned(),
             version: crate::TOOL_VERSION.to_owned(),
         },
-        totals,
+        totals: Totals {
+            bytes: 0,
+            excluded: 0,
+            files: 0,
+        },
         version,
     };
-    let bytes = m.to_canonical();
-    let signature = m.sign(key)?;
-    // The ledger is the record of truth: seal there first, then export.
-    ledger.seal(&m, &bytes, &signature, key)?;
     let json_path = opts.manifest_dir.join(format!("{}.json", m.id));
     let sig_path = manifest::signature_path(&json_path);
-    write_durable(&json_path, &bytes)?;
+    let tmp = opts.manifest_dir.join(format!(".{}.json.tmp", m.id));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ManifestError::Io { path, source }
+    };
+    let file = File::create(&tmp).map_err(io(&tmp))?;
+    let written = ledger.with_manifest_files(run.id, |files| {
+        manifest::write_canonical(&m, excluded.into_iter().map(Ok), files, &file)
+    })?;
+    let written = written.map_err(|e| match e {
+        manifest::WriteError::Source(e) => TransferError::Ledger(e),
+        manifest::WriteError::Io(e) => TransferError::Manifest(io(&tmp)(e)),
+    })?;
+    file.sync_all().map_err(io(&tmp))?;
+    drop(file);
+    m.totals = written.totals.clone();
+    let signature = manifest::sign_written(&written, key)?;
+    // The ledger is the record of truth: seal there first, then export.
+    let mut bytes = File::open(&tmp).map_err(io(&tmp))?;
+    ledger.seal(&m, &written, &mut bytes, &signature, key)?;
+    std::fs::rename(&tmp, &json_path).map_err(io(&json_path))?;
     write_durable(&sig_path, signature.as_bytes())?;
     tracing::info!(manifest = %m.id, files = m.totals.files, bytes = m.totals.bytes, "sealed");
-    let sealed = Sealed {
+    Ok(Sealed {
         id: m.id.clone(),
         manifest: json_path,
         signature: sig_path,
         files: m.totals.files,
         bytes: m.totals.bytes,
-    };
-    Ok((m, sealed))
+    })
 }
 
 /// Writes `bytes` to `path` atomically and durably (temporary file, fsync,

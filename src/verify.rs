@@ -5,16 +5,19 @@
 //! content, cannot be read, or is present at the destination without being
 //! in the manifest, so files added after sealing are caught too.
 
-use std::collections::{HashMap, HashSet};
+mod index;
+
+use std::sync::Mutex;
 
 use serde::Serialize;
 
 use crate::crypt::{CryptError, DecryptReader, EncryptionKey};
 use crate::dest::{DestError, Destination, Listed};
 use crate::digest::{self, HashingReader};
-use crate::manifest::{FileEntry, KeyMismatch, Manifest};
+use crate::manifest::{KeyMismatch, ManifestError, SignedFile};
 use crate::progress::{Phase, Progress};
 use crate::relpath::{self, RelPath};
+use index::{Expected, Index};
 
 /// Errors that make a verify impossible as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +29,12 @@ pub enum VerifyError {
     /// The decryption key does not fit the manifest.
     #[error(transparent)]
     Key(#[from] KeyMismatch),
+    /// The manifest could not be read again for its entries.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The on-disk index of expected files failed (temporary space).
+    #[error("index of expected files: {0}")]
+    Index(#[from] rusqlite::Error),
 }
 
 /// The class of one discrepancy.
@@ -98,59 +107,43 @@ impl VerifyReport {
     }
 }
 
-enum Item<'m> {
-    Check(RelPath, &'m FileEntry),
-    Report(Discrepancy, Option<String>),
+enum Item {
+    Check(RelPath, Expected),
+    Report(Discrepancy),
 }
 
 enum Checked {
-    Ok {
-        path: String,
-        bytes: u64,
-        plaintext: bool,
-    },
-    Bad(Discrepancy, Option<String>),
-}
-
-/// The object path, size and hash a manifest entry expects at the
-/// destination: the stored object when encrypted, else the plaintext.
-fn expected_object(e: &FileEntry) -> (&str, u64, &str) {
-    match &e.stored {
-        Some(s) => (&s.path, s.size, &s.blake3),
-        None => (&e.path, e.size, &e.blake3),
-    }
+    Ok { bytes: u64, plaintext: bool },
+    Bad(Discrepancy),
 }
 
 fn check(
     dest: &dyn Destination,
     rel: &RelPath,
-    e: &FileEntry,
+    e: &Expected,
     key: Option<&EncryptionKey>,
     progress: &dyn Progress,
 ) -> Checked {
     let path = rel.to_string();
     let bad = |class, detail| {
-        Checked::Bad(
-            Discrepancy {
-                class,
-                path: path.clone(),
-                detail,
-            },
-            Some(path.clone()),
-        )
+        Checked::Bad(Discrepancy {
+            class,
+            path: path.clone(),
+            detail,
+        })
     };
     let reader = match dest.open(rel) {
         Ok(r) => r,
         Err(err) => return bad(Class::Unreadable, err.to_string()),
     };
-    let (_, size, blake3) = expected_object(e);
+    let (size, blake3) = (e.size, e.blake3.as_str());
     let mut raw = HashingReader::new(ProgressReader {
         inner: reader,
         progress,
     });
     // With a key, decrypt while reading: one read proves both the stored
     // bytes and the plaintext.
-    let plaintext = match key.filter(|_| e.stored.is_some()) {
+    let plaintext = match key.filter(|_| e.plain.is_some()) {
         Some(k) => match DecryptReader::new(&mut raw, k).and_then(digest::hash_reader) {
             Ok(p) => Some(p),
             Err(err) => {
@@ -181,21 +174,18 @@ fn check(
             ),
         );
     }
-    if let Some((pn, ph)) = plaintext
-        && (pn != e.size || ph.to_hex().as_str() != e.blake3)
+    if let (Some((pn, ph)), Some((size, blake3))) = (plaintext, &e.plain)
+        && (pn != *size || ph.to_hex().as_str() != blake3)
     {
         return bad(
             Class::Hash,
             format!(
-                "plaintext differs: expected {} bytes with blake3 {}, decrypted {pn} bytes with blake3 {}",
-                e.size,
-                e.blake3,
+                "plaintext differs: expected {size} bytes with blake3 {blake3}, decrypted {pn} bytes with blake3 {}",
                 ph.to_hex()
             ),
         );
     }
     Checked::Ok {
-        path,
         bytes: n,
         plaintext: plaintext.is_some(),
     }
@@ -218,30 +208,30 @@ impl<R: std::io::Read> std::io::Read for ProgressReader<'_, R> {
 /// With `key`, encrypted objects are also decrypted and their plaintext
 /// proven, in the same read.
 ///
+/// Memory does not grow with the number of files: the manifest's entries
+/// are streamed into a temporary on-disk index, and the destination is
+/// listed page by page. Only the discrepancies are kept.
+///
 /// # Errors
 /// Only errors that make the whole check impossible (the destination
-/// cannot be listed, the key is not the manifest's); everything about
-/// individual files is in the report.
+/// cannot be listed, the key is not the manifest's, the manifest cannot be
+/// read again); everything about individual files is in the report.
 pub fn verify(
-    manifest: &Manifest,
+    manifest: &SignedFile,
     dest: &dyn Destination,
     jobs: usize,
     key: Option<&EncryptionKey>,
     progress: &dyn Progress,
 ) -> Result<VerifyReport, VerifyError> {
+    let head = &manifest.head;
     if let Some(k) = key {
-        manifest.check_key_id(&k.id_hex())?;
+        head.check_key_id(&k.id_hex())?;
     }
-    let expected: HashMap<&str, &FileEntry> = manifest
-        .files
-        .iter()
-        .map(|f| (expected_object(f).0, f))
-        .collect();
-    let mut seen: HashSet<String> = HashSet::with_capacity(expected.len());
+    let index = Mutex::new(Index::build(manifest)?);
     let mut report = VerifyReport {
-        manifest: manifest.id.clone(),
+        manifest: head.id.clone(),
         destination: dest.describe(),
-        files_expected: manifest.files.len() as u64,
+        files_expected: manifest.file_count,
         files_verified: 0,
         bytes_read: 0,
         plaintext_verified: 0,
@@ -250,50 +240,55 @@ pub fn verify(
     };
     progress.begin(
         Phase::Verify,
-        Some(manifest.totals.files),
-        Some(manifest.totals.bytes),
+        Some(head.totals.files),
+        Some(head.totals.bytes),
     );
-    let expected_ref = &expected;
-    let items = dest.list().map(move |listed| match listed {
-        Ok(Listed::Object { rel, size }) => match expected_ref.get(rel.as_str()) {
-            Some(e) if expected_object(e).1 != size => {
-                let path = rel.to_string();
-                Item::Report(
-                    Discrepancy {
-                        class: Class::Size,
-                        path: path.clone(),
-                        detail: format!("expected {} bytes, found {size}", expected_object(e).1),
-                    },
-                    Some(path),
-                )
-            }
-            Some(e) => Item::Check(rel, e),
-            None => Item::Report(
-                Discrepancy {
+    let index_ref = &index;
+    let lookup = move |path: &str| {
+        index_ref
+            .lock()
+            .expect("index lock poisoned")
+            .take(path)
+            .map_err(VerifyError::from)
+    };
+    // The walker (one thread) looks each listed object up, marking it seen.
+    let mut failed: Option<VerifyError> = None;
+    let failed_ref = &mut failed;
+    let items = dest.list().map_while(move |listed| {
+        let item = match listed {
+            Ok(Listed::Object { rel, size }) => match lookup(rel.as_str()) {
+                Ok(Some(e)) if e.size != size => Item::Report(Discrepancy {
+                    class: Class::Size,
+                    path: rel.to_string(),
+                    detail: format!("expected {} bytes, found {size}", e.size),
+                }),
+                Ok(Some(e)) => Item::Check(rel, e),
+                Ok(None) => Item::Report(Discrepancy {
                     class: Class::Extra,
                     path: rel.to_string(),
                     detail: format!("{size} bytes, not in the manifest"),
-                },
-                None,
-            ),
-        },
-        Ok(Listed::Other { path, what }) => {
-            let listed = expected_ref.contains_key(path.as_str());
-            Item::Report(
-                Discrepancy {
-                    class: if listed {
+                }),
+                Err(e) => {
+                    *failed_ref = Some(e);
+                    return None;
+                }
+            },
+            Ok(Listed::Other { path, what }) => match lookup(&path) {
+                Ok(listed) => Item::Report(Discrepancy {
+                    class: if listed.is_some() {
                         Class::Unreadable
                     } else {
                         Class::Extra
                     },
                     detail: format!("{what}, not a regular file"),
-                    path: path.clone(),
-                },
-                listed.then_some(path),
-            )
-        }
-        Err(err) => Item::Report(
-            Discrepancy {
+                    path,
+                }),
+                Err(e) => {
+                    *failed_ref = Some(e);
+                    return None;
+                }
+            },
+            Err(err) => Item::Report(Discrepancy {
                 class: Class::Unreadable,
                 path: match &err {
                     DestError::Io { path, .. } | DestError::Unusable { path, .. } => {
@@ -301,50 +296,41 @@ pub fn verify(
                     }
                 },
                 detail: err.to_string(),
-            },
-            None,
-        ),
+            }),
+        };
+        Some(item)
     });
     crate::transfer::parallel_map(
         jobs,
         items,
         |item| match item {
-            Item::Check(rel, e) => check(dest, &rel, e, key, progress),
-            Item::Report(d, seen) => Checked::Bad(d, seen),
+            Item::Check(rel, e) => check(dest, &rel, &e, key, progress),
+            Item::Report(d) => Checked::Bad(d),
         },
         |checked| {
             match checked {
-                Checked::Ok {
-                    path,
-                    bytes,
-                    plaintext,
-                } => {
+                Checked::Ok { bytes, plaintext } => {
                     report.files_verified += 1;
                     report.plaintext_verified += u64::from(plaintext);
                     report.bytes_read += bytes;
-                    seen.insert(path);
                 }
-                Checked::Bad(d, was_seen) => {
-                    if let Some(p) = was_seen {
-                        seen.insert(p);
-                    }
-                    report.discrepancies.push(d);
-                }
+                Checked::Bad(d) => report.discrepancies.push(d),
             }
             progress.file_done();
             Ok::<(), DestError>(())
         },
     )?;
-    for f in &manifest.files {
-        let (path, size, _) = expected_object(f);
-        if !seen.contains(path) {
-            report.discrepancies.push(Discrepancy {
-                class: Class::Missing,
-                path: path.to_owned(),
-                detail: format!("{size} bytes expected, not found"),
-            });
-        }
+    if let Some(e) = failed {
+        return Err(e);
     }
+    let index = index.into_inner().expect("index lock poisoned");
+    index.for_each_unseen(|path, size| {
+        report.discrepancies.push(Discrepancy {
+            class: Class::Missing,
+            path,
+            detail: format!("{size} bytes expected, not found"),
+        });
+    })?;
     progress.end(Phase::Verify);
     report
         .discrepancies

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::render;
-use super::verify::{TrustArgs, open_manifest};
+use super::verify::{TrustArgs, manifest_failure, open_manifest_file};
 use super::{Code, Global, Outcome, print_json};
 
 /// Check a manifest's signature and internal consistency without touching
@@ -29,9 +29,10 @@ pub struct Args {
 }
 
 pub fn run(args: &Args, g: &Global) -> Outcome {
-    let signed = open_manifest(&args.manifest, &args.trust)?;
-    let findings = custody::manifest::audit(&signed);
-    let m = &signed.manifest;
+    let signed = open_manifest_file(&args.manifest, &args.trust)?;
+    let findings =
+        custody::manifest::audit_file(&signed).map_err(|e| manifest_failure(&args.manifest, e))?;
+    let m = &signed.head;
     if g.json {
         print_json(&serde_json::json!({
             "manifest": m.id,

@@ -247,8 +247,8 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
     std::fs::write(&victim_path, &bytes)?;
     println!("      flipped byte {mid} of {}", victim.path);
     let share = custody::dest::share::Share::existing(&dest)?;
-    let report =
-        custody::verify::verify(&signed.manifest, &share, opts.jobs, None, &Renderer::new(g))?;
+    let streamed = custody::manifest::open_signed(&sealed.manifest, &trust)?;
+    let report = custody::verify::verify(&streamed, &share, opts.jobs, None, &Renderer::new(g))?;
     super::verify::print_report(&report);
     let caught = report.discrepancies.iter().any(|d| d.path == victim.path);
     println!(

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use custody::manifest::{self, ManifestError, SignedManifest};
+use custody::manifest::{self, ManifestError, SignedFile, SignedManifest};
 use custody::verify::{Class, VerifyReport};
 
 use super::render::{self, Renderer};
@@ -61,20 +61,33 @@ pub struct TrustArgs {
 /// Reads a manifest and checks its signature and consistency; maps each
 /// failure to its exit code.
 pub fn open_manifest(path: &Path, trust: &TrustArgs) -> Result<SignedManifest, Failure> {
-    let trust = super::load_trust(
-        trust.allowed_signers.as_deref(),
-        trust.public_key.as_deref(),
-    )?;
-    let signed = manifest::read_signed(path, &trust).map_err(|e| match &e {
+    manifest::read_signed(path, &trust.load()?).map_err(|e| manifest_failure(path, e))
+}
+
+/// As [`open_manifest`], without reading the file list into memory.
+pub fn open_manifest_file(path: &Path, trust: &TrustArgs) -> Result<SignedFile, Failure> {
+    manifest::open_signed(path, &trust.load()?).map_err(|e| manifest_failure(path, e))
+}
+
+impl TrustArgs {
+    fn load(&self) -> Result<custody::keys::Trust, Failure> {
+        super::load_trust(self.allowed_signers.as_deref(), self.public_key.as_deref())
+    }
+}
+
+/// A manifest that cannot be opened is a usage error; one that is
+/// damaged, forged or malformed is an integrity failure.
+pub fn manifest_failure(path: &Path, e: ManifestError) -> Failure {
+    match &e {
         ManifestError::Io { path: p, .. } if p == path => Failure::usage(e),
         _ => Failure::integrity(e),
-    })?;
-    Ok(signed)
+    }
 }
 
 pub fn run(args: &Args, g: &Global) -> Outcome {
-    let signed = open_manifest(&args.manifest, &args.trust)?;
-    let findings = manifest::audit(&signed);
+    let signed = open_manifest_file(&args.manifest, &args.trust)?;
+    let findings =
+        manifest::audit_file(&signed).map_err(|e| manifest_failure(&args.manifest, e))?;
     if !findings.is_empty() {
         for f in &findings {
             eprintln!(
@@ -111,22 +124,17 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
         .max(1);
     let renderer = Renderer::new(g);
-    let report = custody::verify::verify(
-        &signed.manifest,
-        share.as_ref(),
-        jobs,
-        decrypt.as_ref(),
-        &renderer,
-    )
-    .map_err(Failure::usage)?;
+    let report =
+        custody::verify::verify(&signed, share.as_ref(), jobs, decrypt.as_ref(), &renderer)
+            .map_err(Failure::usage)?;
     if let Some(key) = &key {
         let mut ledger = custody::ledger::Ledger::open(&g.ledger).map_err(Failure::usage)?;
-        custody::transfer::record_verify(&mut ledger, &signed.manifest, &report, key)
+        custody::transfer::record_verify(&mut ledger, &signed.head, &report, key)
             .map_err(Failure::usage)?;
     }
     if g.json {
         print_json(&serde_json::json!({
-            "manifest": signed.manifest.id,
+            "manifest": signed.head.id,
             "signer": signed.signer,
             "result": if report.ok() { "pass" } else { "fail" },
             "report": report,
@@ -134,7 +142,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
     } else if !g.quiet {
         println!(
             "manifest {}: signature OK ({}{})",
-            signed.manifest.id,
+            signed.head.id,
             signed.signer.fingerprint,
             signed
                 .signer

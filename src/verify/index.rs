@@ -1,0 +1,103 @@
+//! The set of objects a manifest expects, on disk rather than in memory.
+//!
+//! A manifest of a million files is a few hundred megabytes of entries; a
+//! verify needs them as a set it can look objects up in and, at the end,
+//! list what was never seen. This keeps that set in a private temporary
+//! SQLite database (deleted when closed; SQLite spills its pages to disk
+//! past a small cache), so a verify's memory does not grow with the
+//! number of files.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::VerifyError;
+use crate::manifest::SignedFile;
+
+/// The object a manifest entry expects at the destination: the stored
+/// (encrypted) object when there is one, else the plaintext file.
+#[derive(Debug, Clone)]
+pub(super) struct Expected {
+    /// Its size.
+    pub size: u64,
+    /// Its BLAKE3, lowercase hex.
+    pub blake3: String,
+    /// For an encrypted object: the plaintext's size and BLAKE3.
+    pub plain: Option<(u64, String)>,
+}
+
+pub(super) struct Index {
+    conn: Connection,
+}
+
+impl Index {
+    /// Streams `manifest`'s entries into a new index.
+    pub fn build(manifest: &SignedFile) -> Result<Self, VerifyError> {
+        // An empty name: a private temporary database on disk.
+        let conn = Connection::open("")?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = OFF;
+             PRAGMA synchronous = OFF;
+             PRAGMA cache_size = -16384;
+             PRAGMA temp_store = FILE;
+             CREATE TABLE expected (
+                 object      TEXT PRIMARY KEY,
+                 size        INTEGER NOT NULL,
+                 blake3      TEXT NOT NULL,
+                 plain_size  INTEGER,
+                 plain_hash  TEXT,
+                 seen        INTEGER NOT NULL DEFAULT 0
+             ) WITHOUT ROWID;
+             BEGIN;",
+        )?;
+        {
+            let mut insert = conn.prepare(
+                "INSERT OR REPLACE INTO expected (object, size, blake3, plain_size, plain_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            manifest.for_each_file(|f| {
+                let row = match &f.stored {
+                    Some(s) => params![s.path, s.size, s.blake3, f.size, f.blake3],
+                    None => params![f.path, f.size, f.blake3, None::<u64>, None::<String>],
+                };
+                insert.execute(row).map(drop).map_err(|e| e.to_string())
+            })?;
+        }
+        conn.execute_batch("COMMIT;")?;
+        Ok(Index { conn })
+    }
+
+    /// The entry for `object`, marking it seen; `None` if the manifest does
+    /// not list it.
+    pub fn take(&self, object: &str) -> rusqlite::Result<Option<Expected>> {
+        let found = self
+            .conn
+            .prepare_cached(
+                "UPDATE expected SET seen = 1 WHERE object = ?1
+                 RETURNING size, blake3, plain_size, plain_hash",
+            )?
+            .query_row([object], |r| {
+                let plain = match (r.get::<_, Option<u64>>(2)?, r.get(3)?) {
+                    (Some(size), Some(hash)) => Some((size, hash)),
+                    _ => None,
+                };
+                Ok(Expected {
+                    size: r.get(0)?,
+                    blake3: r.get(1)?,
+                    plain,
+                })
+            })
+            .optional()?;
+        Ok(found)
+    }
+
+    /// Every object never seen, with its expected size.
+    pub fn for_each_unseen(&self, mut each: impl FnMut(String, u64)) -> rusqlite::Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT object, size FROM expected WHERE seen = 0")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            each(r.get(0)?, r.get(1)?);
+        }
+        Ok(())
+    }
+}
