@@ -11,6 +11,7 @@ mod demo;
 mod keygen;
 mod ledger;
 mod render;
+mod scan;
 mod transfer;
 mod verify;
 
@@ -133,6 +134,7 @@ enum Command {
     Ledger(ledger::LedgerCommand),
     Log(ledger::LogArgs),
     Demo(demo::Args),
+    Scan(scan::Args),
 }
 
 fn init_logging(g: &Global) {
@@ -165,6 +167,7 @@ pub fn main() -> ExitCode {
         Command::Ledger(c) => ledger::run(c, g),
         Command::Log(a) => ledger::log(a, g),
         Command::Demo(a) => demo::run(a, g),
+        Command::Scan(a) => scan::run(a, g),
     };
     let code = match outcome {
         Ok(code) => code,

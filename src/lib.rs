@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod progress;
 pub mod relpath;
 pub mod restore;
+pub mod scan;
 pub mod source;
 pub mod transfer;
 pub mod verify;

@@ -13,6 +13,8 @@ pub enum Phase {
     Verify,
     /// Decrypting encrypted objects back into a plaintext tree.
     Restore,
+    /// Listing (and hashing) a source tree.
+    Scan,
 }
 
 /// Something worth telling the user about one entry, as it happens.

@@ -15,6 +15,8 @@ mod encryption;
 mod ledger;
 #[path = "cli/resume.rs"]
 mod resume;
+#[path = "cli/scan.rs"]
+mod scan;
 #[path = "cli/transfer.rs"]
 mod transfer;
 #[path = "cli/vectors.rs"]

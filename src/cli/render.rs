@@ -63,6 +63,7 @@ impl Progress for Renderer {
             Phase::Transfer => "copy  ",
             Phase::Verify => "verify",
             Phase::Restore => "decrypt",
+            Phase::Scan => "scan  ",
         };
         let bar = match bytes {
             Some(total) => ProgressBar::new(total).with_style(

@@ -1,0 +1,335 @@
+//! `scan`: an inventory of a source tree before anything moves, and
+//! optionally the BLAKE3 of every file (the hash path of a transfer,
+//! without a destination).
+//!
+//! Memory does not depend on the number of files: the walk streams, the
+//! inventory keeps counters, a fixed histogram and the few largest files,
+//! and hashes are handed to the caller as they are made.
+
+use std::fs::File;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::digest;
+use crate::progress::{Notice, Phase, Progress};
+use crate::source::{self, SourceEntry};
+
+/// What to scan.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    /// The source tree.
+    pub source: PathBuf,
+    /// Read and hash every file.
+    pub hash: bool,
+    /// Parallel hashing workers.
+    pub jobs: usize,
+}
+
+/// Upper bounds (exclusive) of the size histogram's buckets; the last
+/// bucket holds everything larger.
+pub const BUCKETS: [u64; 7] = [1, 4 << 10, 64 << 10, 1 << 20, 16 << 20, 256 << 20, 4 << 30];
+
+/// One bucket of the size histogram.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bucket {
+    /// Smallest size in the bucket.
+    pub from: u64,
+    /// First size past the bucket (`None`: unbounded).
+    pub below: Option<u64>,
+    /// Files in it.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// A file named in the inventory.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Named {
+    /// Relative path.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// How many of the largest files the inventory names.
+pub const LARGEST: usize = 5;
+
+/// The inventory of a tree.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inventory {
+    /// The source root.
+    pub source: PathBuf,
+    /// Regular files.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Entries that would not be carried (links, special files, names that
+    /// are not UTF-8).
+    pub excluded: u64,
+    /// Entries that could not be read or listed.
+    pub failed: u64,
+    /// Files by size.
+    pub histogram: Vec<Bucket>,
+    /// The largest files, largest first.
+    pub largest: Vec<Named>,
+    /// The path with the most components.
+    pub deepest: Option<String>,
+    /// Its number of components.
+    pub max_depth: usize,
+    /// The longest path, in bytes.
+    pub longest_path: usize,
+    /// Files hashed (with [`ScanOptions::hash`]).
+    pub hashed_files: u64,
+    /// Bytes hashed.
+    pub hashed_bytes: u64,
+}
+
+impl Inventory {
+    fn new(source: PathBuf) -> Self {
+        let mut from = 0;
+        let histogram = BUCKETS
+            .iter()
+            .map(|&b| Some(b))
+            .chain([None])
+            .map(|below| {
+                let bucket = Bucket {
+                    from,
+                    below,
+                    files: 0,
+                    bytes: 0,
+                };
+                from = below.unwrap_or(0);
+                bucket
+            })
+            .collect();
+        Inventory {
+            source,
+            files: 0,
+            bytes: 0,
+            excluded: 0,
+            failed: 0,
+            histogram,
+            largest: Vec::with_capacity(LARGEST + 1),
+            deepest: None,
+            max_depth: 0,
+            longest_path: 0,
+            hashed_files: 0,
+            hashed_bytes: 0,
+        }
+    }
+
+    fn add(&mut self, path: &str, size: u64) {
+        self.files += 1;
+        self.bytes += size;
+        let i = BUCKETS
+            .iter()
+            .position(|&b| size < b)
+            .unwrap_or(BUCKETS.len());
+        self.histogram[i].files += 1;
+        self.histogram[i].bytes += size;
+        let depth = path.split('/').count();
+        if depth > self.max_depth {
+            self.max_depth = depth;
+            self.deepest = Some(path.to_owned());
+        }
+        self.longest_path = self.longest_path.max(path.len());
+        if self.largest.len() < LARGEST || self.largest.last().is_some_and(|l| size > l.size) {
+            let at = self.largest.partition_point(|l| l.size >= size);
+            self.largest.insert(
+                at,
+                Named {
+                    path: path.to_owned(),
+                    size,
+                },
+            );
+            self.largest.truncate(LARGEST);
+        }
+    }
+}
+
+/// One hashed file.
+#[derive(Debug, Clone)]
+pub struct Hashed {
+    /// Relative path.
+    pub path: String,
+    /// Bytes read.
+    pub size: u64,
+    /// Its BLAKE3.
+    pub blake3: blake3::Hash,
+}
+
+enum Item {
+    File {
+        path: String,
+        abs: PathBuf,
+        size: u64,
+    },
+    Excluded {
+        path: String,
+        reason: &'static str,
+    },
+    Failed {
+        path: String,
+        error: String,
+    },
+}
+
+enum Done {
+    Listed { path: String, size: u64 },
+    Hashed(Hashed),
+    Excluded { path: String, reason: &'static str },
+    Failed { path: String, error: String },
+}
+
+/// Walks `opts.source`, building the inventory; with `opts.hash`, also
+/// reads and hashes every file on `opts.jobs` workers, handing each result
+/// to `on_hash` (in completion order).
+///
+/// # Errors
+/// Only if the source cannot be walked at all (the message names it); a
+/// file that cannot be read is counted in [`Inventory::failed`] and
+/// reported through `progress`.
+pub fn scan(
+    opts: &ScanOptions,
+    progress: &dyn Progress,
+    mut on_hash: impl FnMut(&Hashed),
+) -> Result<Inventory, std::io::Error> {
+    let meta = std::fs::metadata(&opts.source)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            "not a directory",
+        ));
+    }
+    std::fs::read_dir(&opts.source)?;
+    let mut inv = Inventory::new(opts.source.clone());
+    let items = source::walk(&opts.source).map(|e| match e {
+        SourceEntry::File(f) => Item::File {
+            path: f.rel.to_string(),
+            abs: f.path,
+            size: f.size,
+        },
+        SourceEntry::Excluded { path, reason } => Item::Excluded { path, reason },
+        SourceEntry::Failed { path, error } => Item::Failed {
+            path: path.display().to_string(),
+            error: error.to_string(),
+        },
+    });
+    progress.begin(Phase::Scan, None, None);
+    let hash = opts.hash;
+    crate::transfer::parallel_map(
+        if hash { opts.jobs } else { 1 },
+        items,
+        |item| match item {
+            Item::File { path, abs, .. } if hash => {
+                match File::open(&abs).and_then(|f| digest::hash_reader(ProgressRead(f, progress)))
+                {
+                    Ok((n, blake3)) => Done::Hashed(Hashed {
+                        path,
+                        size: n,
+                        blake3,
+                    }),
+                    Err(e) => Done::Failed {
+                        path: abs.display().to_string(),
+                        error: format!("read failed: {e}"),
+                    },
+                }
+            }
+            Item::File { path, size, .. } => Done::Listed { path, size },
+            Item::Excluded { path, reason } => Done::Excluded { path, reason },
+            Item::Failed { path, error } => Done::Failed { path, error },
+        },
+        |done| {
+            match done {
+                Done::Listed { path, size } => inv.add(&path, size),
+                Done::Hashed(h) => {
+                    inv.add(&h.path, h.size);
+                    inv.hashed_files += 1;
+                    inv.hashed_bytes += h.size;
+                    on_hash(&h);
+                }
+                Done::Excluded { path, reason } => {
+                    inv.excluded += 1;
+                    progress.notice(Notice::Excluded {
+                        path: &path,
+                        reason,
+                    });
+                }
+                Done::Failed { path, error } => {
+                    inv.failed += 1;
+                    progress.notice(Notice::Failed {
+                        path: &path,
+                        error: &error,
+                    });
+                }
+            }
+            progress.file_done();
+            Ok::<(), std::io::Error>(())
+        },
+    )?;
+    progress.end(Phase::Scan);
+    Ok(inv)
+}
+
+struct ProgressRead<'p>(File, &'p dyn Progress);
+
+impl std::io::Read for ProgressRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1.bytes(n as u64);
+        Ok(n)
+    }
+}
+
+/// One line of a `b3sum` list that `b3sum --check` accepts: the hex hash,
+/// two spaces, the path. As b3sum does, a path holding a backslash or a
+/// newline is escaped (`\\`, `\n`) and the line starts with a backslash.
+pub fn b3sum_line(hash: &blake3::Hash, path: &str) -> String {
+    if path.contains(['\\', '\n']) {
+        let escaped = path.replace('\\', "\\\\").replace('\n', "\\n");
+        format!("\\{}  {escaped}\n", hash.to_hex())
+    } else {
+        format!("{}  {path}\n", hash.to_hex())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inventory_buckets_largest_and_depth() {
+        let mut inv = Inventory::new(PathBuf::from("/src"));
+        for (p, s) in [
+            ("a", 0),
+            ("b/c", 4095),
+            ("b/d", 4096),
+            ("b/e/f/g", 5 << 30),
+            ("h", 1 << 20),
+            ("i", 3),
+            ("j", 2),
+        ] {
+            inv.add(p, s);
+        }
+        assert_eq!(inv.files, 7);
+        let counts: Vec<u64> = inv.histogram.iter().map(|b| b.files).collect();
+        assert_eq!(counts, [1, 3, 1, 0, 1, 0, 0, 1]);
+        assert_eq!(inv.histogram[7].below, None);
+        assert_eq!(inv.histogram[1].from, 1);
+        let largest: Vec<&str> = inv.largest.iter().map(|n| n.path.as_str()).collect();
+        assert_eq!(largest, ["b/e/f/g", "h", "b/d", "b/c", "i"]);
+        assert_eq!(inv.deepest.as_deref(), Some("b/e/f/g"));
+        assert_eq!(inv.max_depth, 4);
+    }
+
+    #[test]
+    fn b3sum_lines_escape_as_b3sum_does() {
+        let h = blake3::hash(b"");
+        assert_eq!(b3sum_line(&h, "a b"), format!("{}  a b\n", h.to_hex()));
+        assert_eq!(
+            b3sum_line(&h, "a\\b\nc"),
+            format!("\\{}  a\\\\b\\nc\n", h.to_hex())
+        );
+    }
+}
