@@ -56,3 +56,19 @@ pub trait Progress: Sync {
 pub struct Silent;
 
 impl Progress for Silent {}
+
+/// A reader that reports every byte it reads to a [`Progress`].
+pub struct ProgressReader<'p, R> {
+    /// The reader.
+    pub inner: R,
+    /// Where bytes are reported.
+    pub progress: &'p dyn Progress,
+}
+
+impl<R: std::io::Read> std::io::Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.bytes(n as u64);
+        Ok(n)
+    }
+}

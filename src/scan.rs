@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::digest;
-use crate::progress::{Notice, Phase, Progress};
+use crate::progress::{Notice, Phase, Progress, ProgressReader};
 use crate::source::{self, SourceEntry};
 
 /// What to scan.
@@ -223,7 +223,8 @@ pub fn scan(
         items,
         |item| match item {
             Item::File { path, abs, .. } if hash => {
-                match File::open(&abs).and_then(|f| digest::hash_reader(ProgressRead(f, progress)))
+                match File::open(&abs)
+                    .and_then(|f| digest::hash_reader(ProgressReader { inner: f, progress }))
                 {
                     Ok((n, blake3)) => Done::Hashed(Hashed {
                         path,
@@ -270,16 +271,6 @@ pub fn scan(
     )?;
     progress.end(Phase::Scan);
     Ok(inv)
-}
-
-struct ProgressRead<'p>(File, &'p dyn Progress);
-
-impl std::io::Read for ProgressRead<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.0.read(buf)?;
-        self.1.bytes(n as u64);
-        Ok(n)
-    }
 }
 
 /// One line of a `b3sum` list that `b3sum --check` accepts: the hex hash,

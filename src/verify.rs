@@ -15,7 +15,7 @@ use crate::crypt::{CryptError, DecryptReader, EncryptionKey};
 use crate::dest::{DestError, Destination, Listed};
 use crate::digest::{self, HashingReader};
 use crate::manifest::{KeyMismatch, ManifestError, SignedFile};
-use crate::progress::{Phase, Progress};
+use crate::progress::{Phase, Progress, ProgressReader};
 use crate::relpath::{self, RelPath};
 use index::{Expected, Index};
 
@@ -188,19 +188,6 @@ fn check(
     Checked::Ok {
         bytes: n,
         plaintext: plaintext.is_some(),
-    }
-}
-
-struct ProgressReader<'p, R> {
-    inner: R,
-    progress: &'p dyn Progress,
-}
-
-impl<R: std::io::Read> std::io::Read for ProgressReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.bytes(n as u64);
-        Ok(n)
     }
 }
 
