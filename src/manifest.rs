@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 mod stream;
 
-pub use stream::{SignedFile, WriteError, Written, open_signed, sign_written, write_canonical};
+pub use stream::{
+    SignedFile, WriteError, Written, hash_head, open_signed, sign_written, write_canonical,
+};
 
 use crate::digest;
 use crate::keys::{self, KeyError, Signer, SigningKey, Trust};

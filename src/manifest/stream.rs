@@ -325,6 +325,25 @@ fn parse_top(
     Ok(top)
 }
 
+/// Reads manifest bytes once, to the end: their BLAKE3, and the manifest
+/// without its file list (or why it does not parse), in memory independent
+/// of the number of files. For bytes held elsewhere than in a signed file
+/// (the ledger's copy).
+///
+/// # Errors
+/// I/O errors from `reader`; a manifest that does not parse is not an
+/// error here but the inner `Err`.
+pub fn hash_head(reader: impl Read) -> std::io::Result<(blake3::Hash, Result<Manifest, String>)> {
+    let mut hasher = blake3::Hasher::new();
+    let mut reader = HashRead {
+        inner: reader,
+        hasher: &mut hasher,
+    };
+    let head = parse_top(&mut reader, None).map(|(m, _)| m);
+    std::io::copy(&mut reader, &mut std::io::sink())?;
+    Ok((hasher.finalize(), head))
+}
+
 /// A manifest file whose signature has been checked, read without holding
 /// its file list: [`SignedFile::head`] has every field but `files` (empty),
 /// and [`SignedFile::for_each_file`] streams the entries.

@@ -41,6 +41,20 @@ fn an_edited_event_is_named() {
 }
 
 #[test]
+fn an_edited_or_deleted_stored_manifest_is_named() {
+    let p = problems_after(
+        "UPDATE manifests SET bytes = CAST(replace(CAST(bytes AS TEXT), 'custody-manifest', 'custody-manifesT') AS BLOB)",
+    );
+    assert!(
+        p.contains("stored bytes do not match the hash sealed in event 3"),
+        "{p}"
+    );
+    let p = problems_after("DELETE FROM manifests");
+    assert!(p.contains("event 3 (sealed): manifest "), "{p}");
+    assert!(p.contains(" is missing from the ledger"), "{p}");
+}
+
+#[test]
 fn a_deleted_event_is_named() {
     let p = problems_after("DELETE FROM events WHERE seq = 2");
     assert!(
@@ -252,11 +266,15 @@ fn a_signed_event_verifies_with_stock_ssh_keygen() {
     assert!(!check(&hash.replacen(&hash[..1], "x", 1)));
 }
 
-#[test]
-fn a_version_1_ledger_is_migrated_with_a_backup_and_still_verifies() {
+/// Copies the fixture ledger written by an older custody (schema `from`,
+/// `events` events), checks that it is migrated to the current schema with
+/// an untouched backup, that its chain and stored manifests still verify,
+/// and that new runs chain onto it.
+fn migrates(fixture: &str, from: i64, events: i64) {
     let ws = Ws::new();
-    let fixture =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ledger-v1.db");
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture);
     std::fs::copy(&fixture, &ws.ledger).unwrap();
     let out = ws
         .custody(&["ledger", "verify"])
@@ -264,22 +282,23 @@ fn a_version_1_ledger_is_migrated_with_a_backup_and_still_verifies() {
         .code(0)
         .get_output()
         .clone();
-    assert!(stdout(&out).contains("ledger intact"), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(text.contains("ledger intact"), "{text}");
+    assert!(text.contains(&format!(": {events} events")), "{text}");
     let version: i64 = ws
         .db()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
-    // The backup is the untouched version 1 ledger.
-    let backup = ws.root().join("custody.db.v1.bak");
+    assert_eq!(version, 3);
+    let backup = ws.root().join(format!("custody.db.v{from}.bak"));
     let old = rusqlite::Connection::open(&backup).unwrap();
-    let (v, events): (i64, i64) = (
+    let (v, n): (i64, i64) = (
         old.pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap(),
         old.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
             .unwrap(),
     );
-    assert_eq!((v, events), (1, 4));
+    assert_eq!((v, n), (from, events));
     // New runs chain onto the migrated history.
     ws.file("new", b"after the upgrade");
     ws.transfer(&[]).assert().code(0);
@@ -289,5 +308,19 @@ fn a_version_1_ledger_is_migrated_with_a_backup_and_still_verifies() {
         .code(0)
         .get_output()
         .clone();
-    assert!(stdout(&out).contains("8 events"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!(": {} events", events + 4)),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_version_1_ledger_is_migrated_with_a_backup_and_still_verifies() {
+    migrates("ledger-v1.db", 1, 4);
+}
+
+#[test]
+fn a_version_2_ledger_is_migrated_with_a_backup_and_still_verifies() {
+    migrates("ledger-v2.db", 2, 8);
 }
