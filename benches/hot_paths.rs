@@ -1,6 +1,6 @@
-//! Micro-benchmarks of the hot paths: hashing a stream, encoding a
-//! manifest, recording landed files in the ledger, and sorting paths in
-//! manifest order. Run with `cargo bench`; the side-by-side comparison with
+//! Micro-benchmarks of the hot paths: hashing a stream (BLAKE3, CRC64 and
+//! both in one pass), encrypting, encoding a manifest, recording landed
+//! files in the ledger, and sorting paths in manifest order. Run with `cargo bench`; the side-by-side comparison with
 //! other tools is `scripts/bench` (docs/PERFORMANCE.md).
 
 use std::hint::black_box;
@@ -16,6 +16,25 @@ fn hash(c: &mut Criterion) {
     g.bench_function("blake3 16 MiB stream", |b| {
         b.iter(|| custody::digest::hash_reader(black_box(&data[..])).unwrap())
     });
+    g.bench_function("crc64 16 MiB", |b| {
+        b.iter(|| {
+            let mut c = custody::digest::Crc64::new();
+            c.update(black_box(&data));
+            c.value()
+        })
+    });
+    g.bench_function(
+        "blake3 + crc64 16 MiB, 1 MiB pieces (the transfer's pass)",
+        |b| {
+            b.iter(|| {
+                let mut s = custody::digest::Sums::new();
+                for piece in black_box(&data).chunks(custody::digest::CHUNK) {
+                    s.update(piece);
+                }
+                s.finish()
+            })
+        },
+    );
     g.finish();
 }
 
@@ -44,6 +63,7 @@ fn files(n: usize) -> Vec<FileEntry> {
     (0..n)
         .map(|i| FileEntry {
             blake3: blake3::hash(&i.to_le_bytes()).to_hex().to_string(),
+            crc64: Some(format!("{:016x}", i as u64 * 0x9e37_79b9)),
             mtime: "2024-01-01T08:30:00.123456789Z".into(),
             path: format!("PAT{:05}/STUDY{}/SERIES{}/IM{i:06}", i / 400, i % 4, i % 7),
             size: 400_000 + i as u64,
@@ -82,7 +102,7 @@ fn manifest_encode(c: &mut Criterion) {
             name: "custody".into(),
             version: "0".into(),
         },
-        version: custody::manifest::VERSION,
+        version: custody::manifest::VERSION_CRC64,
     };
     let mut g = c.benchmark_group("manifest");
     g.throughput(Throughput::Elements(10_000));
@@ -109,6 +129,7 @@ fn ledger_insert(c: &mut Criterion) {
             size: f.size,
             mtime_ns: 1_704_097_800_000_000_000,
             blake3: f.blake3,
+            crc64: f.crc64,
             stored: None,
         })
         .collect();

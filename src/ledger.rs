@@ -96,7 +96,9 @@ ALTER TABLE landed ADD COLUMN stored_blake3 TEXT;
 ALTER TABLE runs ADD COLUMN encryption_key_id TEXT;
 "#;
 
-/// Version 2 → 3: `manifests.bytes` becomes the last column. SQLite keeps a
+/// Version 2 → 3: landed rows record Azure Storage's CRC64 (of the
+/// plaintext, and of the stored object when encrypted), and
+/// `manifests.bytes` becomes the last column. SQLite keeps a
 /// zero-filled blob unexpanded (for incremental blob I/O to fill) only when
 /// it ends the record; anywhere else it allocates it in memory, which cost
 /// ~2× the manifest (315 MB at a million files) when sealing.
@@ -113,6 +115,8 @@ INSERT INTO manifests_v3 (id, run_id, created_at, signature, blake3, bytes)
     SELECT id, run_id, created_at, signature, blake3, bytes FROM manifests;
 DROP TABLE manifests;
 ALTER TABLE manifests_v3 RENAME TO manifests;
+ALTER TABLE landed ADD COLUMN crc64 TEXT;
+ALTER TABLE landed ADD COLUMN stored_crc64 TEXT;
 "#;
 
 /// Event kinds. Stored as text; listed here so the code has one spelling.
@@ -221,6 +225,8 @@ pub struct LandedFile {
     pub mtime_ns: i64,
     /// BLAKE3 hex.
     pub blake3: String,
+    /// CRC64 hex (16 digits); absent in rows from before schema 3.
+    pub crc64: Option<String>,
     /// The stored (encrypted) object, when it differs from the plaintext.
     pub stored: Option<Stored>,
 }
@@ -232,6 +238,8 @@ pub struct Stored {
     pub size: u64,
     /// BLAKE3 hex.
     pub blake3: String,
+    /// CRC64 hex (16 digits); absent in rows from before schema 3.
+    pub crc64: Option<String>,
 }
 
 /// A custody event as stored.
@@ -320,9 +328,11 @@ pub fn event_hash(
 /// The hash of a landed-file row (see `docs/ledger.md`, "Landed rows").
 pub fn row_hash(run: u64, event_seq: u64, f: &LandedFile) -> String {
     let mut b = Vec::with_capacity(256 + f.path.len());
-    let tag: &[u8] = match f.stored {
-        None => b"custody-landed/1",
-        Some(_) => b"custody-landed/2",
+    let tag: &[u8] = match (&f.crc64, &f.stored) {
+        (None, None) => b"custody-landed/1",
+        (None, Some(_)) => b"custody-landed/2",
+        (Some(_), None) => b"custody-landed/3",
+        (Some(_), Some(_)) => b"custody-landed/4",
     };
     frame(&mut b, tag);
     frame(&mut b, run.to_string().as_bytes());
@@ -331,9 +341,15 @@ pub fn row_hash(run: u64, event_seq: u64, f: &LandedFile) -> String {
     frame(&mut b, f.size.to_string().as_bytes());
     frame(&mut b, f.mtime_ns.to_string().as_bytes());
     frame(&mut b, f.blake3.as_bytes());
+    if let Some(crc) = &f.crc64 {
+        frame(&mut b, crc.as_bytes());
+    }
     if let Some(st) = &f.stored {
         frame(&mut b, st.size.to_string().as_bytes());
         frame(&mut b, st.blake3.as_bytes());
+        if f.crc64.is_some() {
+            frame(&mut b, st.crc64.as_deref().unwrap_or("").as_bytes());
+        }
     }
     hex(blake3::hash(&b))
 }
@@ -763,8 +779,9 @@ impl Ledger {
             {
                 let mut ins = tx
                     .prepare_cached(
-                        "INSERT INTO landed (run_id, event_seq, path, size, mtime_ns, blake3, row_hash, stored_size, stored_blake3)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        "INSERT INTO landed (run_id, event_seq, path, size, mtime_ns, blake3, row_hash,
+                                             stored_size, stored_blake3, crc64, stored_crc64)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     )
                     .map_err(sql)?;
                 for (f, h) in landed.iter().zip(&hashes) {
@@ -777,7 +794,9 @@ impl Ledger {
                         f.blake3,
                         h,
                         f.stored.as_ref().map(|s| s.size),
-                        f.stored.as_ref().map(|s| s.blake3.as_str())
+                        f.stored.as_ref().map(|s| s.blake3.as_str()),
+                        f.crc64,
+                        f.stored.as_ref().and_then(|s| s.crc64.as_deref()),
                     ])
                     .map_err(sql)?;
                 }
@@ -846,7 +865,8 @@ impl Ledger {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT path, size, mtime_ns, blake3, stored_size, stored_blake3 FROM landed
+                "SELECT path, size, mtime_ns, blake3, stored_size, stored_blake3, crc64, stored_crc64
+                 FROM landed
                  WHERE id IN (SELECT MAX(id) FROM landed WHERE run_id = ?1 GROUP BY path)
                  ORDER BY path COLLATE {COMPONENTS}"
             ))
@@ -858,9 +878,11 @@ impl Ledger {
                     (Some(size), Some(blake3)) => Some((size, blake3)),
                     _ => None,
                 };
+                let stored_crc64: Option<String> = r.get(7)?;
                 Ok(FileEntry {
                     stored: stored.map(|(size, blake3)| StoredEntry {
                         blake3,
+                        crc64: stored_crc64,
                         path: format!("{path}{}", crate::crypt::SUFFIX),
                         size,
                     }),
@@ -868,6 +890,7 @@ impl Ledger {
                     size: r.get(1)?,
                     mtime: mtime_rfc3339(r.get(2)?),
                     blake3: r.get(3)?,
+                    crc64: r.get(6)?,
                 })
             })
             .map_err(self.err())?;
@@ -882,6 +905,41 @@ impl Ledger {
     /// SQLite errors.
     pub fn manifest_files(&self, run: u64) -> Result<Vec<FileEntry>, LedgerError> {
         self.with_manifest_files(run, |files| files.collect())?
+    }
+
+    /// The run a transfer from `source` to `destination` would resume, if
+    /// any (read only; [`Ledger::begin_run`] decides).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn open_run(&self, source: &str, destination: &str) -> Result<Option<u64>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT id FROM runs
+                 WHERE source = ?1 AND destination = ?2 AND status != 'sealed'
+                 ORDER BY id DESC LIMIT 1",
+                params![source, destination],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Whether every file the run's manifest will list has a CRC64 (false
+    /// only for a run resumed across the upgrade to schema 3).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn run_has_crc64(&self, run: u64) -> Result<bool, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT NOT EXISTS (SELECT 1 FROM landed
+                 WHERE id IN (SELECT MAX(id) FROM landed WHERE run_id = ?1 GROUP BY path)
+                   AND (crc64 IS NULL OR (stored_size IS NOT NULL AND stored_crc64 IS NULL)))",
+                [run],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
     }
 
     /// The run's excluded entries from its latest attempt, in path order.
@@ -1241,8 +1299,9 @@ impl Ledger {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, run_id, path, size, mtime_ns, blake3, row_hash, stored_size, stored_blake3 FROM landed
-                 WHERE event_seq = ?1 ORDER BY id",
+                "SELECT id, run_id, path, size, mtime_ns, blake3, row_hash, stored_size, stored_blake3,
+                        crc64, stored_crc64
+                 FROM landed WHERE event_seq = ?1 ORDER BY id",
             )
             .map_err(self.err())?;
         let rows = stmt
@@ -1255,8 +1314,13 @@ impl Ledger {
                         size: r.get(3)?,
                         mtime_ns: r.get(4)?,
                         blake3: r.get(5)?,
+                        crc64: r.get(9)?,
                         stored: match (r.get(7)?, r.get(8)?) {
-                            (Some(size), Some(blake3)) => Some(Stored { size, blake3 }),
+                            (Some(size), Some(blake3)) => Some(Stored {
+                                size,
+                                blake3,
+                                crc64: r.get(10)?,
+                            }),
                             _ => None,
                         },
                     },
@@ -1443,12 +1507,28 @@ mod tests {
             size: 21,
             mtime_ns: 1_704_097_800_000_000_000,
             blake3: blake3::hash(b"synthetic CT slice 1\n").to_hex().to_string(),
+            crc64: None,
             stored: None,
         };
         let r = row_hash(1, 2, &f);
         assert_eq!(r, ROW_VECTOR);
         assert_eq!(batch_digest([r.as_str()]), BATCH_VECTOR);
+        // Schema 3 rows: with the CRC64 (tag 3), and encrypted (tag 4).
+        let mut f = LandedFile {
+            crc64: Some("facc43f140cf91d5".into()),
+            ..f
+        };
+        assert_eq!(row_hash(1, 2, &f), ROW_VECTOR_3);
+        f.stored = Some(Stored {
+            size: 101,
+            blake3: blake3::hash(b"stored").to_hex().to_string(),
+            crc64: Some("24cd58459e540cc3".into()),
+        });
+        assert_eq!(row_hash(1, 2, &f), ROW_VECTOR_4);
     }
+
+    const ROW_VECTOR_3: &str = "2effcd97876425acee64137bf289496784aa6b5054bc197082095507fbf5bf55";
+    const ROW_VECTOR_4: &str = "9f1c5ea34934ad3447a08b6d0482543b5213edd9c8eced561ace5673860d57d0";
 
     const EVENT_VECTOR: &str = "da9b286eea148967e9468c77746ec72306d425624b52b25eb7a1aa0944c70d99";
     const ROW_VECTOR: &str = "646ca1873ff84ba9d09090b8236be59dbef1362a0713e959fdca9c710f7fa746";
@@ -1467,10 +1547,32 @@ mod tests {
             size: 1,
             mtime_ns: 0,
             blake3: blake3::hash(b"a").to_hex().to_string(),
+            crc64: Some("8c2f8445b4cbfc3c".into()),
             stored: None,
         };
-        l.record_batch(run.id, &[f], &[("b".into(), "boom".into())], &[])
-            .unwrap();
+        l.record_batch(
+            run.id,
+            std::slice::from_ref(&f),
+            &[("b".into(), "boom".into())],
+            &[],
+        )
+        .unwrap();
+        assert!(l.run_has_crc64(run.id).unwrap());
+        // A row from before schema 3 (no CRC64) makes the run's manifest an
+        // older version; landing it again with one restores version 3.
+        let old = LandedFile {
+            path: "c".into(),
+            crc64: None,
+            ..f.clone()
+        };
+        l.record_batch(run.id, &[old], &[], &[]).unwrap();
+        assert!(!l.run_has_crc64(run.id).unwrap());
+        let again = LandedFile {
+            path: "c".into(),
+            ..f.clone()
+        };
+        l.record_batch(run.id, &[again], &[], &[]).unwrap();
+        assert!(l.run_has_crc64(run.id).unwrap());
         l.mark_incomplete(run.id, &json!({})).unwrap();
         assert!(matches!(
             l.begin_run("/src", "/dst", &key, Some("00")),
@@ -1480,8 +1582,8 @@ mod tests {
         assert_eq!((again.id, again.attempt, again.resumed), (1, 2, true));
         let report = l.verify_chain(None).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);
-        assert_eq!((report.events, report.landed_rows), (5, 1));
-        assert_eq!(l.manifest_files(run.id).unwrap().len(), 1);
+        assert_eq!((report.events, report.landed_rows), (7, 3));
+        assert_eq!(l.manifest_files(run.id).unwrap().len(), 2);
     }
 
     // Pins the v3 migration's reason: SQLite fills a zero blob lazily only

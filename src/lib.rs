@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod crypt;
+pub mod databox;
 pub mod dest;
 pub mod digest;
 pub mod keys;

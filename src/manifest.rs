@@ -29,6 +29,16 @@ pub const VERSION: u64 = 1;
 /// The version of a manifest of encrypted copies: version 1 plus the
 /// `encryption` header and a `stored` object per file (both required).
 pub const VERSION_ENCRYPTED: u64 = 2;
+/// The version whose every file carries `crc64` (Azure Storage's CRC64 of
+/// the bytes that landed: `stored.crc64` too when encrypted), with or
+/// without `encryption`. Written by every transfer since; 1 and 2 still
+/// verify.
+pub const VERSION_CRC64: u64 = 3;
+
+/// Whether this code reads manifests of `version`.
+pub fn supported_version(version: u64) -> bool {
+    matches!(version, VERSION | VERSION_ENCRYPTED | VERSION_CRC64)
+}
 
 /// A custody manifest, version 1. Fields are declared in sorted order so
 /// that serialising this struct yields canonical bytes directly.
@@ -64,7 +74,8 @@ pub struct Manifest {
     pub tool: Tool,
     /// Totals over `files` and `excluded`.
     pub totals: Totals,
-    /// [`VERSION`], or [`VERSION_ENCRYPTED`] when `encryption` is present.
+    /// [`VERSION_CRC64`] (or, in older manifests, [`VERSION`], or
+    /// [`VERSION_ENCRYPTED`] when `encryption` is present).
     pub version: u64,
 }
 
@@ -74,6 +85,10 @@ pub struct Manifest {
 pub struct FileEntry {
     /// BLAKE3 of the content, lowercase hex.
     pub blake3: String,
+    /// Azure Storage's CRC64 of the content, 16 lowercase hex digits
+    /// (version 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc64: Option<String>,
     /// Modification time of the source file (RFC 3339, UTC).
     pub mtime: String,
     /// Relative path, `/`-separated.
@@ -91,6 +106,10 @@ pub struct FileEntry {
 pub struct StoredEntry {
     /// BLAKE3 of the stored bytes, lowercase hex.
     pub blake3: String,
+    /// Azure Storage's CRC64 of the stored bytes (version 3): what a Data
+    /// Box BOM lists for the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc64: Option<String>,
     /// Its path at the destination (`path` plus the suffix).
     pub path: String,
     /// Its size in bytes.
@@ -205,8 +224,7 @@ impl Manifest {
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
         match (value.get("format"), value.get("version")) {
-            (Some(f), Some(v))
-                if f == FORMAT && matches!(v.as_u64(), Some(VERSION | VERSION_ENCRYPTED)) => {}
+            (Some(f), Some(v)) if f == FORMAT && v.as_u64().is_some_and(supported_version) => {}
             (Some(f), Some(v)) if f == FORMAT => {
                 return Err(format!("unsupported manifest version {v}"));
             }
@@ -414,16 +432,16 @@ impl<'m> Auditor<'m> {
     fn encryption_header(&mut self) {
         let m = self.m;
         let Some(enc) = &m.encryption else {
-            if m.version != VERSION {
+            if m.version == VERSION_ENCRYPTED {
                 self.add("encryption", format!("version {} requires it", m.version));
             }
             return;
         };
-        if m.version != VERSION_ENCRYPTED {
+        if m.version == VERSION {
             self.add(
                 "version",
                 format!(
-                    "is {} but `encryption` requires {VERSION_ENCRYPTED}",
+                    "is {} but `encryption` requires {VERSION_ENCRYPTED} or {VERSION_CRC64}",
                     m.version
                 ),
             );
@@ -469,10 +487,33 @@ impl<'m> Auditor<'m> {
         if f.mtime.parse::<jiff::Timestamp>().is_err() {
             self.add(&f.path, format!("mtime is not RFC 3339: {:?}", f.mtime));
         }
+        self.crc64(&f.path, "crc64", f.crc64.as_deref());
         self.encryption_entry(f);
         self.files += 1;
         self.bytes = self.bytes.saturating_add(f.size);
         self.prev = Some(f.path.clone());
+    }
+
+    /// A version 3 manifest has a CRC64 wherever it has a BLAKE3; older ones
+    /// have none.
+    fn crc64(&mut self, path: &str, field: &str, crc: Option<&str>) {
+        match (self.m.version == VERSION_CRC64, crc) {
+            (true, Some(c)) if digest::parse_crc64(c).is_none() => {
+                self.add(path, format!("{field} is not 16 lowercase hex digits"));
+            }
+            (true, None) => self.add(
+                path,
+                format!("no {field} (version {VERSION_CRC64} requires it)"),
+            ),
+            (false, Some(_)) => self.add(
+                path,
+                format!(
+                    "has {field}, which version {} does not define",
+                    self.m.version
+                ),
+            ),
+            _ => {}
+        }
     }
 
     fn encryption_entry(&mut self, f: &FileEntry) {
@@ -509,6 +550,7 @@ impl<'m> Auditor<'m> {
                 "stored.blake3 is not 64 lowercase hex digits".into(),
             );
         }
+        self.crc64(&f.path, "stored.crc64", st.crc64.as_deref());
         let chunk_ok =
             (crate::crypt::MIN_CHUNK..=crate::crypt::MAX_CHUNK).contains(&enc.chunk_size);
         let expect = crate::crypt::stored_size(f.size, enc.chunk_size);
@@ -603,6 +645,7 @@ mod tests {
             }],
             files: vec![FileEntry {
                 blake3: blake3::hash(b"x").to_hex().to_string(),
+                crc64: None,
                 mtime: "2026-01-02T03:04:05.123456789Z".into(),
                 path: "p1/s1/\"quoted\" ü.dcm".into(),
                 size: 1,
@@ -652,11 +695,11 @@ mod tests {
     #[test]
     fn parse_rejects_other_versions_duplicates_and_unknown_fields() {
         let text = String::from_utf8(sample().to_canonical()).unwrap();
-        let v3 = text.replace(r#""version":1"#, r#""version":3"#);
+        let v4 = text.replace(r#""version":1"#, r#""version":4"#);
         assert!(
-            Manifest::parse(v3.as_bytes())
+            Manifest::parse(v4.as_bytes())
                 .unwrap_err()
-                .contains("version 3")
+                .contains("version 4")
         );
         let dup = text.replacen(r#"{"created":"#, r#"{"host":"evil","created":"#, 1);
         assert!(

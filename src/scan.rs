@@ -1,16 +1,21 @@
-//! `scan`: an inventory of a source tree before anything moves, and
-//! optionally the BLAKE3 of every file (the hash path of a transfer,
-//! without a destination).
+//! `scan`: an inventory of a source tree before anything moves; optionally
+//! the BLAKE3 of every file (the hash path of a transfer, without a
+//! destination), and the Data Box preflight: every rule of the destination
+//! ([`crate::databox`]) that a file would break, reading no file contents.
 //!
 //! Memory does not depend on the number of files: the walk streams, the
 //! inventory keeps counters, a fixed histogram and the few largest files,
-//! and hashes are handed to the caller as they are made.
+//! and hashes and violations are handed to a [`ScanSink`] as they are
+//! found.
+
+use std::collections::BTreeMap;
 
 use std::fs::File;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::databox::{Linter, Placement, Rule, Violation};
 use crate::digest;
 use crate::progress::{Notice, Phase, Progress, ProgressReader};
 use crate::source::{self, SourceEntry};
@@ -24,6 +29,31 @@ pub struct ScanOptions {
     pub hash: bool,
     /// Parallel hashing workers.
     pub jobs: usize,
+    /// Check every file against this destination's Data Box rules.
+    pub placement: Option<Placement>,
+    /// The destination directory, to report names already taken there.
+    pub existing: Option<PathBuf>,
+}
+
+/// Receives what a scan finds as it goes; the inventory itself is returned
+/// at the end.
+pub trait ScanSink {
+    /// A file was hashed (with [`ScanOptions::hash`]), in completion order.
+    fn hashed(&mut self, _file: &Hashed) {}
+    /// The destination, or a file, breaks a Data Box rule (with
+    /// [`ScanOptions::placement`]).
+    fn violation(&mut self, _violation: &Violation) {}
+}
+
+/// The preflight's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preflight {
+    /// Where the files would land.
+    pub placement: Placement,
+    /// Violations found.
+    pub violations: u64,
+    /// Violations by rule.
+    pub by_rule: BTreeMap<Rule, u64>,
 }
 
 /// Upper bounds (exclusive) of the size histogram's buckets; the last
@@ -83,10 +113,12 @@ pub struct Inventory {
     pub hashed_files: u64,
     /// Bytes hashed.
     pub hashed_bytes: u64,
+    /// The Data Box preflight, when a destination was given.
+    pub preflight: Option<Preflight>,
 }
 
 impl Inventory {
-    fn new(source: PathBuf) -> Self {
+    fn new(source: PathBuf, placement: Option<Placement>) -> Self {
         let mut from = 0;
         let histogram = BUCKETS
             .iter()
@@ -116,6 +148,18 @@ impl Inventory {
             longest_path: 0,
             hashed_files: 0,
             hashed_bytes: 0,
+            preflight: placement.map(|placement| Preflight {
+                placement,
+                violations: 0,
+                by_rule: BTreeMap::new(),
+            }),
+        }
+    }
+
+    fn violation(&mut self, v: &Violation) {
+        if let Some(p) = &mut self.preflight {
+            p.violations += 1;
+            *p.by_rule.entry(v.rule).or_default() += 1;
         }
     }
 
@@ -160,6 +204,7 @@ pub struct Hashed {
 }
 
 enum Item {
+    Violations(Vec<Violation>),
     File {
         path: String,
         abs: PathBuf,
@@ -176,6 +221,7 @@ enum Item {
 }
 
 enum Done {
+    Violations(Vec<Violation>),
     Listed { path: String, size: u64 },
     Hashed(Hashed),
     Excluded { path: String, reason: &'static str },
@@ -183,8 +229,9 @@ enum Done {
 }
 
 /// Walks `opts.source`, building the inventory; with `opts.hash`, also
-/// reads and hashes every file on `opts.jobs` workers, handing each result
-/// to `on_hash` (in completion order).
+/// reads and hashes every file on `opts.jobs` workers; with
+/// `opts.placement`, checks every file against the destination's rules.
+/// Hashes and violations go to `sink` as they are found.
 ///
 /// # Errors
 /// Only if the source cannot be walked at all (the message names it); a
@@ -193,7 +240,7 @@ enum Done {
 pub fn scan(
     opts: &ScanOptions,
     progress: &dyn Progress,
-    mut on_hash: impl FnMut(&Hashed),
+    sink: &mut dyn ScanSink,
 ) -> Result<Inventory, std::io::Error> {
     let meta = std::fs::metadata(&opts.source)?;
     if !meta.is_dir() {
@@ -203,18 +250,46 @@ pub fn scan(
         ));
     }
     std::fs::read_dir(&opts.source)?;
-    let mut inv = Inventory::new(opts.source.clone());
-    let items = source::walk(&opts.source).map(|e| match e {
-        SourceEntry::File(f) => Item::File {
-            path: f.rel.to_string(),
-            abs: f.path,
-            size: f.size,
-        },
-        SourceEntry::Excluded { path, reason } => Item::Excluded { path, reason },
-        SourceEntry::Failed { path, error } => Item::Failed {
-            path: path.display().to_string(),
-            error: error.to_string(),
-        },
+    let mut inv = Inventory::new(opts.source.clone(), opts.placement.clone());
+    let mut linter = opts
+        .placement
+        .clone()
+        .map(|p| Linter::new(p, opts.existing.clone()));
+    if let Some(l) = &linter {
+        for v in l.placement().check_destination() {
+            inv.violation(&v);
+            sink.violation(&v);
+        }
+    }
+    // Rules are checked here, in walk order (case collisions need it),
+    // before files are spread over the workers.
+    let items = source::walk(&opts.source).flat_map(move |e| {
+        let (violations, item) = match e {
+            SourceEntry::File(f) => {
+                let path = f.rel.to_string();
+                let found = linter
+                    .as_mut()
+                    .map(|l| l.check(&path, f.size))
+                    .filter(|v| !v.is_empty());
+                (
+                    found.map(Item::Violations),
+                    Item::File {
+                        path,
+                        abs: f.path,
+                        size: f.size,
+                    },
+                )
+            }
+            SourceEntry::Excluded { path, reason } => (None, Item::Excluded { path, reason }),
+            SourceEntry::Failed { path, error } => (
+                None,
+                Item::Failed {
+                    path: path.display().to_string(),
+                    error: error.to_string(),
+                },
+            ),
+        };
+        violations.into_iter().chain(std::iter::once(item))
     });
     progress.begin(Phase::Scan, None, None);
     let hash = opts.hash;
@@ -240,15 +315,23 @@ pub fn scan(
             Item::File { path, size, .. } => Done::Listed { path, size },
             Item::Excluded { path, reason } => Done::Excluded { path, reason },
             Item::Failed { path, error } => Done::Failed { path, error },
+            Item::Violations(v) => Done::Violations(v),
         },
         |done| {
             match done {
+                Done::Violations(found) => {
+                    for v in &found {
+                        inv.violation(v);
+                        sink.violation(v);
+                    }
+                    return Ok(());
+                }
                 Done::Listed { path, size } => inv.add(&path, size),
                 Done::Hashed(h) => {
                     inv.add(&h.path, h.size);
                     inv.hashed_files += 1;
                     inv.hashed_bytes += h.size;
-                    on_hash(&h);
+                    sink.hashed(&h);
                 }
                 Done::Excluded { path, reason } => {
                     inv.excluded += 1;
@@ -291,7 +374,7 @@ mod tests {
 
     #[test]
     fn inventory_buckets_largest_and_depth() {
-        let mut inv = Inventory::new(PathBuf::from("/src"));
+        let mut inv = Inventory::new(PathBuf::from("/src"), None);
         for (p, s) in [
             ("a", 0),
             ("b/c", 4095),

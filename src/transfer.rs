@@ -21,11 +21,12 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::crypt::{self, EncryptWriter, EncryptionKey};
+use crate::databox::{Linter, Placement, Rule, Violation};
 use crate::dest::Target;
 use crate::dest::blob::{Blob, BlobOptions};
 use crate::dest::share::Share;
 use crate::dest::{DestError, Destination};
-use crate::digest::{CHUNK, HashingWriter};
+use crate::digest::{CHUNK, HashingWriter, Sums};
 use crate::keys::{KeyError, SigningKey, Trust};
 use crate::ledger::{self, LandedFile, LandedLookup, Ledger, LedgerError, RunRef, Stored};
 use crate::manifest::{
@@ -65,7 +66,17 @@ pub struct TransferOptions {
     pub ledger: PathBuf,
     /// Encrypt every file under this key (`docs/encryption.md`).
     pub encryption: Option<EncryptionKey>,
+    /// The destination's Data Box rules ([`crate::databox`]): checked for
+    /// the whole tree before anything moves.
+    pub placement: Option<Placement>,
+    /// Instead of refusing to start, carry no file that breaks a rule and
+    /// list each in the manifest's `excluded` with the rule.
+    pub skip_violations: bool,
 }
+
+/// How many violations a refused preflight names (all of them: `custody
+/// scan SRC --dest DEST`).
+pub const LISTED_VIOLATIONS: usize = 10;
 
 /// Errors that stop a transfer as a whole (per-file failures are not
 /// errors: they are counted in the summary).
@@ -79,6 +90,17 @@ pub enum TransferError {
         path: PathBuf,
         /// Why.
         reason: String,
+    },
+    /// Files break the destination's Data Box rules; nothing moved.
+    #[error(
+        "preflight: {count} violation(s) of the destination's Data Box rules, first: {}",
+        first.iter().map(|v| format!("{} ({}: {})", if v.path.is_empty() { "destination" } else { &v.path }, v.rule, v.detail)).collect::<Vec<_>>().join("; ")
+    )]
+    Preflight {
+        /// How many.
+        count: u64,
+        /// The first [`LISTED_VIOLATIONS`].
+        first: Vec<Violation>,
     },
     /// The manifest directory cannot be written.
     #[error("manifest directory {path}: {reason}")]
@@ -112,6 +134,7 @@ impl TransferError {
         matches!(
             self,
             TransferError::Source { .. }
+                | TransferError::Preflight { .. }
                 | TransferError::ManifestDir { .. }
                 | TransferError::Destination(DestError::Unusable { .. })
                 | TransferError::Ledger(
@@ -257,9 +280,17 @@ enum Item {
 
 enum Done {
     Landed(LandedFile),
-    Skipped { bytes: u64 },
-    Excluded { path: String, reason: &'static str },
-    Failed { path: String, error: String },
+    Skipped {
+        bytes: u64,
+    },
+    Excluded {
+        path: String,
+        reason: std::borrow::Cow<'static, str>,
+    },
+    Failed {
+        path: String,
+        error: String,
+    },
 }
 
 thread_local! {
@@ -301,10 +332,11 @@ impl Sink<'_> {
                 let hw = w
                     .finish()
                     .map_err(|e| format!("destination write failed: {e}"))?;
-                let (landing, size, hash) = hw.finish();
+                let (landing, sums) = hw.finish();
                 let stored = Stored {
-                    size,
-                    blake3: hash.to_hex().to_string(),
+                    size: sums.len,
+                    blake3: sums.blake3.to_hex().to_string(),
+                    crc64: Some(crate::digest::crc64_hex(sums.crc64)),
                 };
                 (landing, Some(stored))
             }
@@ -349,8 +381,7 @@ fn copy_one(
             Err(e) => return fail(format!("destination write failed: {e}")),
         },
     };
-    let mut hasher = blake3::Hasher::new();
-    let mut total = 0u64;
+    let mut sums = Sums::new();
     let read = BUF.with_borrow_mut(|buf| -> Result<(), String> {
         loop {
             let n = match file.read(buf) {
@@ -359,19 +390,19 @@ fn copy_one(
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(format!("read failed: {e}")),
             };
-            hasher.update(&buf[..n]);
+            sums.update(&buf[..n]);
             landing
                 .write_all(&buf[..n])
                 .map_err(|e| format!("destination write failed: {e}"))?;
-            total += n as u64;
             progress.bytes(n as u64);
         }
     });
     if let Err(e) = read {
         return fail(e);
     }
+    let sums = sums.finish();
     match file.metadata() {
-        Ok(m) if same(&m) && total == f.size => {}
+        Ok(m) if same(&m) && sums.len == f.size => {}
         Ok(_) => {
             return fail("changed while being read (size or mtime differ before and after)".into());
         }
@@ -383,11 +414,83 @@ fn copy_one(
     };
     Done::Landed(LandedFile {
         path: f.rel.to_string(),
-        size: total,
+        size: sums.len,
         mtime_ns: f.mtime_ns,
-        blake3: hasher.finalize().to_hex().to_string(),
+        blake3: sums.blake3.to_hex().to_string(),
+        crc64: Some(crate::digest::crc64_hex(sums.crc64)),
         stored,
     })
+}
+
+/// What to do with a file: skip it if the ledger recorded it for this run,
+/// unchanged at the source and present at the destination with its size;
+/// copy it otherwise.
+fn plan(
+    f: SourceFile,
+    lookup: Option<&LandedLookup>,
+    dest: &dyn Destination,
+    encrypted: bool,
+) -> Item {
+    match lookup.map(|l| l.get(f.rel.as_str())) {
+        Some(Ok(Some(rec)))
+            if rec.size == f.size
+                && rec.mtime_ns == f.mtime_ns
+                && matches!(
+                    dest.landed_size(&object_rel(&f.rel, encrypted)),
+                    Ok(Some(s)) if s == rec.stored_size.unwrap_or(rec.size)
+                ) =>
+        {
+            Item::Ready(Done::Skipped { bytes: f.size })
+        }
+        _ => Item::Copy(f),
+    }
+}
+
+/// The rules `f` breaks, as the object it lands as (encrypted objects carry
+/// a suffix and are larger).
+fn lint(linter: &mut Linter, f: &SourceFile, encrypted: bool) -> Vec<Violation> {
+    if encrypted {
+        let size = crypt::stored_size(f.size, crypt::DEFAULT_CHUNK);
+        linter.check(object_rel(&f.rel, true).as_str(), size)
+    } else {
+        linter.check(f.rel.as_str(), f.size)
+    }
+}
+
+/// Walks the whole tree (names and sizes only) against the destination's
+/// rules and refuses the transfer if anything breaks one. A name the open
+/// run (`own`) already landed is its own, not something in the way.
+fn preflight(
+    source: &Path,
+    placement: &Placement,
+    existing: Option<PathBuf>,
+    own: Option<&LandedLookup>,
+    encrypted: bool,
+) -> Result<(), TransferError> {
+    let mut first = placement.check_destination();
+    let mut count = first.len() as u64;
+    let mut linter = Linter::new(placement.clone(), existing);
+    for entry in source::walk(source) {
+        let SourceEntry::File(f) = entry else {
+            continue;
+        };
+        for v in lint(&mut linter, &f, encrypted) {
+            if v.rule == Rule::ExistsAtDestination
+                && own.is_some_and(|o| matches!(o.get(f.rel.as_str()), Ok(Some(_))))
+            {
+                continue;
+            }
+            count += 1;
+            if first.len() < LISTED_VIOLATIONS {
+                first.push(v);
+            }
+        }
+    }
+    if count == 0 {
+        Ok(())
+    } else {
+        Err(TransferError::Preflight { count, first })
+    }
 }
 
 /// Absolute, normalised form of a user path (without resolving a missing
@@ -460,6 +563,24 @@ pub fn transfer(
     };
     check_manifest_dir(&opts.manifest_dir)?;
     let mut ledger = Ledger::open(&opts.ledger)?;
+    if let Some(placement) = opts.placement.as_ref().filter(|_| !opts.skip_violations) {
+        let existing = match &opts.destination {
+            Target::Share(path) => Some(path.clone()),
+            Target::Blob(_) => None,
+        };
+        let open_run = ledger.open_run(&source_root.display().to_string(), &dest.describe())?;
+        let own = match open_run {
+            Some(id) => Some(LandedLookup::open(ledger.path(), id)?),
+            None => None,
+        };
+        preflight(
+            &source_root,
+            placement,
+            existing,
+            own.as_ref(),
+            opts.encryption.is_some(),
+        )?;
+    }
     let source_str = source_root.display().to_string();
     let dest_str = dest.describe();
     let key_id = opts.encryption.as_ref().map(EncryptionKey::id_hex);
@@ -517,21 +638,28 @@ pub fn transfer(
     // its size, is not copied again.
     let dest_ref = dest;
     let encrypted = opts.encryption.is_some();
+    // With --skip-violations, files that break a rule are excluded as the
+    // walk meets them (in walk order, as the case check needs).
+    let mut linter = opts
+        .placement
+        .clone()
+        .filter(|_| opts.skip_violations)
+        .map(|p| Linter::new(p, None));
     let items = source::walk(&source_root).map(move |entry| match entry {
-        SourceEntry::File(f) => match lookup.as_ref().map(|l| l.get(f.rel.as_str())) {
-            Some(Ok(Some(rec)))
-                if rec.size == f.size
-                    && rec.mtime_ns == f.mtime_ns
-                    && matches!(
-                        dest_ref.landed_size(&object_rel(&f.rel, encrypted)),
-                        Ok(Some(s)) if s == rec.stored_size.unwrap_or(rec.size)
-                    ) =>
-            {
-                Item::Ready(Done::Skipped { bytes: f.size })
-            }
-            _ => Item::Copy(f),
+        SourceEntry::File(f) => match linter
+            .as_mut()
+            .and_then(|l| lint(l, &f, encrypted).into_iter().next())
+        {
+            Some(v) => Item::Ready(Done::Excluded {
+                path: f.rel.to_string(),
+                reason: format!("Data Box rule {}: {}", v.rule, v.detail).into(),
+            }),
+            None => plan(f, lookup.as_ref(), dest_ref, encrypted),
         },
-        SourceEntry::Excluded { path, reason } => Item::Ready(Done::Excluded { path, reason }),
+        SourceEntry::Excluded { path, reason } => Item::Ready(Done::Excluded {
+            path,
+            reason: reason.into(),
+        }),
         SourceEntry::Failed { path, error } => Item::Ready(Done::Failed {
             path: path.display().to_string(),
             error: error.to_string(),
@@ -564,9 +692,9 @@ pub fn transfer(
                     summary.excluded += 1;
                     progress.notice(Notice::Excluded {
                         path: &path,
-                        reason,
+                        reason: &reason,
                     });
-                    batch.excluded.push((path, reason.to_owned()));
+                    batch.excluded.push((path, reason.into_owned()));
                 }
                 Done::Failed { path, error } => {
                     summary.failed += 1;
@@ -738,9 +866,14 @@ fn seal(
         key_id: k.id_hex(),
         scheme: crypt::SCHEME.to_owned(),
     });
-    let version = match encryption {
-        Some(_) => manifest::VERSION_ENCRYPTED,
-        None => manifest::VERSION,
+    // A run resumed across the upgrade to ledger schema 3 has files
+    // without a CRC64: its manifest is written in the older version, with
+    // no CRC64 at all.
+    let crc64 = ledger.run_has_crc64(run.id)?;
+    let version = match (crc64, &encryption) {
+        (true, _) => manifest::VERSION_CRC64,
+        (false, Some(_)) => manifest::VERSION_ENCRYPTED,
+        (false, None) => manifest::VERSION,
     };
     let mut m = Manifest {
         created: created.to_string(),
@@ -778,6 +911,17 @@ fn seal(
     };
     let file = File::create(&tmp).map_err(io(&tmp))?;
     let written = ledger.with_manifest_files(run.id, |files| {
+        let files = files.map(|f| {
+            f.map(|mut f| {
+                if !crc64 {
+                    f.crc64 = None;
+                    if let Some(st) = &mut f.stored {
+                        st.crc64 = None;
+                    }
+                }
+                f
+            })
+        });
         manifest::write_canonical(&m, excluded.into_iter().map(Ok), files, &file)
     })?;
     let written = written.map_err(|e| match e {

@@ -9,10 +9,14 @@ mod audit;
 mod bad_input;
 #[path = "cli/blob.rs"]
 mod blob;
+#[path = "cli/crc64.rs"]
+mod crc64;
 #[path = "cli/encryption.rs"]
 mod encryption;
 #[path = "cli/ledger.rs"]
 mod ledger;
+#[path = "cli/preflight.rs"]
+mod preflight;
 #[path = "cli/resume.rs"]
 mod resume;
 #[path = "cli/scan.rs"]

@@ -186,6 +186,8 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         manifest_dir: manifests.clone(),
         ledger: ledger.clone(),
         encryption: None,
+        placement: None,
+        skip_violations: false,
     };
     let summary = custody::transfer::transfer(&opts, &key, &Renderer::new(g))?;
     super::transfer::print_summary(&summary);

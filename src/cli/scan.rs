@@ -1,10 +1,13 @@
-//! `custody scan`: inventory a source tree, optionally hashing every file.
+//! `custody scan`: inventory a source tree, optionally hashing every file,
+//! and (with `--dest`) the Data Box preflight.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use custody::scan::{self, Inventory, ScanOptions};
+use custody::databox::{Placement, Profile, Violation};
+use custody::dest;
+use custody::scan::{self, Hashed, Inventory, ScanOptions, ScanSink};
 
 use super::render::{self, Renderer};
 use super::{Code, Failure, Global, Outcome, print_json};
@@ -12,14 +15,19 @@ use super::{Code, Failure, Global, Outcome, print_json};
 /// Inventory a source tree before anything moves: files, bytes, a size
 /// histogram, the largest files, the deepest and longest paths, and what
 /// would not be carried (links, special files, names that are not UTF-8).
-/// Reads no file contents unless --hash is given.
+/// With --dest, also the Data Box preflight: every file that the
+/// destination's rules would refuse or rename, with the rule (see
+/// docs/databox.md). Reads no file contents unless --hash is given.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
   custody scan /srv/pacs
+  custody scan /srv/pacs --dest /mnt/databox/contoso_BlockBlob/pacs-2024
+  custody scan /srv/pacs --dest /mnt/export --profile page-blob
   custody scan /srv/pacs --hash --b3sum pacs.b3     # then: cd /srv/pacs && b3sum --check pacs.b3
 
-Exit codes: 0 scanned, 2 usage error, 3 some entries could not be read (named on stderr).")]
+Exit codes: 0 scanned (no violations), 2 usage error or a Data Box rule broken (each named on
+stdout), 3 some entries could not be read (named on stderr).")]
 pub struct Args {
     /// The source tree.
     #[arg(value_name = "SRC")]
@@ -35,6 +43,111 @@ pub struct Args {
     /// Files hashed in parallel [default: number of cores].
     #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
+    /// Lint the tree against this destination's Data Box rules: a mounted
+    /// share (`…/<account>_BlockBlob|_PageBlob|_AzFile[/container[/prefix]]`)
+    /// or a blob URL. Names already taken in a destination directory are
+    /// reported too.
+    #[arg(long, value_name = "DEST")]
+    dest: Option<PathBuf>,
+    /// The object type, when DEST's name does not say it (a plain directory
+    /// is then taken as a share root of this type).
+    #[arg(long, value_enum, value_name = "TYPE", requires = "dest")]
+    profile: Option<ProfileArg>,
+}
+
+/// `--profile` values (Data Box's share suffixes are accepted too).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ProfileArg {
+    /// Block blobs (`<account>_BlockBlob`).
+    #[value(alias = "BlockBlob")]
+    BlockBlob,
+    /// Page blobs (`<account>_PageBlob`): sizes must be 512-byte aligned.
+    #[value(alias = "PageBlob")]
+    PageBlob,
+    /// Azure Files (`<account>_AzFile`).
+    #[value(alias = "AzFile")]
+    AzureFiles,
+}
+
+impl From<ProfileArg> for Profile {
+    fn from(p: ProfileArg) -> Self {
+        match p {
+            ProfileArg::BlockBlob => Profile::BlockBlob,
+            ProfileArg::PageBlob => Profile::PageBlob,
+            ProfileArg::AzureFiles => Profile::AzureFiles,
+        }
+    }
+}
+
+/// Where `--dest` (with `--profile`) places files, and the directory to
+/// look for existing names in.
+///
+/// # Errors
+/// A malformed URL, or a plain directory without `--profile`.
+pub fn placement(
+    dest_arg: &std::path::Path,
+    profile: Option<ProfileArg>,
+) -> Result<(Placement, Option<PathBuf>), Failure> {
+    let target = dest::Target::parse(dest_arg).map_err(Failure::usage)?;
+    let placement =
+        Placement::for_destination(&target, profile.map(Profile::from)).ok_or_else(|| {
+            Failure::usage(anyhow::anyhow!(
+                "{}: not a Data Box share (no path component named <account>_BlockBlob, \
+             <account>_PageBlob or <account>_AzFile) and not a blob URL; pass --profile",
+                dest_arg.display()
+            ))
+        })?;
+    let existing = match target {
+        dest::Target::Share(p) => Some(p),
+        dest::Target::Blob(_) => None,
+    };
+    Ok((placement, existing))
+}
+
+/// Writes hashes to the b3sum list and prints violations as they come.
+struct Sink {
+    list: Option<std::io::BufWriter<std::fs::File>>,
+    write_error: Option<std::io::Error>,
+    json: bool,
+    found: Vec<Violation>,
+}
+
+impl ScanSink for Sink {
+    fn hashed(&mut self, h: &Hashed) {
+        if let Some(w) = &mut self.list
+            && self.write_error.is_none()
+            && let Err(e) = w.write_all(scan::b3sum_line(&h.blake3, &h.path).as_bytes())
+        {
+            self.write_error = Some(e);
+        }
+    }
+
+    fn violation(&mut self, v: &Violation) {
+        if self.json {
+            self.found.push(v.clone());
+        } else {
+            println!("{}", violation_line(v));
+        }
+    }
+}
+
+/// One violation as a line: the rule, the path (or "destination"), what is
+/// wrong.
+pub fn violation_line(v: &Violation) -> String {
+    let at = if v.path.is_empty() {
+        "destination"
+    } else {
+        v.path.as_str()
+    };
+    format!("VIOLATION {}: {at}: {}", v.rule, v.detail)
+}
+
+/// `--json` output: the inventory and every violation.
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    #[serde(flatten)]
+    inventory: &'a Inventory,
+    violation_list: &'a [Violation],
 }
 
 pub fn run(args: &Args, g: &Global) -> Outcome {
@@ -44,7 +157,14 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
     if jobs == 0 {
         return Err(Failure::usage(anyhow::anyhow!("--jobs must be at least 1")));
     }
-    let mut list = match &args.b3sum {
+    let (placement, existing) = match &args.dest {
+        Some(d) => {
+            let (p, e) = placement(d, args.profile)?;
+            (Some(p), e)
+        }
+        None => (None, None),
+    };
+    let list = match &args.b3sum {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p)
                 .with_context(|| format!("{}: cannot create", p.display()))
@@ -56,34 +176,40 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         source: args.source.clone(),
         hash: args.hash || list.is_some(),
         jobs,
+        placement,
+        existing,
     };
-    let mut write_error = None;
-    let inv = scan::scan(&opts, &Renderer::new(g), |h| {
-        if let Some(w) = &mut list
-            && write_error.is_none()
-            && let Err(e) = w.write_all(scan::b3sum_line(&h.blake3, &h.path).as_bytes())
-        {
-            write_error = Some(e);
-        }
-    })
-    .with_context(|| format!("source {}", args.source.display()))
-    .map_err(Failure::usage)?;
-    if let Some(w) = &mut list
-        && write_error.is_none()
+    let mut sink = Sink {
+        list,
+        write_error: None,
+        json: g.json,
+        found: Vec::new(),
+    };
+    let inv = scan::scan(&opts, &Renderer::new(g), &mut sink)
+        .with_context(|| format!("source {}", args.source.display()))
+        .map_err(Failure::usage)?;
+    if let Some(w) = &mut sink.list
+        && sink.write_error.is_none()
     {
-        write_error = w.flush().err();
+        sink.write_error = w.flush().err();
     }
-    if let (Some(e), Some(p)) = (write_error, &args.b3sum) {
+    if let (Some(e), Some(p)) = (sink.write_error, &args.b3sum) {
         return Err(Failure::usage(
             anyhow::Error::new(e).context(format!("{}: write failed", p.display())),
         ));
     }
     if g.json {
-        print_json(&inv);
+        print_json(&Report {
+            inventory: &inv,
+            violation_list: &sink.found,
+        });
     } else if !g.quiet {
         print_inventory(&inv);
     }
-    Ok(if inv.failed > 0 {
+    let violations = inv.preflight.as_ref().map_or(0, |p| p.violations);
+    Ok(if violations > 0 {
+        Code::Usage
+    } else if inv.failed > 0 {
         Code::Incomplete
     } else {
         Code::Ok
@@ -130,5 +256,22 @@ fn print_inventory(inv: &Inventory) {
             "deepest: {} components ({d}); longest path: {} bytes",
             inv.max_depth, inv.longest_path
         );
+    }
+    if let Some(p) = &inv.preflight {
+        let into = match &p.placement.container {
+            Some(c) => format!("container {c}"),
+            None => "containers named by each first folder".to_owned(),
+        };
+        if p.violations == 0 {
+            println!("preflight ({}, {into}): no violations", p.placement.profile);
+        } else {
+            let rules: Vec<String> = p.by_rule.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            println!(
+                "preflight ({}, {into}): {} violations ({}); `custody transfer` refuses to start until they are fixed or skipped",
+                p.placement.profile,
+                p.violations,
+                rules.join(", ")
+            );
+        }
     }
 }

@@ -17,6 +17,12 @@ use super::{Code, Failure, Global, Outcome, print_json};
 /// checked. If any file fails, nothing is sealed, the exit code is 3, and
 /// running the same command again resumes: files already landed are not
 /// copied again.
+///
+/// A Data Box share (a path with a component named <account>_BlockBlob,
+/// _PageBlob or _AzFile) or a blob URL is first checked against its
+/// naming and size rules (as `custody scan SRC --dest DEST` reports them):
+/// any violation refuses the transfer before anything moves, unless
+/// --skip-violations.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Example:
@@ -56,6 +62,14 @@ pub struct Args {
     /// in the same read that hashes it; files land as <name>.custody-enc.
     #[arg(long, value_name = "FILE")]
     encrypt_key: Option<PathBuf>,
+    /// The Data Box object type, when DEST's name does not say it (a plain
+    /// directory is then checked as a share root of this type).
+    #[arg(long, value_enum, value_name = "TYPE")]
+    profile: Option<super::scan::ProfileArg>,
+    /// Leave out the files that break a Data Box rule instead of refusing
+    /// to start; the manifest lists each as excluded, with the rule.
+    #[arg(long)]
+    skip_violations: bool,
 }
 
 /// `--overwrite` values.
@@ -79,10 +93,15 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
     if jobs == 0 {
         return Err(Failure::usage(anyhow::anyhow!("--jobs must be at least 1")));
     }
+    let destination = custody::dest::Target::parse(&args.destination)
+        .map_err(|e| Failure::usage(e).hint("nothing was copied"))?;
+    let placement = custody::databox::Placement::for_destination(
+        &destination,
+        args.profile.map(custody::databox::Profile::from),
+    );
     let opts = TransferOptions {
         source: args.source.clone(),
-        destination: custody::dest::Target::parse(&args.destination)
-            .map_err(|e| Failure::usage(e).hint("nothing was copied"))?,
+        destination,
         blob: custody::dest::blob::BlobOptions {
             overwrite: match args.overwrite {
                 OverwriteArg::Never => custody::dest::blob::Overwrite::Never,
@@ -97,16 +116,26 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         manifest_dir: g.manifest_dir.clone(),
         ledger: g.ledger.clone(),
         encryption,
+        placement,
+        skip_violations: args.skip_violations,
     };
     let renderer = Renderer::new(g);
     let summary = custody::transfer::transfer(&opts, &key, &renderer).map_err(|e| {
         let setup = e.is_setup();
+        let preflight = matches!(e, custody::transfer::TransferError::Preflight { .. });
         let f = if setup {
             Failure::usage(e)
         } else {
             Failure::incomplete(e)
         };
-        if setup {
+        if preflight {
+            f.hint(format!(
+                "nothing was copied; `custody scan {} --dest {}` lists every violation; \
+                 fix them, or pass --skip-violations to leave those files out",
+                args.source.display(),
+                args.destination.display()
+            ))
+        } else if setup {
             f.hint("nothing was copied; fix the above and run the same command again")
         } else {
             f.hint(

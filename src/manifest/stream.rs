@@ -15,10 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::{
-    Excluded, FORMAT, FileEntry, Manifest, ManifestError, Totals, VERSION, VERSION_ENCRYPTED,
-    signature_path,
-};
+use super::{Excluded, FORMAT, FileEntry, Manifest, ManifestError, Totals, signature_path};
 use crate::keys::{self, Signer, SigningKey, Trust};
 
 const EXCLUDED_KEY: &[u8] = br#""excluded":["#;
@@ -265,9 +262,7 @@ impl<'de> Visitor<'de> for Top<'_> {
 /// message before field-level errors.
 fn check_format(obj: &serde_json::Map<String, serde_json::Value>) -> Result<(), String> {
     match (obj.get("format"), obj.get("version")) {
-        (Some(f), Some(v))
-            if f == FORMAT && matches!(v.as_u64(), Some(VERSION | VERSION_ENCRYPTED)) =>
-        {
+        (Some(f), Some(v)) if f == FORMAT && v.as_u64().is_some_and(super::supported_version) => {
             Ok(())
         }
         (Some(f), Some(v)) if f == FORMAT => Err(format!("unsupported manifest version {v}")),
@@ -472,7 +467,7 @@ impl SignedFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{ChainHead, Encryption, Operator, StoredEntry, Tool};
+    use crate::manifest::{ChainHead, Encryption, Operator, StoredEntry, Tool, VERSION_CRC64};
 
     fn head() -> Manifest {
         Manifest {
@@ -503,13 +498,14 @@ mod tests {
                 excluded: 0,
                 files: 0,
             },
-            version: VERSION,
+            version: VERSION_CRC64,
         }
     }
 
     fn entry(i: u64) -> FileEntry {
         FileEntry {
             blake3: format!("{i:064x}"),
+            crc64: Some(format!("{:016x}", i * 0x0101_0101)),
             mtime: "2026-11-24T10:00:00Z".into(),
             // Names that need escaping, too.
             path: format!("p\"{i}/\u{e9}t\u{e9}\\{i}.dcm"),
@@ -532,7 +528,6 @@ mod tests {
                 .collect();
             full.files = (0..n_files).map(entry).collect();
             if encrypted {
-                full.version = VERSION_ENCRYPTED;
                 full.encryption = Some(Encryption {
                     chunk_size: 65536,
                     key_id: "k".into(),
@@ -541,6 +536,7 @@ mod tests {
                 for f in &mut full.files {
                     f.stored = Some(StoredEntry {
                         blake3: "0".repeat(64),
+                        crc64: Some("f".repeat(16)),
                         path: format!("{}.custody-enc", f.path),
                         size: f.size + 80,
                     });
@@ -596,7 +592,7 @@ mod tests {
         let good = String::from_utf8(head().to_canonical()).unwrap();
         for (bad, expect) in [
             (
-                good.replace("\"version\":1", "\"version\":9"),
+                good.replace("\"version\":3", "\"version\":9"),
                 "unsupported manifest version 9",
             ),
             (

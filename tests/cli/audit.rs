@@ -114,6 +114,40 @@ fn inconsistent_but_validly_signed_manifests_fail_audit() {
 }
 
 #[test]
+fn a_missing_or_malformed_crc64_fails_audit_and_the_schema() {
+    let (ws, m) = sealed();
+    edit(&m, |v| {
+        v["files"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("crc64")
+            .unwrap();
+        v["files"][1]["crc64"] = "0xAE8B14860A799888".into();
+    });
+    ssh_sign(&ws.key(), &m);
+    let out = audit(&ws, &m).code(1).get_output().clone();
+    let text = stdout(&out);
+    assert!(text.contains("no crc64 (version 3 requires it)"), "{text}");
+    assert!(
+        text.contains("crc64 is not 16 lowercase hex digits"),
+        "{text}"
+    );
+    assert!(!schema_errors(&m).is_empty());
+
+    // A version 1 manifest must not carry one.
+    let (ws, m) = sealed();
+    edit(&m, |v| v["version"] = 1.into());
+    ssh_sign(&ws.key(), &m);
+    let out = audit(&ws, &m).code(1).get_output().clone();
+    assert!(
+        stdout(&out).contains("has crc64, which version 1 does not define"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!schema_errors(&m).is_empty());
+}
+
+#[test]
 fn a_pretty_printed_manifest_is_not_canonical() {
     let (ws, m) = sealed();
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();

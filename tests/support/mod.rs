@@ -113,6 +113,26 @@ impl Ws {
         found.pop().unwrap()
     }
 
+    /// The only manifest, parsed.
+    pub fn manifest_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.manifest()).unwrap()).unwrap()
+    }
+
+    /// The only manifest's `excluded` entries, as (path, reason).
+    pub fn manifest_excluded(&self) -> Vec<(String, String)> {
+        self.manifest_json()["excluded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["path"].as_str().unwrap().to_owned(),
+                    e["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
     /// Opens the ledger for direct (tampering) access.
     pub fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(&self.ledger).unwrap()

@@ -1,0 +1,214 @@
+//! `custody scan SRC --dest DEST`: the Data Box preflight, driven through
+//! the binary. Each rule's passing and failing cases are unit tests in
+//! `src/databox.rs`; here, the destination decides the rules, every
+//! violation is named with its path and rule, and the exit code is 2.
+
+use std::path::PathBuf;
+
+use crate::support::{Ws, bytes, json, stderr, stdout};
+
+fn scan(ws: &Ws, dest: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    ws.custody(&["scan"])
+        .arg(&ws.src)
+        .arg("--dest")
+        .arg(dest)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn share(ws: &Ws, rest: &str) -> PathBuf {
+    let p = ws.root().join("databox/contoso_BlockBlob").join(rest);
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+#[test]
+fn a_clean_tree_passes_into_a_container() {
+    let ws = Ws::new();
+    ws.file("PAT1/ST1/IM1.dcm", &bytes(1, 1000));
+    ws.file("PAT1/ST1/IM2.dcm", &bytes(2, 1000));
+    let dest = share(&ws, "pacs-2024/wave-1");
+    let out = ws
+        .custody(&["--json", "scan"])
+        .arg(&ws.src)
+        .arg("--dest")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let j = json(&out);
+    assert_eq!(j["preflight"]["violations"], 0);
+    assert_eq!(j["preflight"]["placement"]["profile"], "block-blob");
+    assert_eq!(j["preflight"]["placement"]["container"], "pacs-2024");
+    assert_eq!(j["preflight"]["placement"]["prefix"], "wave-1");
+    assert_eq!(j["violation_list"].as_array().unwrap().len(), 0);
+    let out = scan(&ws, &dest, &[]);
+    assert!(stdout(&out).contains("no violations"), "{}", stdout(&out));
+}
+
+#[test]
+fn every_violation_is_named_with_its_path_and_rule() {
+    let ws = Ws::new();
+    ws.file("at-root.dcm", b"x");
+    ws.file("Study_1/IM1.dcm", b"x");
+    ws.file("study-2/IM1./x.dcm", b"x");
+    ws.file("study-3/IM1.dcm", b"x");
+    ws.file("study-3/im1.dcm", b"x");
+    ws.file("study-4/taken.dcm", b"x");
+    ws.file("study-4/fine.dcm", b"x");
+    let dest = share(&ws, "");
+    std::fs::create_dir_all(dest.join("study-4")).unwrap();
+    std::fs::write(dest.join("study-4/taken.dcm"), b"already here").unwrap();
+    let out = scan(&ws, &dest, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = stdout(&out);
+    for line in [
+        "VIOLATION share-root: at-root.dcm: ",
+        "VIOLATION container-name: Study_1/IM1.dcm: first folder \"Study_1\" becomes the container",
+        "VIOLATION trailing-dot: study-2/IM1./x.dcm: ",
+        "VIOLATION case-collision: study-3/im1.dcm: \"study-3/im1.dcm\" differs only by case from \"study-3/IM1.dcm\"",
+        "VIOLATION exists-at-destination: study-4/taken.dcm: ",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+    assert_eq!(text.matches("VIOLATION").count(), 5, "{text}");
+    assert!(
+        !text.contains("VIOLATION exists-at-destination: study-4/fine.dcm"),
+        "{text}"
+    );
+    assert!(text.contains("5 violations"), "{text}");
+    // The scan wrote nothing at the destination.
+    assert_eq!(
+        std::fs::read(dest.join("study-4/taken.dcm")).unwrap(),
+        b"already here"
+    );
+    assert!(!dest.join("study-3").exists());
+}
+
+#[test]
+fn profile_decides_the_rules_for_a_plain_directory() {
+    let ws = Ws::new();
+    ws.file("vhds/disk.vhd", &bytes(3, 1024));
+    ws.file("vhds/odd.vhd", &bytes(4, 1000));
+    let plain = ws.root().join("export");
+    std::fs::create_dir_all(&plain).unwrap();
+    // No share name and no --profile: nothing to check against.
+    let out = scan(&ws, &plain, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("pass --profile"), "{}", stderr(&out));
+    let out = scan(&ws, &plain, &["--profile", "page-blob"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            "VIOLATION page-alignment: vhds/odd.vhd: 1000 bytes is not a multiple of 512"
+        ),
+        "{text}"
+    );
+    assert_eq!(text.matches("VIOLATION").count(), 1, "{text}");
+    // Data Box's share suffix is accepted as the profile's name too.
+    let out = scan(&ws, &plain, &["--profile", "BlockBlob"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn the_data_box_rest_endpoint_has_the_shorter_name_limit() {
+    let ws = Ws::new();
+    // 4 components of 230 characters: 923 characters, over 880, under 1024.
+    let long = ["a", "b", "c", "d"].map(|c| c.repeat(230)).join("/");
+    ws.file(&long, b"x");
+    let rest = PathBuf::from("https://contoso.blob.abc123.microsoftdatabox.com/pacs");
+    let out = scan(&ws, &rest, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("VIOLATION name-too-long: aaaa"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("(880 allowed)"), "{}", stdout(&out));
+    let azure = PathBuf::from("https://contoso.blob.core.windows.net/pacs");
+    assert_eq!(scan(&ws, &azure, &[]).status.code(), Some(0));
+    // A bad container in the URL is the destination's own violation.
+    let bad = PathBuf::from("https://contoso.blob.core.windows.net/PACS");
+    let out = scan(&ws, &bad, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stdout(&out).contains("VIOLATION container-name: destination: container \"PACS\""),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// A tree with two violations and two good files, for the transfer tests.
+fn mixed_tree(ws: &Ws) {
+    ws.file("PAT1/IM1.dcm", &bytes(5, 3000));
+    ws.file("PAT1/im1.DCM", &bytes(6, 3000));
+    ws.file("PAT2/notes.", b"trailing dot");
+    ws.file("PAT2/IM9.dcm", &bytes(7, 3000));
+}
+
+#[test]
+fn transfer_refuses_to_start_on_a_violation() {
+    let ws = Ws::new();
+    mixed_tree(&ws);
+    let dest = share(&ws, "pacs");
+    let out = ws
+        .custody(&["transfer"])
+        .arg(&ws.src)
+        .arg(&dest)
+        .arg("--signing-key")
+        .arg(ws.key())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("preflight: 2 violation(s)"), "{err}");
+    assert!(err.contains("PAT1/im1.DCM (case-collision: "), "{err}");
+    assert!(err.contains("PAT2/notes. (trailing-dot: "), "{err}");
+    assert!(err.contains("--skip-violations"), "{err}");
+    // Nothing moved and nothing was recorded or sealed.
+    assert_eq!(std::fs::read_dir(&dest).unwrap().count(), 0);
+    assert!(!ws.manifests.exists() || std::fs::read_dir(&ws.manifests).unwrap().count() == 0);
+    let events: i64 = ws
+        .db()
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(events, 0);
+}
+
+#[test]
+fn skip_violations_carries_the_rest_and_lists_the_skipped_as_excluded() {
+    let ws = Ws::new();
+    mixed_tree(&ws);
+    let dest = share(&ws, "pacs");
+    let out = ws
+        .custody(&["--json", "transfer"])
+        .arg(&ws.src)
+        .arg(&dest)
+        .arg("--signing-key")
+        .arg(ws.key())
+        .arg("--skip-violations")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let j = json(&out);
+    assert_eq!(j["files_copied"], 2);
+    assert_eq!(j["excluded"], 2);
+    assert_eq!(j["verify"]["files_verified"], 2, "{j}");
+    let excluded = ws.manifest_excluded();
+    assert_eq!(excluded.len(), 2, "{excluded:?}");
+    assert_eq!(excluded[0].0, "PAT1/im1.DCM");
+    assert!(
+        excluded[0].1.starts_with("Data Box rule case-collision: "),
+        "{excluded:?}"
+    );
+    assert_eq!(excluded[1].0, "PAT2/notes.");
+    assert!(
+        excluded[1].1.starts_with("Data Box rule trailing-dot: "),
+        "{excluded:?}"
+    );
+    assert!(dest.join("PAT1/IM1.dcm").exists());
+    assert!(!dest.join("PAT1/im1.DCM").exists());
+    assert!(!dest.join("PAT2/notes.").exists());
+}
