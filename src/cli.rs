@@ -6,6 +6,7 @@
 //! where, a hint line, and a documented exit code.
 
 mod audit;
+mod databox;
 mod decrypt;
 mod demo;
 mod keygen;
@@ -135,6 +136,8 @@ enum Command {
     Log(ledger::LogArgs),
     Demo(demo::Args),
     Scan(scan::Args),
+    #[command(subcommand)]
+    Databox(databox::DataboxCommand),
 }
 
 fn init_logging(g: &Global) {
@@ -168,6 +171,7 @@ pub fn main() -> ExitCode {
         Command::Log(a) => ledger::log(a, g),
         Command::Demo(a) => demo::run(a, g),
         Command::Scan(a) => scan::run(a, g),
+        Command::Databox(c) => databox::run(c, g),
     };
     let code = match outcome {
         Ok(code) => code,

@@ -15,6 +15,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub mod bom;
+
 /// The Azure object type a Data Box share (or a blob URL) stores into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -135,6 +135,11 @@ pub mod kind {
     pub const SEALED: &str = "sealed";
     /// Landed data was re-read and compared with a manifest (signed).
     pub const VERIFIED: &str = "verified";
+    /// Data Box BOM files were reconciled with a manifest (signed).
+    pub const BOM_CHECKED: &str = "bom_checked";
+
+    /// Kinds that must carry a signature.
+    pub const SIGNED: [&str; 3] = [SEALED, VERIFIED, BOM_CHECKED];
 }
 
 /// Errors from the ledger.
@@ -1189,7 +1194,7 @@ impl Ledger {
                     format!("event {seq} ({kind}): contents do not match its hash (row edited)"),
                 );
             }
-            let must_sign = kind == kind::SEALED || kind == kind::VERIFIED;
+            let must_sign = kind::SIGNED.contains(&kind.as_str());
             match (signer, signature) {
                 (Some(fpr), Some(sig)) => {
                     match self.check_event_signature(&fpr, &hash, &sig, trust) {

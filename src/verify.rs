@@ -5,7 +5,7 @@
 //! content, cannot be read, or is present at the destination without being
 //! in the manifest, so files added after sealing are caught too.
 
-mod index;
+pub(crate) mod index;
 
 use std::sync::Mutex;
 

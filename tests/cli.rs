@@ -11,6 +11,8 @@ mod bad_input;
 mod blob;
 #[path = "cli/crc64.rs"]
 mod crc64;
+#[path = "cli/databox.rs"]
+mod databox;
 #[path = "cli/encryption.rs"]
 mod encryption;
 #[path = "cli/ledger.rs"]

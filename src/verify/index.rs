@@ -15,22 +15,26 @@ use crate::manifest::SignedFile;
 /// The object a manifest entry expects at the destination: the stored
 /// (encrypted) object when there is one, else the plaintext file.
 #[derive(Debug, Clone)]
-pub(super) struct Expected {
+pub(crate) struct Expected {
     /// Its size.
     pub size: u64,
     /// Its BLAKE3, lowercase hex.
     pub blake3: String,
     /// For an encrypted object: the plaintext's size and BLAKE3.
     pub plain: Option<(u64, String)>,
+    /// Its CRC64, lowercase hex (version 3 manifests).
+    pub crc64: Option<String>,
+    /// How many times it has been taken, this time included.
+    pub times: u64,
 }
 
-pub(super) struct Index {
+pub(crate) struct Index {
     conn: Connection,
 }
 
 impl Index {
     /// Streams `manifest`'s entries into a new index.
-    pub fn build(manifest: &SignedFile) -> Result<Self, VerifyError> {
+    pub(crate) fn build(manifest: &SignedFile) -> Result<Self, VerifyError> {
         // An empty name: a private temporary database on disk.
         let conn = Connection::open("")?;
         conn.execute_batch(
@@ -44,19 +48,27 @@ impl Index {
                  blake3      TEXT NOT NULL,
                  plain_size  INTEGER,
                  plain_hash  TEXT,
+                 crc64       TEXT,
                  seen        INTEGER NOT NULL DEFAULT 0
              ) WITHOUT ROWID;
              BEGIN;",
         )?;
         {
             let mut insert = conn.prepare(
-                "INSERT OR REPLACE INTO expected (object, size, blake3, plain_size, plain_hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR REPLACE INTO expected (object, size, blake3, plain_size, plain_hash, crc64)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             manifest.for_each_file(|f| {
                 let row = match &f.stored {
-                    Some(s) => params![s.path, s.size, s.blake3, f.size, f.blake3],
-                    None => params![f.path, f.size, f.blake3, None::<u64>, None::<String>],
+                    Some(s) => params![s.path, s.size, s.blake3, f.size, f.blake3, s.crc64],
+                    None => params![
+                        f.path,
+                        f.size,
+                        f.blake3,
+                        None::<u64>,
+                        None::<String>,
+                        f.crc64
+                    ],
                 };
                 insert.execute(row).map(drop).map_err(|e| e.to_string())
             })?;
@@ -67,12 +79,12 @@ impl Index {
 
     /// The entry for `object`, marking it seen; `None` if the manifest does
     /// not list it.
-    pub fn take(&self, object: &str) -> rusqlite::Result<Option<Expected>> {
+    pub(crate) fn take(&self, object: &str) -> rusqlite::Result<Option<Expected>> {
         let found = self
             .conn
             .prepare_cached(
-                "UPDATE expected SET seen = 1 WHERE object = ?1
-                 RETURNING size, blake3, plain_size, plain_hash",
+                "UPDATE expected SET seen = seen + 1 WHERE object = ?1
+                 RETURNING size, blake3, plain_size, plain_hash, crc64, seen",
             )?
             .query_row([object], |r| {
                 let plain = match (r.get::<_, Option<u64>>(2)?, r.get(3)?) {
@@ -83,6 +95,8 @@ impl Index {
                     size: r.get(0)?,
                     blake3: r.get(1)?,
                     plain,
+                    crc64: r.get(4)?,
+                    times: r.get(5)?,
                 })
             })
             .optional()?;
@@ -90,7 +104,10 @@ impl Index {
     }
 
     /// Every object never seen, with its expected size.
-    pub fn for_each_unseen(&self, mut each: impl FnMut(String, u64)) -> rusqlite::Result<()> {
+    pub(crate) fn for_each_unseen(
+        &self,
+        mut each: impl FnMut(String, u64),
+    ) -> rusqlite::Result<()> {
         let mut stmt = self
             .conn
             .prepare("SELECT object, size FROM expected WHERE seen = 0")?;
