@@ -9,6 +9,7 @@ mod audit;
 mod databox;
 mod decrypt;
 mod demo;
+mod handoff;
 mod keygen;
 mod ledger;
 mod render;
@@ -134,6 +135,7 @@ enum Command {
     #[command(subcommand)]
     Ledger(ledger::LedgerCommand),
     Log(ledger::LogArgs),
+    Handoff(handoff::Args),
     Demo(demo::Args),
     Scan(scan::Args),
     #[command(subcommand)]
@@ -169,6 +171,7 @@ pub fn main() -> ExitCode {
         Command::Decrypt(a) => decrypt::run(a, g),
         Command::Ledger(c) => ledger::run(c, g),
         Command::Log(a) => ledger::log(a, g),
+        Command::Handoff(a) => handoff::run(a, g),
         Command::Demo(a) => demo::run(a, g),
         Command::Scan(a) => scan::run(a, g),
         Command::Databox(c) => databox::run(c, g),

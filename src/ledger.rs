@@ -137,9 +137,11 @@ pub mod kind {
     pub const VERIFIED: &str = "verified";
     /// Data Box BOM files were reconciled with a manifest (signed).
     pub const BOM_CHECKED: &str = "bom_checked";
+    /// The media holding a manifest's files changed hands (signed).
+    pub const HANDOFF: &str = "handoff";
 
     /// Kinds that must carry a signature.
-    pub const SIGNED: [&str; 3] = [SEALED, VERIFIED, BOM_CHECKED];
+    pub const SIGNED: [&str; 4] = [SEALED, VERIFIED, BOM_CHECKED, HANDOFF];
 }
 
 /// Errors from the ledger.
@@ -189,6 +191,14 @@ pub enum LedgerError {
         path: PathBuf,
         /// The cause.
         source: KeyError,
+    },
+    /// No manifest with that id (or those bytes) was sealed in this ledger.
+    #[error("ledger {path}: no manifest {manifest} was sealed in this ledger")]
+    UnknownManifest {
+        /// The ledger file.
+        path: PathBuf,
+        /// The id, or the file, asked for.
+        manifest: String,
     },
     /// Streaming a manifest's bytes into or out of the ledger failed.
     #[error("ledger {path}: manifest bytes: {source}")]
@@ -268,6 +278,31 @@ pub struct Event {
     pub hash: String,
     /// Fingerprint of the signing key, for signed events.
     pub signer: Option<String>,
+}
+
+/// A physical handoff of the media holding a manifest's files (HIPAA
+/// 45 CFR 164.310(d)(2)(iii): a record of media movements and the person
+/// responsible), recorded as a signed `handoff` event.
+#[derive(Debug, Clone, Serialize)]
+pub struct Handoff {
+    /// Who released the media.
+    pub from: String,
+    /// Who received it.
+    pub to: String,
+    /// Why (e.g. "courier to Azure datacenter").
+    pub purpose: String,
+    /// Where it happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// The device's serial number (a Data Box's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_serial: Option<String>,
+    /// The tamper-evident seal's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seal_id: Option<String>,
+    /// The order (a Data Box order name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
 }
 
 /// One problem found by [`Ledger::verify_chain`].
@@ -1041,6 +1076,117 @@ impl Ledger {
         )?;
         tx.commit().map_err(sql)?;
         Ok(ev)
+    }
+
+    /// The id of the manifest sealed here whose bytes have this BLAKE3.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn manifest_with_blake3(&self, blake3: &str) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT id FROM manifests WHERE blake3 = ?1",
+                [blake3],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// The run manifest `id` sealed, and the BLAKE3 of its bytes.
+    fn sealed_manifest(&self, id: &str) -> Result<(u64, String), LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT run_id, blake3 FROM manifests WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.err())?
+            .ok_or_else(|| LedgerError::UnknownManifest {
+                path: self.path.clone(),
+                manifest: id.to_owned(),
+            })
+    }
+
+    /// Records a handoff of the media holding manifest `id`'s files as a
+    /// `handoff` event signed with `key`; the payload names the manifest's
+    /// BLAKE3 too.
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownManifest`], SQLite or signing errors.
+    pub fn record_handoff(
+        &mut self,
+        id: &str,
+        handoff: &Handoff,
+        key: &SigningKey,
+    ) -> Result<Event, LedgerError> {
+        let (run, blake3) = self.sealed_manifest(id)?;
+        self.register_key(key)?;
+        let mut payload = serde_json::to_value(handoff).expect("a handoff serialises");
+        payload["manifest_blake3"] = Value::String(blake3);
+        self.append_event(kind::HANDOFF, Some(run), Some(id), &payload, Some(key))
+    }
+
+    /// A manifest's custody timeline as an auditor checks it without the
+    /// ledger (`docs/ledger.md`, "Exported timelines"): its events and
+    /// those of the run it sealed, each with its stored payload text and
+    /// signature, and the public keys of their signers.
+    ///
+    /// # Errors
+    /// [`LedgerError::UnknownManifest`], or SQLite errors.
+    pub fn export_events(&self, id: &str) -> Result<Value, LedgerError> {
+        let (_, blake3) = self.sealed_manifest(id)?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT seq, at, kind, run_id, manifest_id, payload, prev_hash, hash, signer, signature
+                 FROM events
+                 WHERE manifest_id = ?1 OR run_id = (SELECT run_id FROM manifests WHERE id = ?1)
+                 ORDER BY seq",
+            )
+            .map_err(self.err())?;
+        let events: Vec<Value> = stmt
+            .query_map([id], |r| {
+                Ok(json!({
+                    "seq": r.get::<_, u64>(0)?,
+                    "at": r.get::<_, String>(1)?,
+                    "kind": r.get::<_, String>(2)?,
+                    "run_id": r.get::<_, Option<u64>>(3)?,
+                    "manifest_id": r.get::<_, Option<String>>(4)?,
+                    "payload": r.get::<_, String>(5)?,
+                    "prev_hash": r.get::<_, String>(6)?,
+                    "hash": r.get::<_, String>(7)?,
+                    "signer": r.get::<_, Option<String>>(8)?,
+                    "signature": r.get::<_, Option<String>>(9)?,
+                }))
+            })
+            .map_err(self.err())?
+            .collect::<Result<_, _>>()
+            .map_err(self.err())?;
+        let mut keys = serde_json::Map::new();
+        for signer in events.iter().filter_map(|e| e["signer"].as_str()) {
+            if !keys.contains_key(signer) {
+                let public: Option<String> = self
+                    .conn
+                    .query_row(
+                        "SELECT public_key FROM keys WHERE fingerprint = ?1",
+                        [signer],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(self.err())?;
+                keys.insert(signer.to_owned(), public.map_or(Value::Null, Value::String));
+            }
+        }
+        Ok(json!({
+            "events": events,
+            "format": "custody-events",
+            "keys": keys,
+            "manifest": id,
+            "manifest_blake3": blake3,
+            "version": 1,
+        }))
     }
 
     /// Whether the ledger holds a manifest with this id.

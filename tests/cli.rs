@@ -15,6 +15,8 @@ mod crc64;
 mod databox;
 #[path = "cli/encryption.rs"]
 mod encryption;
+#[path = "cli/handoff.rs"]
+mod handoff;
 #[path = "cli/ledger.rs"]
 mod ledger;
 #[path = "cli/preflight.rs"]

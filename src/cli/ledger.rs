@@ -33,13 +33,24 @@ pub struct VerifyArgs {
     public_key: Option<PathBuf>,
 }
 
-/// List custody events, oldest first.
+/// List custody events, oldest first, with each signed event's signer
+/// fingerprint: the custody timeline (transfer, seal, verify, BOM checks,
+/// handoffs).
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Example:\n  custody log --manifest 20261123T214500Z-3fa9c2d1")]
+#[command(after_help = "\
+Examples:
+  custody log --manifest 20261123T214500Z-3fa9c2d1
+  custody log --manifest 20261123T214500Z-3fa9c2d1 --export timeline.json
+      # for an auditor without the ledger: see docs/ledger.md, \"Exported timelines\"")]
 pub struct LogArgs {
     /// Only the events of this manifest and of the run it sealed.
     #[arg(long, value_name = "ID")]
     manifest: Option<String>,
+    /// Write the manifest's events, with their signatures and the signers'
+    /// public keys, to FILE: checkable with `ssh-keygen -Y verify` and the
+    /// documented hash, without the ledger.
+    #[arg(long, value_name = "FILE", requires = "manifest")]
+    export: Option<PathBuf>,
 }
 
 pub fn run(cmd: &LedgerCommand, g: &Global) -> Outcome {
@@ -100,6 +111,31 @@ pub fn log(a: &LogArgs, g: &Global) -> Outcome {
             "ledger {}: no manifest {id}",
             g.ledger.display()
         )));
+    }
+    if let (Some(id), Some(file)) = (&a.manifest, &a.export) {
+        let exported = ledger.export_events(id).map_err(Failure::usage)?;
+        let text = serde_json::to_string_pretty(&exported).expect("JSON serialises");
+        std::fs::write(file, text + "\n").map_err(|e| {
+            Failure::usage(anyhow::anyhow!("{}: cannot write: {e}", file.display()))
+        })?;
+        let events = exported["events"].as_array().map_or(0, Vec::len);
+        let signed = exported["events"].as_array().map_or(0, |e| {
+            e.iter().filter(|e| e["signature"].is_string()).count()
+        });
+        if g.json {
+            print_json(&serde_json::json!({
+                "manifest": id,
+                "export": file,
+                "events": events,
+                "signed": signed,
+            }));
+        } else if !g.quiet {
+            println!(
+                "exported {events} events ({signed} signed) of manifest {id} to {}",
+                file.display()
+            );
+        }
+        return Ok(Code::Ok);
     }
     let events = ledger
         .events(a.manifest.as_deref())

@@ -133,6 +133,15 @@ impl Ws {
             .collect()
     }
 
+    /// Runs `sql` on the ledger, then `custody ledger verify`, which must
+    /// exit 1; returns its report.
+    pub fn tampered_ledger_report(&self, sql: &str) -> String {
+        self.db().execute_batch(sql).unwrap();
+        let out = self.custody(&["ledger", "verify"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        stdout(&out)
+    }
+
     /// Opens the ledger for direct (tampering) access.
     pub fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(&self.ledger).unwrap()
