@@ -16,6 +16,7 @@ use std::fmt;
 use serde::Serialize;
 
 pub mod bom;
+pub mod copylog;
 
 /// The Azure object type a Data Box share (or a blob URL) stores into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -244,6 +245,33 @@ impl Placement {
             placement.profile = profile;
         }
         Some(placement)
+    }
+
+    /// The folders a manifest's files are under in the storage account
+    /// (container, then prefix), from the destination it was sealed with.
+    ///
+    /// # Errors
+    /// A destination that is neither a Data Box share nor a blob URL.
+    pub fn folders_of(manifest: &crate::manifest::Manifest) -> Result<Vec<String>, String> {
+        let target = crate::dest::Target::parse(std::path::Path::new(&manifest.destination))
+            .map_err(|e| e.to_string())?;
+        let placement = Self::for_destination(&target, None).ok_or_else(|| {
+            format!(
+                "destination {} is not a Data Box share or a blob URL",
+                manifest.destination
+            )
+        })?;
+        Ok(placement
+            .container
+            .into_iter()
+            .chain(
+                placement
+                    .prefix
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            )
+            .collect())
     }
 
     /// The target of a blob URL's container and prefix (block blobs;

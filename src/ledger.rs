@@ -137,11 +137,13 @@ pub mod kind {
     pub const VERIFIED: &str = "verified";
     /// Data Box BOM files were reconciled with a manifest (signed).
     pub const BOM_CHECKED: &str = "bom_checked";
+    /// A Data Box copy log was mapped onto a manifest (signed).
+    pub const COPYLOG_CHECKED: &str = "copylog_checked";
     /// The media holding a manifest's files changed hands (signed).
     pub const HANDOFF: &str = "handoff";
 
     /// Kinds that must carry a signature.
-    pub const SIGNED: [&str; 4] = [SEALED, VERIFIED, BOM_CHECKED, HANDOFF];
+    pub const SIGNED: [&str; 5] = [SEALED, VERIFIED, BOM_CHECKED, COPYLOG_CHECKED, HANDOFF];
 }
 
 /// Errors from the ledger.

@@ -16,7 +16,7 @@
 //! so memory does not grow with the number of files.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::json;
@@ -330,26 +330,7 @@ pub fn check(manifest: &SignedFile, boms: &[PathBuf]) -> Result<BomReport, BomEr
             head.version
         )));
     }
-    let target = crate::dest::Target::parse(Path::new(&head.destination))
-        .map_err(|e| refuse(e.to_string()))?;
-    let placement = Placement::for_destination(&target, None).ok_or_else(|| {
-        refuse(format!(
-            "destination {} is not a Data Box share or a blob URL",
-            head.destination
-        ))
-    })?;
-    let under: Vec<String> = placement
-        .container
-        .iter()
-        .cloned()
-        .chain(
-            placement
-                .prefix
-                .split('/')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned),
-        )
-        .collect();
+    let under = Placement::folders_of(head).map_err(refuse)?;
     let index = Index::build(manifest).map_err(|e| BomError::Index(e.to_string()))?;
     let idx = |e: rusqlite::Error| BomError::Index(e.to_string());
     let mut report = BomReport {

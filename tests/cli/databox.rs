@@ -1,8 +1,9 @@
-//! `custody databox bom-check`: BOM files written from the documented line
-//! format (`docs/databox.md`), with CRC64 values computed by the
-//! independent reference `tests/crc64_reference.py`, reconciled with a
-//! manifest sealed by a transfer onto a (directory standing in for a)
-//! Data Box share.
+//! `custody databox bom-check` and `copylog-check` against a manifest
+//! sealed by a transfer onto a (directory standing in for a) Data Box
+//! share: BOM files written from the documented line format
+//! (`docs/databox.md`) with CRC64 values from the independent reference
+//! `tests/crc64_reference.py`, and copy logs from `tests/fixtures/databox/`
+//! (written from Microsoft's documented format).
 
 use std::path::{Path, PathBuf};
 
@@ -80,15 +81,27 @@ fn write_bom(ws: &Ws, name: &str, lines: &[String]) -> PathBuf {
     p
 }
 
-fn bom_check(ws: &Ws, manifest: &Path, boms: &[&Path], extra: &[&str]) -> std::process::Output {
-    ws.custody(&["databox", "bom-check"])
+/// `custody databox SUBCOMMAND MANIFEST FILES... --allowed-signers S` plus
+/// `extra`.
+fn databox(
+    ws: &Ws,
+    subcommand: &str,
+    manifest: &Path,
+    files: &[&Path],
+    extra: &[&str],
+) -> std::process::Output {
+    ws.custody(&["databox", subcommand])
         .arg(manifest)
-        .args(boms)
+        .args(files)
         .arg("--allowed-signers")
         .arg(ws.signers())
         .args(extra)
         .output()
         .unwrap()
+}
+
+fn bom_check(ws: &Ws, manifest: &Path, boms: &[&Path], extra: &[&str]) -> std::process::Output {
+    databox(ws, "bom-check", manifest, boms, extra)
 }
 
 #[test]
@@ -218,4 +231,94 @@ fn a_malformed_bom_is_refused_with_its_line() {
         )
         .unwrap();
     assert_eq!(n, 0);
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/databox")
+        .join(name)
+}
+
+fn copylog_check(ws: &Ws, manifest: &Path, copylog: &Path, extra: &[&str]) -> std::process::Output {
+    databox(ws, "copylog-check", manifest, &[copylog], extra)
+}
+
+#[test]
+fn copy_log_entities_are_mapped_back_to_manifest_files() {
+    let ws = Ws::new();
+    let (_, manifest) = sealed(&ws);
+    let out = copylog_check(&ws, &manifest, &fixture("copylog-errors.xml"), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("BlobRenamed      PAT1/ST1/IM1.dcm: renamed to DataBox-0f4ad3c9a7e14b0c"),
+        "{text}"
+    );
+    assert!(
+        text.contains("UploadErrorCloudHttp PAT2/a&b.dcm: UnsupportBlobType"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2 entit(ies) concern the manifest, 1 concern other data"),
+        "{text}"
+    );
+    assert!(
+        text.contains("upload status Failed, 3 of 5 files errored"),
+        "{text}"
+    );
+    assert!(!text.contains("x.bin"), "{text}");
+
+    // A renamed container concerns every file; recorded as a signed event.
+    let key = ws.key();
+    let out = copylog_check(
+        &ws,
+        &manifest,
+        &fixture("copylog-container-renamed.xml"),
+        &["--json", "--signing-key", key.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let j = json(&out);
+    assert_eq!(j["report"]["concerns"][0]["path"], "*");
+    assert_eq!(
+        j["report"]["concerns"][0]["renamed_to"],
+        "DataBox-3fcd02debee6471e"
+    );
+    let n: i64 = ws
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE kind = 'copylog_checked' AND signature IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    ws.custody(&["ledger", "verify"]).assert().code(0);
+
+    let out = copylog_check(&ws, &manifest, &fixture("copylog-clean.xml"), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("0 entit(ies) concern the manifest"));
+}
+
+#[test]
+fn a_file_that_is_not_a_copy_log_is_refused() {
+    let ws = Ws::new();
+    let (_, manifest) = sealed(&ws);
+    let bad = ws.root().join("bad.xml");
+    std::fs::write(
+        &bad,
+        "<CopyLog><ErroredEntity Path=\"pacs/x\"></ErroredEntity></CopyLog>",
+    )
+    .unwrap();
+    let out = copylog_check(&ws, &manifest, &bad, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("bad.xml: not a Data Box copy log: "),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(&bad, "not xml at all <<<").unwrap();
+    assert_eq!(
+        copylog_check(&ws, &manifest, &bad, &[]).status.code(),
+        Some(2)
+    );
 }

@@ -1,0 +1,288 @@
+//! Data Box copy logs, mapped back to a manifest's files.
+//!
+//! After the upload, Data Box writes a copy log to the storage account
+//! (`databoxcopylog/<order>_<serial>_CopyLog_<guid>.xml`): a summary, and
+//! one `ErroredEntity` element per file, blob or container that failed to
+//! upload or was renamed on the way (`ContainerRenamed`, `BlobRenamed`,
+//! `FileRenamed`, upload errors). [`check`] reads it with quick-xml and
+//! names every entity that concerns a manifest's files, with the manifest
+//! path it maps to: a renamed container concerns all of them.
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::Placement;
+use crate::keys::SigningKey;
+use crate::ledger::{self, Ledger, LedgerError};
+use crate::manifest::{Manifest, SignedFile};
+use crate::verify::index::Index;
+
+/// The copy log as Data Box writes it (elements it does not list are
+/// ignored; the root element's name is not checked).
+#[derive(Debug, Deserialize)]
+struct CopyLogXml {
+    #[serde(rename = "Status", default)]
+    status: Option<String>,
+    #[serde(rename = "TotalFiles_Blobs", default)]
+    total: Option<u64>,
+    #[serde(rename = "FilesErrored", default)]
+    errored: Option<u64>,
+    #[serde(rename = "ErroredEntity", default)]
+    entities: Vec<EntityXml>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EntityXml {
+    #[serde(rename = "@Path")]
+    path: String,
+    #[serde(rename = "@CloudFormat", default)]
+    cloud_format: Option<String>,
+    #[serde(rename = "Category")]
+    category: String,
+    #[serde(rename = "ErrorCode", default)]
+    code: Option<String>,
+    #[serde(rename = "ErrorMessage", default)]
+    message: Option<String>,
+    #[serde(rename = "Type", default)]
+    kind: Option<String>,
+}
+
+/// Errors that stop a copy-log check.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CopyLogError {
+    /// The copy log cannot be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// It is not a copy log.
+    #[error("{path}: not a Data Box copy log: {reason}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What the XML reader said.
+        reason: String,
+    },
+    /// The manifest cannot be mapped onto the storage account.
+    #[error("manifest {id}: {reason}")]
+    Manifest {
+        /// Its id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The temporary index of the manifest's files failed.
+    #[error("index of the manifest's files: {0}")]
+    Index(String),
+}
+
+/// One errored or renamed entity that concerns the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Concern {
+    /// The manifest path it maps to (the stored object's, when
+    /// encrypted), or `*` for the whole container.
+    pub path: String,
+    /// The entity's path in the copy log.
+    pub entity: String,
+    /// `Category` (e.g. `BlobRenamed`, `UploadErrorCloudHttp`).
+    pub category: String,
+    /// `ErrorCode`.
+    pub code: Option<String>,
+    /// `ErrorMessage`.
+    pub message: Option<String>,
+    /// The new name, for a renamed entity (from its message).
+    pub renamed_to: Option<String>,
+    /// `CloudFormat`, `Type`.
+    pub cloud_format: Option<String>,
+    /// `Type` (`File`, `Container`, …).
+    pub kind: Option<String>,
+}
+
+/// The result of [`check`].
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyLogReport {
+    /// The manifest id.
+    pub manifest: String,
+    /// The copy log file.
+    pub copylog: PathBuf,
+    /// BLAKE3 of its bytes.
+    pub blake3: String,
+    /// Its summary: `Status`, `TotalFiles_Blobs`, `FilesErrored`.
+    pub status: Option<String>,
+    /// Files and blobs the upload handled.
+    pub total: Option<u64>,
+    /// Files and blobs that errored.
+    pub files_errored: Option<u64>,
+    /// Errored or renamed entities, by the manifest paths they concern.
+    pub concerns: Vec<Concern>,
+    /// Entities that concern other data in the account.
+    pub outside: u64,
+}
+
+impl CopyLogReport {
+    /// Whether nothing in the copy log concerns the manifest's files.
+    pub fn ok(&self) -> bool {
+        self.concerns.is_empty()
+    }
+}
+
+/// The new name in a rename message ("… renamed to: NEW :from: OLD …").
+fn renamed_to(message: &str) -> Option<String> {
+    let after = message.split_once("renamed to:")?.1;
+    let name = after.split(":from:").next()?.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// Maps every entity of the copy log at `copylog` onto `manifest`'s files:
+/// its destination places them in the account (container and prefix), and
+/// an entity under that place concerns the file it names (if the manifest
+/// lists it), or all of them (the container itself).
+///
+/// # Errors
+/// A file that cannot be read or is not a copy log, a manifest whose
+/// destination is not a Data Box share or blob URL, or an index failure.
+pub fn check(manifest: &SignedFile, copylog: &Path) -> Result<CopyLogReport, CopyLogError> {
+    let head = &manifest.head;
+    let refuse = |reason: String| CopyLogError::Manifest {
+        id: head.id.clone(),
+        reason,
+    };
+    let folders = Placement::folders_of(head).map_err(refuse)?;
+    let io = |source| CopyLogError::Io {
+        path: copylog.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::read(copylog).map_err(io)?;
+    let blake3 = blake3::hash(&bytes).to_hex().to_string();
+    let log: CopyLogXml = quick_xml::de::from_reader(BufReader::new(&bytes[..])).map_err(|e| {
+        CopyLogError::Malformed {
+            path: copylog.to_path_buf(),
+            reason: e.to_string(),
+        }
+    })?;
+    let under: Vec<&str> = folders.iter().map(String::as_str).collect();
+    let index = Index::build(manifest).map_err(|e| CopyLogError::Index(e.to_string()))?;
+    let mut report = CopyLogReport {
+        manifest: head.id.clone(),
+        copylog: copylog.to_path_buf(),
+        blake3,
+        status: log.status,
+        total: log.total,
+        files_errored: log.errored,
+        concerns: Vec::new(),
+        outside: 0,
+    };
+    for e in log.entities {
+        let comps: Vec<&str> = e
+            .path
+            .trim_matches('/')
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .collect();
+        let path = if comps.len() <= under.len() && under.starts_with(&comps) && !comps.is_empty() {
+            // The container (or a folder above the files): all of them.
+            Some("*".to_owned())
+        } else if let Some(rel) = comps.strip_prefix(under.as_slice()) {
+            let rel = rel.join("/");
+            index
+                .take(&rel)
+                .map_err(|e| CopyLogError::Index(e.to_string()))?
+                .map(|_| rel)
+        } else {
+            None
+        };
+        let Some(path) = path else {
+            report.outside += 1;
+            continue;
+        };
+        report.concerns.push(Concern {
+            path,
+            renamed_to: e.message.as_deref().and_then(renamed_to),
+            entity: e.path,
+            category: e.category,
+            code: e.code,
+            message: e.message,
+            cloud_format: e.cloud_format,
+            kind: e.kind,
+        });
+    }
+    Ok(report)
+}
+
+/// Records the check as a signed `copylog_checked` event of the manifest.
+///
+/// # Errors
+/// Ledger or signing errors.
+pub fn record(
+    ledger: &mut Ledger,
+    manifest: &Manifest,
+    report: &CopyLogReport,
+    key: &SigningKey,
+) -> Result<ledger::Event, LedgerError> {
+    ledger.register_key(key)?;
+    let payload = json!({
+        "blake3": report.blake3,
+        "concerns": report.concerns.len(),
+        "file": report.copylog.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "files_errored": report.files_errored,
+        "result": if report.ok() { "pass" } else { "fail" },
+        "status": report.status,
+    });
+    ledger.append_event(
+        ledger::kind::COPYLOG_CHECKED,
+        Some(manifest.run),
+        Some(&manifest.id),
+        &payload,
+        Some(key),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rename_messages() {
+        assert_eq!(
+            renamed_to(
+                "The original container/share/blob has been renamed to: DataBox-3fcd02de :from: Bad_Name :because either the name has invalid character(s) or length is not supported"
+            )
+            .as_deref(),
+            Some("DataBox-3fcd02de")
+        );
+        assert_eq!(renamed_to("UnsupportBlobType"), None);
+        assert_eq!(renamed_to("renamed to: :from: x"), None);
+    }
+
+    #[test]
+    fn malformed_xml_is_an_error_not_a_panic() {
+        let good = r#"<?xml version="1.0"?><CopyLog Summary="Summary"><Status>Failed</Status><ErroredEntity Path="c/a"><Category>BlobRenamed</Category></ErroredEntity></CopyLog>"#;
+        assert!(quick_xml::de::from_str::<CopyLogXml>(good).is_ok());
+        let bytes = good.as_bytes();
+        for i in 0..bytes.len() {
+            let _ = quick_xml::de::from_str::<CopyLogXml>(&good[..i.min(good.len())]);
+            for b in [b'<', b'>', b'"', b'/', b'&', b'x'] {
+                let mut m = bytes.to_vec();
+                m[i] = b;
+                if let Ok(s) = std::str::from_utf8(&m) {
+                    let _ = quick_xml::de::from_str::<CopyLogXml>(s);
+                }
+            }
+        }
+        // An entity without its required Path or Category is refused.
+        for bad in [
+            r#"<CopyLog><ErroredEntity><Category>X</Category></ErroredEntity></CopyLog>"#,
+            r#"<CopyLog><ErroredEntity Path="c/a"></ErroredEntity></CopyLog>"#,
+            r#"<CopyLog><Status>x</Status"#,
+        ] {
+            assert!(quick_xml::de::from_str::<CopyLogXml>(bad).is_err(), "{bad}");
+        }
+    }
+}
