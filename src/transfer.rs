@@ -446,15 +446,35 @@ fn plan(
     }
 }
 
+/// The directory whose existing names the preflight reports (a blob
+/// container's are not listed: `--overwrite` decides there).
+fn existing_dir(destination: &Target) -> Option<PathBuf> {
+    match destination {
+        Target::Share(path) => Some(path.clone()),
+        Target::Blob(_) => None,
+    }
+}
+
 /// The rules `f` breaks, as the object it lands as (encrypted objects carry
-/// a suffix and are larger).
-fn lint(linter: &mut Linter, f: &SourceFile, encrypted: bool) -> Vec<Violation> {
-    if encrypted {
+/// a suffix and are larger). A name the run being resumed (`own`) already
+/// landed is its own, not something in the way.
+fn lint(
+    linter: &mut Linter,
+    f: &SourceFile,
+    encrypted: bool,
+    own: Option<&LandedLookup>,
+) -> Vec<Violation> {
+    let mut found = if encrypted {
         let size = crypt::stored_size(f.size, crypt::DEFAULT_CHUNK);
         linter.check(object_rel(&f.rel, true).as_str(), size)
     } else {
         linter.check(f.rel.as_str(), f.size)
-    }
+    };
+    found.retain(|v| {
+        v.rule != Rule::ExistsAtDestination
+            || !own.is_some_and(|o| matches!(o.get(f.rel.as_str()), Ok(Some(_))))
+    });
+    found
 }
 
 /// Walks the whole tree (names and sizes only) against the destination's
@@ -474,12 +494,7 @@ fn preflight(
         let SourceEntry::File(f) = entry else {
             continue;
         };
-        for v in lint(&mut linter, &f, encrypted) {
-            if v.rule == Rule::ExistsAtDestination
-                && own.is_some_and(|o| matches!(o.get(f.rel.as_str()), Ok(Some(_))))
-            {
-                continue;
-            }
+        for v in lint(&mut linter, &f, encrypted, own) {
             count += 1;
             if first.len() < LISTED_VIOLATIONS {
                 first.push(v);
@@ -564,10 +579,7 @@ pub fn transfer(
     check_manifest_dir(&opts.manifest_dir)?;
     let mut ledger = Ledger::open(&opts.ledger)?;
     if let Some(placement) = opts.placement.as_ref().filter(|_| !opts.skip_violations) {
-        let existing = match &opts.destination {
-            Target::Share(path) => Some(path.clone()),
-            Target::Blob(_) => None,
-        };
+        let existing = existing_dir(&opts.destination);
         let open_run = ledger.open_run(&source_root.display().to_string(), &dest.describe())?;
         let own = match open_run {
             Some(id) => Some(LandedLookup::open(ledger.path(), id)?),
@@ -644,11 +656,11 @@ pub fn transfer(
         .placement
         .clone()
         .filter(|_| opts.skip_violations)
-        .map(|p| Linter::new(p, None));
+        .map(|p| Linter::new(p, existing_dir(&opts.destination)));
     let items = source::walk(&source_root).map(move |entry| match entry {
         SourceEntry::File(f) => match linter
             .as_mut()
-            .and_then(|l| lint(l, &f, encrypted).into_iter().next())
+            .and_then(|l| lint(l, &f, encrypted, lookup.as_ref()).into_iter().next())
         {
             Some(v) => Item::Ready(Done::Excluded {
                 path: f.rel.to_string(),

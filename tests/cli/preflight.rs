@@ -17,6 +17,28 @@ fn scan(ws: &Ws, dest: &std::path::Path, extra: &[&str]) -> std::process::Output
         .unwrap()
 }
 
+/// `custody [--json] transfer SRC DEST --signing-key K` plus `extra`.
+fn transfer_to(
+    ws: &Ws,
+    dest: &std::path::Path,
+    json: bool,
+    extra: &[&str],
+) -> std::process::Output {
+    let global: &[&str] = if json {
+        &["--json", "transfer"]
+    } else {
+        &["transfer"]
+    };
+    ws.custody(global)
+        .arg(&ws.src)
+        .arg(dest)
+        .arg("--signing-key")
+        .arg(ws.key())
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 fn share(ws: &Ws, rest: &str) -> PathBuf {
     let p = ws.root().join("databox/contoso_BlockBlob").join(rest);
     std::fs::create_dir_all(&p).unwrap();
@@ -153,14 +175,7 @@ fn transfer_refuses_to_start_on_a_violation() {
     let ws = Ws::new();
     mixed_tree(&ws);
     let dest = share(&ws, "pacs");
-    let out = ws
-        .custody(&["transfer"])
-        .arg(&ws.src)
-        .arg(&dest)
-        .arg("--signing-key")
-        .arg(ws.key())
-        .output()
-        .unwrap();
+    let out = transfer_to(&ws, &dest, false, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     let err = stderr(&out);
     assert!(err.contains("preflight: 2 violation(s)"), "{err}");
@@ -182,15 +197,7 @@ fn skip_violations_carries_the_rest_and_lists_the_skipped_as_excluded() {
     let ws = Ws::new();
     mixed_tree(&ws);
     let dest = share(&ws, "pacs");
-    let out = ws
-        .custody(&["--json", "transfer"])
-        .arg(&ws.src)
-        .arg(&dest)
-        .arg("--signing-key")
-        .arg(ws.key())
-        .arg("--skip-violations")
-        .output()
-        .unwrap();
+    let out = transfer_to(&ws, &dest, true, &["--skip-violations"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let j = json(&out);
     assert_eq!(j["files_copied"], 2);
@@ -211,4 +218,33 @@ fn skip_violations_carries_the_rest_and_lists_the_skipped_as_excluded() {
     assert!(dest.join("PAT1/IM1.dcm").exists());
     assert!(!dest.join("PAT1/im1.DCM").exists());
     assert!(!dest.join("PAT2/notes.").exists());
+}
+
+// Regression: --skip-violations once checked no existing names, so a file
+// already at the destination was overwritten instead of left out.
+#[test]
+fn skip_violations_leaves_names_already_at_the_destination_alone() {
+    let ws = Ws::new();
+    ws.file("PAT3/taken.dcm", b"new bytes");
+    ws.file("PAT3/free.dcm", b"free");
+    let dest = share(&ws, "pacs");
+    std::fs::create_dir_all(dest.join("PAT3")).unwrap();
+    std::fs::write(dest.join("PAT3/taken.dcm"), b"already here").unwrap();
+    let out = transfer_to(&ws, &dest, true, &["--skip-violations", "--no-verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["files_copied"], 1);
+    let excluded = ws.manifest_excluded();
+    assert_eq!(excluded.len(), 1, "{excluded:?}");
+    assert_eq!(excluded[0].0, "PAT3/taken.dcm");
+    assert!(
+        excluded[0]
+            .1
+            .starts_with("Data Box rule exists-at-destination: "),
+        "{excluded:?}"
+    );
+    assert_eq!(
+        std::fs::read(dest.join("PAT3/taken.dcm")).unwrap(),
+        b"already here"
+    );
+    assert_eq!(std::fs::read(dest.join("PAT3/free.dcm")).unwrap(), b"free");
 }
