@@ -197,6 +197,14 @@ pub fn print_json(value: &impl serde::Serialize) {
     let _ = serde_json::to_writer_pretty(&mut out, value).map(|()| writeln!(out));
 }
 
+/// The `--json` object of a check: `{"result": "pass"|"fail", "report": …}`.
+pub fn print_result(ok: bool, report: &impl serde::Serialize) {
+    print_json(&serde_json::json!({
+        "result": if ok { "pass" } else { "fail" },
+        "report": report,
+    }));
+}
+
 /// Loads a trust anchor from exactly one of the two flags.
 pub fn load_trust(
     allowed_signers: Option<&std::path::Path>,

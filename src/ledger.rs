@@ -705,17 +705,7 @@ impl Ledger {
         encryption_key_id: Option<&str>,
     ) -> Result<RunRef, LedgerError> {
         self.register_key(key)?;
-        let open: Option<(u64, Option<String>)> = self
-            .conn
-            .query_row(
-                "SELECT id, encryption_key_id FROM runs
-                 WHERE source = ?1 AND destination = ?2 AND status != 'sealed'
-                 ORDER BY id DESC LIMIT 1",
-                params![source, destination],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(self.err())?;
+        let open = self.open_run_with_key(source, destination)?;
         if let Some((run, started)) = &open
             && started.as_deref() != encryption_key_id
         {
@@ -955,13 +945,25 @@ impl Ledger {
     /// # Errors
     /// SQLite errors.
     pub fn open_run(&self, source: &str, destination: &str) -> Result<Option<u64>, LedgerError> {
+        Ok(self
+            .open_run_with_key(source, destination)?
+            .map(|(id, _)| id))
+    }
+
+    /// The open run for `source` → `destination` and the encryption key id
+    /// it was started with.
+    fn open_run_with_key(
+        &self,
+        source: &str,
+        destination: &str,
+    ) -> Result<Option<(u64, Option<String>)>, LedgerError> {
         self.conn
             .query_row(
-                "SELECT id FROM runs
+                "SELECT id, encryption_key_id FROM runs
                  WHERE source = ?1 AND destination = ?2 AND status != 'sealed'
                  ORDER BY id DESC LIMIT 1",
                 params![source, destination],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(self.err())

@@ -9,7 +9,7 @@ use custody::ledger::{Event, Ledger, LedgerError};
 use custody::manifest::{Manifest, SignedFile};
 
 use super::verify::{TrustArgs, open_manifest_file};
-use super::{Code, Failure, Global, Outcome, print_json};
+use super::{Code, Failure, Global, Outcome, print_result};
 
 /// Reconcile what a Data Box reports with a sealed manifest.
 #[derive(Debug, clap::Subcommand)]
@@ -144,10 +144,7 @@ fn run_check<R: Check, E: Into<anyhow::Error>>(
             .map_err(Failure::usage)?;
     }
     if g.json {
-        print_json(&serde_json::json!({
-            "result": if report.ok() { "pass" } else { "fail" },
-            "report": report,
-        }));
+        print_result(report.ok(), &report);
     } else if !g.quiet {
         report.print();
     }

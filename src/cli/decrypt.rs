@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::render::{self, Renderer};
 use super::verify::TrustArgs;
-use super::{Code, Failure, Global, Outcome, print_json};
+use super::{Code, Failure, Global, Outcome, print_result};
 
 /// Decrypt every *.custody-enc object under SRC into DEST (names without
 /// the suffix), checking every chunk's tag.
@@ -102,10 +102,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
     // does not fit) is a configuration problem: nothing was restored.
     .map_err(Failure::usage)?;
     if g.json {
-        print_json(&serde_json::json!({
-            "result": if report.ok() { "pass" } else { "fail" },
-            "report": report,
-        }));
+        print_result(report.ok(), &report);
     } else if !g.quiet {
         for s in &report.skipped {
             println!("SKIPPED    {s}: not an encrypted custody object");
