@@ -426,23 +426,42 @@ fn join(prefix: &str, path: &str) -> String {
     }
 }
 
+/// The names already taken at a destination, for the
+/// `exists-at-destination` rule: Data Box merges folders into existing
+/// containers and overwrites same-named blobs.
+pub trait Occupied: fmt::Debug + Send + Sync {
+    /// What already holds `path` (relative to the destination root), for
+    /// the report, or `None` if the name is free.
+    fn occupied(&self, path: &str) -> Option<String>;
+}
+
+/// A directory (a mounted share): a name is taken if anything is there.
+impl Occupied for std::path::PathBuf {
+    fn occupied(&self, path: &str) -> Option<String> {
+        let at = self.join(path);
+        at.symlink_metadata()
+            .is_ok()
+            .then(|| format!("{} already exists", at.display()))
+    }
+}
+
 /// The rules of a [`Placement`] applied to a whole tree, fed one file at a
 /// time in walk order (each folder's entries together, as
 /// [`crate::source::walk`] yields them): the per-file rules, names that
-/// differ only by case within a folder, and, for a destination directory,
-/// names that already exist there.
+/// differ only by case within a folder, and, given what the destination
+/// already holds, names that are taken there.
 #[derive(Debug)]
 pub struct Linter {
     placement: Placement,
-    existing: Option<std::path::PathBuf>,
+    existing: Option<std::sync::Arc<dyn Occupied>>,
     /// The folders on the current path, root first.
     open: Vec<Folder>,
 }
 
 impl Linter {
     /// Checks files against `placement`; with `existing`, also whether each
-    /// file's name is already taken in that directory (the destination).
-    pub fn new(placement: Placement, existing: Option<std::path::PathBuf>) -> Self {
+    /// file's name is already taken at the destination.
+    pub fn new(placement: Placement, existing: Option<std::sync::Arc<dyn Occupied>>) -> Self {
         Linter {
             placement,
             existing,
@@ -459,13 +478,11 @@ impl Linter {
     pub fn check(&mut self, path: &str, size: u64) -> Vec<Violation> {
         let mut out = self.placement.check(path, size);
         out.extend(self.case(path));
-        if let Some(root) = &self.existing
-            && root.join(path).symlink_metadata().is_ok()
-        {
+        if let Some(detail) = self.existing.as_ref().and_then(|e| e.occupied(path)) {
             out.push(Violation {
                 path: path.to_owned(),
                 rule: Rule::ExistsAtDestination,
-                detail: format!("{} already exists", root.join(path).display()),
+                detail,
             });
         }
         out
@@ -686,7 +703,7 @@ mod tests {
         std::fs::write(dir.path().join("a/old.dcm"), b"x").unwrap();
         let mut l = Linter::new(
             share("/mnt/databox/contoso_BlockBlob/pacs"),
-            Some(dir.path().to_path_buf()),
+            Some(std::sync::Arc::new(dir.path().to_path_buf())),
         );
         assert_eq!(
             l.check("a/old.dcm", 1)

@@ -9,6 +9,7 @@
 //! power loss could take back.
 
 pub mod blob;
+pub mod names;
 pub mod share;
 
 use std::io::{Read, Write};

@@ -31,8 +31,8 @@ pub struct ScanOptions {
     pub jobs: usize,
     /// Check every file against this destination's Data Box rules.
     pub placement: Option<Placement>,
-    /// The destination directory, to report names already taken there.
-    pub existing: Option<PathBuf>,
+    /// What the destination already holds, to report names taken there.
+    pub existing: Option<std::sync::Arc<dyn crate::databox::Occupied>>,
 }
 
 /// Receives what a scan finds as it goes; the inventory itself is returned
@@ -54,6 +54,9 @@ pub struct Preflight {
     pub violations: u64,
     /// Violations by rule.
     pub by_rule: BTreeMap<Rule, u64>,
+    /// Whether names already taken at the destination were looked for
+    /// (not for a blob URL without a credential in the environment).
+    pub existing_checked: bool,
 }
 
 /// Upper bounds (exclusive) of the size histogram's buckets; the last
@@ -118,7 +121,7 @@ pub struct Inventory {
 }
 
 impl Inventory {
-    fn new(source: PathBuf, placement: Option<Placement>) -> Self {
+    fn new(source: PathBuf, placement: Option<Placement>, existing_checked: bool) -> Self {
         let mut from = 0;
         let histogram = BUCKETS
             .iter()
@@ -152,6 +155,7 @@ impl Inventory {
                 placement,
                 violations: 0,
                 by_rule: BTreeMap::new(),
+                existing_checked,
             }),
         }
     }
@@ -250,7 +254,11 @@ pub fn scan(
         ));
     }
     std::fs::read_dir(&opts.source)?;
-    let mut inv = Inventory::new(opts.source.clone(), opts.placement.clone());
+    let mut inv = Inventory::new(
+        opts.source.clone(),
+        opts.placement.clone(),
+        opts.existing.is_some(),
+    );
     let mut linter = opts
         .placement
         .clone()
@@ -374,7 +382,7 @@ mod tests {
 
     #[test]
     fn inventory_buckets_largest_and_depth() {
-        let mut inv = Inventory::new(PathBuf::from("/src"), None);
+        let mut inv = Inventory::new(PathBuf::from("/src"), None, false);
         for (p, s) in [
             ("a", 0),
             ("b/c", 4095),

@@ -15,15 +15,17 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::json;
 
 use crate::crypt::{self, EncryptWriter, EncryptionKey};
-use crate::databox::{Linter, Placement, Rule, Violation};
+use crate::databox::{Linter, Occupied, Placement, Rule, Violation};
 use crate::dest::Target;
-use crate::dest::blob::{Blob, BlobOptions};
+use crate::dest::blob::{Blob, BlobOptions, Overwrite};
+use crate::dest::names::Names;
 use crate::dest::share::Share;
 use crate::dest::{DestError, Destination};
 use crate::digest::{CHUNK, HashingWriter, Sums};
@@ -446,45 +448,65 @@ fn plan(
     }
 }
 
-/// The directory whose existing names the preflight reports (a blob
-/// container's are not listed: `--overwrite` decides there).
-fn existing_dir(destination: &Target) -> Option<PathBuf> {
-    match destination {
-        Target::Share(path) => Some(path.clone()),
+/// What the destination already holds, for the preflight's
+/// `exists-at-destination` rule: a directory is asked name by name; a
+/// container is listed once into an on-disk set, unless `--overwrite`
+/// already says that existing blobs may be replaced.
+fn existing(
+    opts: &TransferOptions,
+    dest: &dyn Destination,
+) -> Result<Option<Arc<dyn Occupied>>, TransferError> {
+    Ok(match &opts.destination {
+        Target::Share(path) => Some(Arc::new(path.clone())),
+        Target::Blob(_) if opts.blob.overwrite == Overwrite::Never => {
+            let names = Names::list(dest)?;
+            tracing::debug!(
+                names = names.len(),
+                "listed the container for the preflight"
+            );
+            Some(Arc::new(names))
+        }
         Target::Blob(_) => None,
-    }
+    })
 }
 
 /// The rules `f` breaks, as the object it lands as (encrypted objects carry
-/// a suffix and are larger). A name the run being resumed (`own`) already
-/// landed is its own, not something in the way.
+/// a suffix and are larger).
+///
+/// In a resumed run (`own` is its landings), a name already taken at the
+/// destination is the run's own if the run recorded it, or if it holds
+/// exactly the size this file lands as: an attempt killed between making
+/// a batch visible and recording it leaves such names behind. (Its first
+/// attempt's preflight found every name free; and a blob's content is
+/// still compared at landing under `--overwrite never`.)
 fn lint(
     linter: &mut Linter,
     f: &SourceFile,
     encrypted: bool,
-    own: Option<&LandedLookup>,
+    own: Option<(&LandedLookup, &dyn Destination)>,
 ) -> Vec<Violation> {
-    let mut found = if encrypted {
-        let size = crypt::stored_size(f.size, crypt::DEFAULT_CHUNK);
-        linter.check(object_rel(&f.rel, true).as_str(), size)
-    } else {
-        linter.check(f.rel.as_str(), f.size)
+    let object = object_rel(&f.rel, encrypted);
+    let size = match encrypted {
+        true => crypt::stored_size(f.size, crypt::DEFAULT_CHUNK),
+        false => f.size,
     };
-    found.retain(|v| {
-        v.rule != Rule::ExistsAtDestination
-            || !own.is_some_and(|o| matches!(o.get(f.rel.as_str()), Ok(Some(_))))
-    });
+    let mut found = linter.check(object.as_str(), size);
+    let ours = |(run, dest): (&LandedLookup, &dyn Destination)| {
+        matches!(run.get(f.rel.as_str()), Ok(Some(_)))
+            || matches!(dest.landed_size(&object), Ok(Some(s)) if s == size)
+    };
+    found.retain(|v| v.rule != Rule::ExistsAtDestination || !own.is_some_and(ours));
     found
 }
 
 /// Walks the whole tree (names and sizes only) against the destination's
 /// rules and refuses the transfer if anything breaks one. A name the open
-/// run (`own`) already landed is its own, not something in the way.
+/// run (`own`) landed is its own, not something in the way (see [`lint`]).
 fn preflight(
     source: &Path,
     placement: &Placement,
-    existing: Option<PathBuf>,
-    own: Option<&LandedLookup>,
+    existing: Option<Arc<dyn Occupied>>,
+    own: Option<(&LandedLookup, &dyn Destination)>,
     encrypted: bool,
 ) -> Result<(), TransferError> {
     let mut first = placement.check_destination();
@@ -579,7 +601,7 @@ pub fn transfer(
     check_manifest_dir(&opts.manifest_dir)?;
     let mut ledger = Ledger::open(&opts.ledger)?;
     if let Some(placement) = opts.placement.as_ref().filter(|_| !opts.skip_violations) {
-        let existing = existing_dir(&opts.destination);
+        let existing = existing(opts, dest)?;
         let open_run = ledger.open_run(&source_root.display().to_string(), &dest.describe())?;
         let own = match open_run {
             Some(id) => Some(LandedLookup::open(ledger.path(), id)?),
@@ -589,7 +611,7 @@ pub fn transfer(
             &source_root,
             placement,
             existing,
-            own.as_ref(),
+            own.as_ref().map(|o| (o, dest)),
             opts.encryption.is_some(),
         )?;
     }
@@ -652,16 +674,15 @@ pub fn transfer(
     let encrypted = opts.encryption.is_some();
     // With --skip-violations, files that break a rule are excluded as the
     // walk meets them (in walk order, as the case check needs).
-    let mut linter = opts
-        .placement
-        .clone()
-        .filter(|_| opts.skip_violations)
-        .map(|p| Linter::new(p, existing_dir(&opts.destination)));
+    let mut linter = match opts.placement.clone().filter(|_| opts.skip_violations) {
+        Some(p) => Some(Linter::new(p, existing(opts, dest)?)),
+        None => None,
+    };
     let items = source::walk(&source_root).map(move |entry| match entry {
-        SourceEntry::File(f) => match linter
-            .as_mut()
-            .and_then(|l| lint(l, &f, encrypted, lookup.as_ref()).into_iter().next())
-        {
+        SourceEntry::File(f) => match linter.as_mut().and_then(|l| {
+            let own = lookup.as_ref().map(|o| (o, dest_ref));
+            lint(l, &f, encrypted, own).into_iter().next()
+        }) {
             Some(v) => Item::Ready(Done::Excluded {
                 path: f.rel.to_string(),
                 reason: format!("Data Box rule {}: {}", v.rule, v.detail).into(),

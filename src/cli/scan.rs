@@ -3,10 +3,13 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use custody::databox::{Placement, Profile, Violation};
+use custody::databox::{Occupied, Placement, Profile, Violation};
 use custody::dest;
+use custody::dest::blob::{Blob, BlobOptions};
+use custody::dest::names::Names;
 use custody::scan::{self, Hashed, Inventory, ScanOptions, ScanSink};
 
 use super::render::{self, Renderer};
@@ -79,15 +82,18 @@ impl From<ProfileArg> for Profile {
     }
 }
 
-/// Where `--dest` (with `--profile`) places files, and the directory to
-/// look for existing names in.
+/// Where `--dest` (with `--profile`) places files, and what it already
+/// holds: a directory is asked name by name, a blob container is listed
+/// (nothing, if it does not exist yet).
 ///
 /// # Errors
-/// A malformed URL, or a plain directory without `--profile`.
-pub fn placement(
+/// A malformed URL, a plain directory without `--profile`, or a container
+/// that cannot be listed.
+fn placement(
     dest_arg: &std::path::Path,
     profile: Option<ProfileArg>,
-) -> Result<(Placement, Option<PathBuf>), Failure> {
+    g: &Global,
+) -> Result<(Placement, Option<Arc<dyn Occupied>>), Failure> {
     let target = dest::Target::parse(dest_arg).map_err(Failure::usage)?;
     let placement =
         Placement::for_destination(&target, profile.map(Profile::from)).ok_or_else(|| {
@@ -97,9 +103,30 @@ pub fn placement(
                 dest_arg.display()
             ))
         })?;
-    let existing = match target {
-        dest::Target::Share(p) => Some(p),
-        dest::Target::Blob(_) => None,
+    let existing: Option<Arc<dyn Occupied>> = match target {
+        dest::Target::Share(p) => Some(Arc::new(p)),
+        // Without a credential the names are still linted; the report
+        // says that existing blobs were not looked for.
+        dest::Target::Blob(_) if !dest::blob::auth::is_set() => None,
+        dest::Target::Blob(url) => {
+            let options = BlobOptions {
+                ca_file: g.ca_file.clone(),
+                ..BlobOptions::default()
+            };
+            // A container that does not exist yet holds nothing.
+            let listed = Blob::open_if_exists(&url, &options)
+                .and_then(|b| match b {
+                    Some(b) => Names::list(&b),
+                    None => Names::empty(url.to_string()),
+                })
+                .map_err(|e| {
+                    Failure::usage(e).hint(
+                        "the preflight lists the container to find names already taken; \
+                         check the credential and that the endpoint answers",
+                    )
+                })?;
+            Some(Arc::new(listed))
+        }
     };
     Ok((placement, existing))
 }
@@ -159,7 +186,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
     }
     let (placement, existing) = match &args.dest {
         Some(d) => {
-            let (p, e) = placement(d, args.profile)?;
+            let (p, e) = placement(d, args.profile, g)?;
             (Some(p), e)
         }
         None => (None, None),
@@ -262,6 +289,12 @@ fn print_inventory(inv: &Inventory) {
             Some(c) => format!("container {c}"),
             None => "containers named by each first folder".to_owned(),
         };
+        if !p.existing_checked {
+            eprintln!(
+                "note: no blob credential in the environment, so names already in the \
+                 container were not looked for (`custody transfer` always looks)"
+            );
+        }
         if p.violations == 0 {
             println!("preflight ({}, {into}): no violations", p.placement.profile);
         } else {

@@ -205,6 +205,43 @@ impl Blob {
     /// [`DestError::Unusable`] naming the URL and the cause (bad URL, no
     /// credential, authentication refused, endpoint not answering).
     pub fn open(url: &BlobUrl, create: bool, options: &BlobOptions) -> Result<Self, DestError> {
+        let (blob, exists) = Self::connect(url, options)?;
+        let unusable = |reason: String| DestError::Unusable {
+            path: url.to_string().into(),
+            reason,
+        };
+        if !exists {
+            if !create {
+                return Err(unusable(format!(
+                    "container {} does not exist",
+                    url.container
+                )));
+            }
+            let container = blob.container().map_err(|e| unusable(describe(&e)))?;
+            blob.retry("create the container", || async {
+                match container.create(None).await {
+                    Err(e) if status(&e).is_some_and(|s| u16::from(s) == 409) => Ok(()),
+                    other => other.map(|_| ()),
+                }
+            })
+            .map_err(|e| unusable(describe(&e)))?;
+        }
+        Ok(blob)
+    }
+
+    /// Opens a blob destination that may not exist yet, as [`Blob::open`]
+    /// does without creating anything: `None` if the container does not
+    /// exist.
+    ///
+    /// # Errors
+    /// As [`Blob::open`].
+    pub fn open_if_exists(url: &BlobUrl, options: &BlobOptions) -> Result<Option<Self>, DestError> {
+        let (blob, exists) = Self::connect(url, options)?;
+        Ok(exists.then_some(blob))
+    }
+
+    /// A client for `url`, and whether its container exists.
+    fn connect(url: &BlobUrl, options: &BlobOptions) -> Result<(Self, bool), DestError> {
         let unusable = |reason: String| DestError::Unusable {
             path: url.to_string().into(),
             reason,
@@ -238,22 +275,8 @@ impl Blob {
         let exists = blob
             .retry("check the container", || container.exists())
             .map_err(|e| unusable(describe(&e)))?;
-        if !exists {
-            if !create {
-                return Err(unusable(format!(
-                    "container {} does not exist",
-                    url.container
-                )));
-            }
-            blob.retry("create the container", || async {
-                match container.create(None).await {
-                    Err(e) if status(&e).is_some_and(|s| u16::from(s) == 409) => Ok(()),
-                    other => other.map(|_| ()),
-                }
-            })
-            .map_err(|e| unusable(describe(&e)))?;
-        }
-        Ok(blob)
+        drop(container);
+        Ok((blob, exists))
     }
 
     /// Transfer counters.

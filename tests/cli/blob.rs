@@ -126,12 +126,61 @@ fn verify_names_overwritten_deleted_and_extra_blobs() {
 }
 
 #[test]
-fn existing_blobs_are_not_overwritten_unless_asked() {
+fn existing_blobs_are_refused_before_anything_moves_unless_overwrite_allows() {
     let (ws, az) = setup();
     ws.file("a.dcm", b"ours");
+    ws.file("b.dcm", b"also ours");
     az.create_container("pacs");
     az.put("pacs", "a.dcm", b"theirs, already there");
     let url = az.url("pacs");
+    // The preflight lists the container: `scan` names the blob in the way…
+    let mut scan = ws.custody(&["scan"]);
+    scan.arg(&ws.src).arg("--dest").arg(&url);
+    let out = with_key(scan).assert().code(2).get_output().clone();
+    assert!(
+        stdout(&out).contains(&format!(
+            "VIOLATION exists-at-destination: a.dcm: {url}/a.dcm already exists"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    // …and `transfer` refuses before anything moves.
+    let out = transfer_to(&ws, &url, &[])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    assert!(stderr(&out).contains("a.dcm"), "{}", stderr(&out));
+    assert_eq!(az.names("pacs"), ["a.dcm"]);
+    assert_eq!(landed_rows(&ws.ledger), 0);
+    // An explicit overwrite policy says existing blobs may be replaced.
+    let s = transfer_ok(&ws, &url, &["--overwrite", "if-different"]);
+    assert_eq!(s["files_copied"], 2);
+    assert_eq!(az.names("pacs"), ["a.dcm", "b.dcm"]);
+}
+
+/// In a resumed run, a blob of exactly the size a file lands as is taken
+/// to be the run's own unrecorded landing (a kill after the commit and
+/// before the record): the preflight lets it through, and the landing
+/// still compares content, so a stranger of the same size is never
+/// overwritten under `--overwrite never`.
+#[test]
+fn a_resumed_run_still_never_overwrites_a_same_size_stranger() {
+    let (ws, az) = setup();
+    ws.file("a.dcm", &bytes(1, 3000));
+    let growing = ws.file("growing.dcm", &bytes(2, 16 << 20));
+    let url = az.url("pacs");
+    let grower = Grower::start(&growing);
+    let first = transfer_to(&ws, &url, &["--no-verify"])
+        .assert()
+        .code(3)
+        .get_output()
+        .clone();
+    drop(grower);
+    assert_eq!(json(&first)["files_copied"], 1);
+
+    ws.file("c.dcm", &bytes(3, 100));
+    az.put("pacs", "c.dcm", &bytes(4, 100));
     let out = transfer_to(&ws, &url, &[])
         .assert()
         .code(3)
@@ -142,14 +191,15 @@ fn existing_blobs_are_not_overwritten_unless_asked() {
         "{}",
         stderr(&out)
     );
-    let s = json(
-        &transfer_to(&ws, &url, &["--overwrite", "if-different"])
-            .assert()
-            .code(0)
-            .get_output()
-            .clone(),
-    );
-    assert_eq!(s["files_copied"], 1);
+    assert_eq!(json(&out)["run"]["resumed"], true);
+    let mut scan = ws.custody(&["scan"]);
+    scan.arg(&ws.src).arg("--dest").arg(&url);
+    with_key(scan).assert().code(2);
+
+    az.delete("pacs", "c.dcm");
+    let s = transfer_ok(&ws, &url, &[]);
+    assert_eq!(s["verify"]["discrepancies"].as_array().unwrap().len(), 0);
+    assert_eq!(az.names("pacs"), ["a.dcm", "c.dcm", "growing.dcm"]);
 }
 
 #[test]
@@ -226,8 +276,13 @@ fn credentials_wrong_key_tampered_sas_valid_sas_and_no_secret_in_output() {
     c.env_remove("AZURE_STORAGE_KEY")
         .env("AZURE_STORAGE_SAS_TOKEN", &tampered);
     c.assert().code(2);
+    // (Into a new container: `pacs` holds the tree already, which the
+    // preflight would refuse.)
     let mut c = ws.custody(&["-vv", "transfer"]);
-    c.arg(&ws.src).arg(&url).arg("--signing-key").arg(ws.key());
+    c.arg(&ws.src)
+        .arg(az.url("pacs-sas"))
+        .arg("--signing-key")
+        .arg(ws.key());
     c.env_remove("AZURE_STORAGE_KEY")
         .env("AZURE_STORAGE_SAS_TOKEN", &sas);
     let out = c.assert().code(0).get_output().clone();

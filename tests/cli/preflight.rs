@@ -149,8 +149,16 @@ fn the_data_box_rest_endpoint_has_the_shorter_name_limit() {
         stdout(&out)
     );
     assert!(stdout(&out).contains("(880 allowed)"), "{}", stdout(&out));
+    // Without a credential the names are linted, and the report says that
+    // existing blobs were not looked for.
     let azure = PathBuf::from("https://contoso.blob.core.windows.net/pacs");
-    assert_eq!(scan(&ws, &azure, &[]).status.code(), Some(0));
+    let out = scan(&ws, &azure, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("names already in the container were not looked for"),
+        "{}",
+        stderr(&out)
+    );
     // A bad container in the URL is the destination's own violation.
     let bad = PathBuf::from("https://contoso.blob.core.windows.net/PACS");
     let out = scan(&ws, &bad, &[]);
@@ -247,4 +255,53 @@ fn skip_violations_leaves_names_already_at_the_destination_alone() {
         b"already here"
     );
     assert_eq!(std::fs::read(dest.join("PAT3/free.dcm")).unwrap(), b"free");
+}
+
+/// A resumed run against a Data Box share: names its first attempt landed
+/// (recorded, or left unrecorded by a kill between making a batch visible
+/// and recording it) are its own; a different file that appeared under one
+/// of its names is still refused, before anything moves.
+#[test]
+fn a_resumed_run_owns_its_landings_and_still_refuses_strangers() {
+    let ws = Ws::new();
+    ws.file("PAT1/a.dcm", &bytes(1, 4000));
+    ws.file("PAT1/b.dcm", &bytes(2, 4000));
+    let growing = ws.file("PAT1/growing.dcm", &bytes(3, 16 << 20));
+    let dest = share(&ws, "pacs");
+    let grower = crate::support::Grower::start(&growing);
+    let first = transfer_to(&ws, &dest, true, &["--no-verify"]);
+    drop(grower);
+    assert_eq!(first.status.code(), Some(3), "{}", stderr(&first));
+    assert_eq!(json(&first)["files_copied"], 2);
+
+    // What a kill after the rename and before the record leaves: c.dcm at
+    // its final name with its own bytes, unrecorded.
+    let c = bytes(4, 3000);
+    ws.file("PAT1/c.dcm", &c);
+    std::fs::write(dest.join("PAT1/c.dcm"), &c).unwrap();
+    // And a stranger under a name the run has not landed.
+    ws.file("PAT1/d.dcm", &bytes(5, 2000));
+    std::fs::write(dest.join("PAT1/d.dcm"), b"someone else's file").unwrap();
+
+    let out = transfer_to(&ws, &dest, false, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    let named: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("exists-at-destination"))
+        .collect();
+    assert_eq!(named.len(), 1, "{said}");
+    assert!(named[0].contains("PAT1/d.dcm"), "{said}");
+    assert_eq!(
+        std::fs::read(dest.join("PAT1/d.dcm")).unwrap(),
+        b"someone else's file"
+    );
+
+    std::fs::remove_file(dest.join("PAT1/d.dcm")).unwrap();
+    let s = json(&transfer_to(&ws, &dest, true, &[]));
+    assert_eq!(s["status"], "complete", "{s}");
+    assert_eq!(s["run"]["resumed"], true);
+    assert_eq!(s["files_skipped"], 2);
+    assert_eq!(s["verify"]["discrepancies"].as_array().unwrap().len(), 0);
+    crate::support::assert_same_tree(&ws.src, &dest);
 }

@@ -173,6 +173,19 @@ impl Azurite {
         props.metadata().unwrap()
     }
 
+    /// The names of the committed blobs in `container`, sorted.
+    pub fn names(&self, container: &str) -> Vec<String> {
+        use futures::TryStreamExt;
+        let c = self.container(container);
+        let mut pager = c.list_blobs(None).unwrap();
+        let mut names = Vec::new();
+        while let Some(item) = Self::rt().block_on(pager.try_next()).unwrap() {
+            names.push(item.name.unwrap_or_default());
+        }
+        names.sort();
+        names
+    }
+
     /// Number of uncommitted blocks of a blob (0 when none or absent).
     pub fn uncommitted_blocks(&self, container: &str, name: &str) -> usize {
         let c = self.container(container);

@@ -158,6 +158,13 @@ impl fmt::Debug for Credential {
     }
 }
 
+/// Whether any of the credential variables is set (not whether it works).
+pub fn is_set() -> bool {
+    [SAS_ENV, KEY_ENV, CONNECTION_STRING_ENV]
+        .iter()
+        .any(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()))
+}
+
 impl Credential {
     /// Reads the credential for `url` from the environment, in this order:
     /// `AZURE_STORAGE_SAS_TOKEN`, `AZURE_STORAGE_KEY` (for the URL's
