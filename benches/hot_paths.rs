@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use custody::ledger::{LandedFile, Ledger};
-use custody::manifest::{ChainHead, FileEntry, Manifest, Operator, Tool, Totals};
+use custody::manifest::{ChainHead, DicomEntry, FileEntry, Manifest, Operator, Tool, Totals};
 
 fn hash(c: &mut Criterion) {
     let data = vec![0x5au8; 16 << 20];
@@ -68,6 +68,14 @@ fn files(n: usize) -> Vec<FileEntry> {
             path: format!("PAT{:05}/STUDY{}/SERIES{}/IM{i:06}", i / 400, i % 4, i % 7),
             size: 400_000 + i as u64,
             stored: None,
+            // As for a PACS archive: every file an instance.
+            dicom: Some(DicomEntry {
+                instance: Some(format!("1.2.826.0.1.3680043.8.498.{}.{i}", i / 400)),
+                modality: Some("CT".into()),
+                series: Some(format!("1.2.826.0.1.3680043.8.498.{}.{}", i / 400, i % 7)),
+                sop_class: Some("1.2.840.10008.5.1.4.1.1.2".into()),
+                study: Some(format!("1.2.826.0.1.3680043.8.498.{}", i / 400)),
+            }),
         })
         .collect()
 }
@@ -131,6 +139,7 @@ fn ledger_insert(c: &mut Criterion) {
             blake3: f.blake3,
             crc64: f.crc64,
             stored: None,
+            dicom: f.dicom,
         })
         .collect();
     let mut grp = c.benchmark_group("ledger");

@@ -20,10 +20,11 @@ use crate::digest::frame;
 use crate::keys::{self, KeyError, SigningKey, Trust};
 use crate::manifest::{self, ChainHead, Excluded, FileEntry, Manifest, StoredEntry, Written};
 use crate::relpath;
+use crate::source::dicom::Instance;
 use crate::source::mtime_rfc3339;
 
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// The collation (registered on every connection) that orders paths as a
 /// manifest lists them.
 const COMPONENTS: &str = "custody_components";
@@ -246,6 +247,8 @@ pub struct LandedFile {
     pub crc64: Option<String>,
     /// The stored (encrypted) object, when it differs from the plaintext.
     pub stored: Option<Stored>,
+    /// The DICOM instance the file holds (schema 4), when it is one.
+    pub dicom: Option<Instance>,
 }
 
 /// Size and hash of a stored object that is not the plaintext.
@@ -338,6 +341,13 @@ pub struct Ledger {
     path: PathBuf,
 }
 
+/// Version 3 → 4: landed rows record the DICOM instance a file holds (its
+/// UIDs and modality, as the canonical JSON of the manifest's `dicom`
+/// object), when it is one.
+const MIGRATE_V4: &str = r#"
+ALTER TABLE landed ADD COLUMN dicom TEXT;
+"#;
+
 fn hex(h: blake3::Hash) -> String {
     h.to_hex().to_string()
 }
@@ -367,14 +377,28 @@ pub fn event_hash(
     hex(blake3::hash(&b))
 }
 
+/// A `landed.dicom` column: the canonical JSON of an [`Instance`]. A value
+/// that does not parse is a conversion error naming the column (an edited
+/// ledger), never a silent `None`.
+fn dicom_column(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<Instance>> {
+    let Some(text) = r.get::<_, Option<String>>(i)? else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    })
+}
+
 /// The hash of a landed-file row (see `docs/ledger.md`, "Landed rows").
 pub fn row_hash(run: u64, event_seq: u64, f: &LandedFile) -> String {
     let mut b = Vec::with_capacity(256 + f.path.len());
-    let tag: &[u8] = match (&f.crc64, &f.stored) {
-        (None, None) => b"custody-landed/1",
-        (None, Some(_)) => b"custody-landed/2",
-        (Some(_), None) => b"custody-landed/3",
-        (Some(_), Some(_)) => b"custody-landed/4",
+    let tag: &[u8] = match (&f.crc64, &f.stored, &f.dicom) {
+        (None, None, _) => b"custody-landed/1",
+        (None, Some(_), _) => b"custody-landed/2",
+        (Some(_), None, None) => b"custody-landed/3",
+        (Some(_), Some(_), None) => b"custody-landed/4",
+        (Some(_), None, Some(_)) => b"custody-landed/5",
+        (Some(_), Some(_), Some(_)) => b"custody-landed/6",
     };
     frame(&mut b, tag);
     frame(&mut b, run.to_string().as_bytes());
@@ -392,6 +416,10 @@ pub fn row_hash(run: u64, event_seq: u64, f: &LandedFile) -> String {
         if f.crc64.is_some() {
             frame(&mut b, st.crc64.as_deref().unwrap_or("").as_bytes());
         }
+    }
+    // Schema 4 rows always carry the CRC64 (tags 5 and 6).
+    if let (Some(_), Some(d)) = (&f.crc64, &f.dicom) {
+        frame(&mut b, d.to_json().as_bytes());
     }
     hex(blake3::hash(&b))
 }
@@ -526,7 +554,12 @@ impl Ledger {
         if version > 0 && version < SCHEMA_VERSION {
             self.backup(version)?;
         }
-        let steps: [(i64, &str); 3] = [(1, SCHEMA_V1), (2, MIGRATE_V2), (3, MIGRATE_V3)];
+        let steps: [(i64, &str); 4] = [
+            (1, SCHEMA_V1),
+            (2, MIGRATE_V2),
+            (3, MIGRATE_V3),
+            (4, MIGRATE_V4),
+        ];
         for (to, sql) in steps.into_iter().filter(|(to, _)| *to > version) {
             let path = self.path.clone();
             let tx = self
@@ -812,8 +845,8 @@ impl Ledger {
                 let mut ins = tx
                     .prepare_cached(
                         "INSERT INTO landed (run_id, event_seq, path, size, mtime_ns, blake3, row_hash,
-                                             stored_size, stored_blake3, crc64, stored_crc64)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                             stored_size, stored_blake3, crc64, stored_crc64, dicom)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                     )
                     .map_err(sql)?;
                 for (f, h) in landed.iter().zip(&hashes) {
@@ -829,6 +862,10 @@ impl Ledger {
                         f.stored.as_ref().map(|s| s.blake3.as_str()),
                         f.crc64,
                         f.stored.as_ref().and_then(|s| s.crc64.as_deref()),
+                        f.dicom
+                            .as_ref()
+                            .filter(|_| f.crc64.is_some())
+                            .map(Instance::to_json),
                     ])
                     .map_err(sql)?;
                 }
@@ -897,7 +934,8 @@ impl Ledger {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT path, size, mtime_ns, blake3, stored_size, stored_blake3, crc64, stored_crc64
+                "SELECT path, size, mtime_ns, blake3, stored_size, stored_blake3, crc64, stored_crc64,
+                        dicom
                  FROM landed
                  WHERE id IN (SELECT MAX(id) FROM landed WHERE run_id = ?1 GROUP BY path)
                  ORDER BY path COLLATE {COMPONENTS}"
@@ -923,6 +961,7 @@ impl Ledger {
                     mtime: mtime_rfc3339(r.get(2)?),
                     blake3: r.get(3)?,
                     crc64: r.get(6)?,
+                    dicom: dicom_column(r, 8)?,
                 })
             })
             .map_err(self.err())?;
@@ -1455,7 +1494,7 @@ impl Ledger {
             .conn
             .prepare_cached(
                 "SELECT id, run_id, path, size, mtime_ns, blake3, row_hash, stored_size, stored_blake3,
-                        crc64, stored_crc64
+                        crc64, stored_crc64, dicom
                  FROM landed WHERE event_seq = ?1 ORDER BY id",
             )
             .map_err(self.err())?;
@@ -1478,6 +1517,7 @@ impl Ledger {
                             }),
                             _ => None,
                         },
+                        dicom: dicom_column(r, 11)?,
                     },
                     r.get::<_, String>(6)?,
                 ))
@@ -1664,6 +1704,7 @@ mod tests {
             blake3: blake3::hash(b"synthetic CT slice 1\n").to_hex().to_string(),
             crc64: None,
             stored: None,
+            dicom: None,
         };
         let r = row_hash(1, 2, &f);
         assert_eq!(r, ROW_VECTOR);
@@ -1680,7 +1721,21 @@ mod tests {
             crc64: Some("24cd58459e540cc3".into()),
         });
         assert_eq!(row_hash(1, 2, &f), ROW_VECTOR_4);
+        // Schema 4 rows of DICOM instances: tags 6 (encrypted) and 5.
+        f.dicom = Some(Instance {
+            instance: Some("1.2.826.0.1.3680043.8.498.1".into()),
+            modality: Some("CT".into()),
+            series: Some("1.2.826.0.1.3680043.8.498.2".into()),
+            sop_class: Some("1.2.840.10008.5.1.4.1.1.2".into()),
+            study: Some("1.2.826.0.1.3680043.8.498.3".into()),
+        });
+        assert_eq!(row_hash(1, 2, &f), ROW_VECTOR_6);
+        f.stored = None;
+        assert_eq!(row_hash(1, 2, &f), ROW_VECTOR_5);
     }
+
+    const ROW_VECTOR_5: &str = "cf9916edfb21e553b7d9f6783a2901db0222c60b7dc22bcb35937a7c9b626298";
+    const ROW_VECTOR_6: &str = "69abaa75345bc0f8b6d1b621890ea25e2ea4a02b40f2b723549f85603d55a3a8";
 
     const ROW_VECTOR_3: &str = "2effcd97876425acee64137bf289496784aa6b5054bc197082095507fbf5bf55";
     const ROW_VECTOR_4: &str = "9f1c5ea34934ad3447a08b6d0482543b5213edd9c8eced561ace5673860d57d0";
@@ -1704,6 +1759,7 @@ mod tests {
             blake3: blake3::hash(b"a").to_hex().to_string(),
             crc64: Some("8c2f8445b4cbfc3c".into()),
             stored: None,
+            dicom: None,
         };
         l.record_batch(
             run.id,

@@ -21,6 +21,8 @@ pub use stream::{
 use crate::digest;
 use crate::keys::{self, KeyError, Signer, SigningKey, Trust};
 use crate::relpath::{self, RelPath};
+/// A file entry's `dicom` object (version 4).
+pub use crate::source::dicom::Instance as DicomEntry;
 
 /// Value of the `format` field.
 pub const FORMAT: &str = "custody-manifest";
@@ -35,9 +37,22 @@ pub const VERSION_ENCRYPTED: u64 = 2;
 /// verify.
 pub const VERSION_CRC64: u64 = 3;
 
+/// Version 3 plus an optional `dicom` object per file: the UIDs and
+/// modality of the DICOM instance the file holds. Written by every
+/// transfer since; 1 to 3 still verify.
+pub const VERSION_DICOM: u64 = 4;
+
 /// Whether this code reads manifests of `version`.
 pub fn supported_version(version: u64) -> bool {
-    matches!(version, VERSION | VERSION_ENCRYPTED | VERSION_CRC64)
+    matches!(
+        version,
+        VERSION | VERSION_ENCRYPTED | VERSION_CRC64 | VERSION_DICOM
+    )
+}
+
+/// Whether manifests of `version` carry a CRC64 per file.
+pub fn has_crc64(version: u64) -> bool {
+    version >= VERSION_CRC64
 }
 
 /// A custody manifest, version 1. Fields are declared in sorted order so
@@ -74,7 +89,8 @@ pub struct Manifest {
     pub tool: Tool,
     /// Totals over `files` and `excluded`.
     pub totals: Totals,
-    /// [`VERSION_CRC64`] (or, in older manifests, [`VERSION`], or
+    /// [`VERSION_DICOM`] (or, in older manifests, [`VERSION_CRC64`],
+    /// [`VERSION`], or
     /// [`VERSION_ENCRYPTED`] when `encryption` is present).
     pub version: u64,
 }
@@ -86,9 +102,13 @@ pub struct FileEntry {
     /// BLAKE3 of the content, lowercase hex.
     pub blake3: String,
     /// Azure Storage's CRC64 of the content, 16 lowercase hex digits
-    /// (version 3).
+    /// (version 3 and later).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crc64: Option<String>,
+    /// The DICOM instance the file holds, read from its header (version 4;
+    /// absent when the file is not DICOM or its header could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dicom: Option<DicomEntry>,
     /// Modification time of the source file (RFC 3339, UTC).
     pub mtime: String,
     /// Relative path, `/`-separated.
@@ -441,7 +461,7 @@ impl<'m> Auditor<'m> {
             self.add(
                 "version",
                 format!(
-                    "is {} but `encryption` requires {VERSION_ENCRYPTED} or {VERSION_CRC64}",
+                    "is {} but `encryption` requires {VERSION_ENCRYPTED} or later",
                     m.version
                 ),
             );
@@ -488,22 +508,43 @@ impl<'m> Auditor<'m> {
             self.add(&f.path, format!("mtime is not RFC 3339: {:?}", f.mtime));
         }
         self.crc64(&f.path, "crc64", f.crc64.as_deref());
+        self.dicom(f);
         self.encryption_entry(f);
         self.files += 1;
         self.bytes = self.bytes.saturating_add(f.size);
         self.prev = Some(f.path.clone());
     }
 
-    /// A version 3 manifest has a CRC64 wherever it has a BLAKE3; older ones
-    /// have none.
+    /// A `dicom` object only in version 4, well-formed.
+    fn dicom(&mut self, f: &FileEntry) {
+        let Some(d) = &f.dicom else {
+            return;
+        };
+        if self.m.version < VERSION_DICOM {
+            self.add(
+                &f.path,
+                format!(
+                    "has dicom, which version {} does not define",
+                    self.m.version
+                ),
+            );
+        } else if let Some(why) = d.malformed() {
+            self.add(&f.path, format!("dicom: {why}"));
+        } else if d.is_empty() {
+            self.add(&f.path, "dicom is empty".into());
+        }
+    }
+
+    /// A manifest of version 3 or later has a CRC64 wherever it has a
+    /// BLAKE3; older ones have none.
     fn crc64(&mut self, path: &str, field: &str, crc: Option<&str>) {
-        match (self.m.version == VERSION_CRC64, crc) {
+        match (has_crc64(self.m.version), crc) {
             (true, Some(c)) if digest::parse_crc64(c).is_none() => {
                 self.add(path, format!("{field} is not 16 lowercase hex digits"));
             }
             (true, None) => self.add(
                 path,
-                format!("no {field} (version {VERSION_CRC64} requires it)"),
+                format!("no {field} (version {} requires it)", self.m.version),
             ),
             (false, Some(_)) => self.add(
                 path,
@@ -650,6 +691,7 @@ mod tests {
                 path: "p1/s1/\"quoted\" ü.dcm".into(),
                 size: 1,
                 stored: None,
+                dicom: None,
             }],
             format: FORMAT.into(),
             host: "xfer-01".into(),
@@ -695,11 +737,11 @@ mod tests {
     #[test]
     fn parse_rejects_other_versions_duplicates_and_unknown_fields() {
         let text = String::from_utf8(sample().to_canonical()).unwrap();
-        let v4 = text.replace(r#""version":1"#, r#""version":4"#);
+        let v5 = text.replace(r#""version":1"#, r#""version":5"#);
         assert!(
-            Manifest::parse(v4.as_bytes())
+            Manifest::parse(v5.as_bytes())
                 .unwrap_err()
-                .contains("version 4")
+                .contains("version 5")
         );
         let dup = text.replacen(r#"{"created":"#, r#"{"host":"evil","created":"#, 1);
         assert!(

@@ -34,6 +34,14 @@ pub enum Notice<'a> {
         /// Why.
         reason: &'a str,
     },
+    /// The file is carried, but its DICOM header could not be read, so no
+    /// DICOM identity is recorded for it.
+    DicomUnread {
+        /// The path.
+        path: &'a str,
+        /// Why, naming no value.
+        reason: &'a str,
+    },
 }
 
 /// Receives progress from the engine. Implementations must be cheap and

@@ -3,10 +3,19 @@
 //! destination), and the Data Box preflight: every rule of the destination
 //! ([`crate::databox`]) that a file would break, reading no file contents.
 //!
+//! With `dicom` (the default in the CLI), the header of every DICOM file is
+//! read too, up to its pixel data ([`crate::source::dicom`]): the
+//! inventory counts instances, series, studies and modalities, names the
+//! same instance stored twice, and counts files that may identify a
+//! patient, which the [`ScanSink`] is told of one by one (by attribute
+//! name, never value).
+//!
 //! Memory does not depend on the number of files: the walk streams, the
-//! inventory keeps counters, a fixed histogram and the few largest files,
-//! and hashes and violations are handed to a [`ScanSink`] as they are
-//! found.
+//! inventory keeps counters, a fixed histogram and the few largest files
+//! (distinct UIDs are counted in an on-disk set), and hashes and
+//! violations are handed to a [`ScanSink`] as they are found.
+
+pub mod dicom;
 
 use std::collections::BTreeMap;
 
@@ -18,6 +27,7 @@ use serde::Serialize;
 use crate::databox::{Linter, Placement, Rule, Violation};
 use crate::digest;
 use crate::progress::{Notice, Phase, Progress, ProgressReader};
+use crate::source::dicom::{Outcome, Privacy, Probe, Probed};
 use crate::source::{self, SourceEntry};
 
 /// What to scan.
@@ -33,6 +43,8 @@ pub struct ScanOptions {
     pub placement: Option<Placement>,
     /// What the destination already holds, to report names taken there.
     pub existing: Option<std::sync::Arc<dyn crate::databox::Occupied>>,
+    /// Read every DICOM header (up to the pixel data).
+    pub dicom: bool,
 }
 
 /// Receives what a scan finds as it goes; the inventory itself is returned
@@ -43,6 +55,9 @@ pub trait ScanSink {
     /// The destination, or a file, breaks a Data Box rule (with
     /// [`ScanOptions::placement`]).
     fn violation(&mut self, _violation: &Violation) {}
+    /// A DICOM file is not marked de-identified and carries an identifying
+    /// attribute (with [`ScanOptions::dicom`]); `privacy` names which.
+    fn may_identify(&mut self, _path: &str, _privacy: &Privacy) {}
 }
 
 /// The preflight's summary.
@@ -118,6 +133,8 @@ pub struct Inventory {
     pub hashed_bytes: u64,
     /// The Data Box preflight, when a destination was given.
     pub preflight: Option<Preflight>,
+    /// What the DICOM headers say (with [`ScanOptions::dicom`]).
+    pub dicom: Option<dicom::DicomInventory>,
 }
 
 impl Inventory {
@@ -157,6 +174,7 @@ impl Inventory {
                 by_rule: BTreeMap::new(),
                 existing_checked,
             }),
+            dicom: None,
         }
     }
 
@@ -226,10 +244,56 @@ enum Item {
 
 enum Done {
     Violations(Vec<Violation>),
-    Listed { path: String, size: u64 },
-    Hashed(Hashed),
-    Excluded { path: String, reason: &'static str },
-    Failed { path: String, error: String },
+    Scanned {
+        path: String,
+        size: u64,
+        hashed: Option<Hashed>,
+        dicom: Option<Outcome>,
+    },
+    Excluded {
+        path: String,
+        reason: &'static str,
+    },
+    Failed {
+        path: String,
+        error: String,
+    },
+}
+
+/// What the scan read of one file.
+struct FileRead {
+    /// Its length and BLAKE3 (when hashing).
+    sums: Option<(u64, blake3::Hash)>,
+    /// What its header is (when reading DICOM headers).
+    dicom: Option<Outcome>,
+}
+
+/// Reads what the scan needs of one file: all of it to hash it, else only
+/// its DICOM header.
+fn read_file(
+    abs: &std::path::Path,
+    hash: bool,
+    dicom: bool,
+    progress: &dyn Progress,
+) -> std::io::Result<FileRead> {
+    let f = File::open(abs)?;
+    let (sums, dicom) = match (hash, dicom) {
+        (true, true) => {
+            let mut r = Probed {
+                inner: ProgressReader { inner: f, progress },
+                probe: Probe::new(),
+            };
+            let sums = digest::hash_reader(&mut r)?;
+            (Some(sums), Some(r.probe.finish()))
+        }
+        (true, false) => (
+            Some(digest::hash_reader(ProgressReader { inner: f, progress })?),
+            None,
+        ),
+        (false, true) => (None, Some(crate::source::dicom::probe_reader(f)?)),
+        (false, false) => (None, None),
+    };
+    Ok(FileRead { sums, dicom })
 }
 
 /// Walks `opts.source`, building the inventory; with `opts.hash`, also
@@ -300,27 +364,31 @@ pub fn scan(
         violations.into_iter().chain(std::iter::once(item))
     });
     progress.begin(Phase::Scan, None, None);
-    let hash = opts.hash;
+    let (hash, dicom) = (opts.hash, opts.dicom);
+    let mut tally = match dicom {
+        true => Some(dicom::Tally::new().map_err(std::io::Error::other)?),
+        false => None,
+    };
     crate::transfer::parallel_map(
-        if hash { opts.jobs } else { 1 },
+        if hash || dicom { opts.jobs } else { 1 },
         items,
         |item| match item {
-            Item::File { path, abs, .. } if hash => {
-                match File::open(&abs)
-                    .and_then(|f| digest::hash_reader(ProgressReader { inner: f, progress }))
-                {
-                    Ok((n, blake3)) => Done::Hashed(Hashed {
-                        path,
+            Item::File { path, abs, size } => match read_file(&abs, hash, dicom, progress) {
+                Ok(FileRead { sums, dicom }) => Done::Scanned {
+                    hashed: sums.map(|(n, blake3)| Hashed {
+                        path: path.clone(),
                         size: n,
                         blake3,
                     }),
-                    Err(e) => Done::Failed {
-                        path: abs.display().to_string(),
-                        error: format!("read failed: {e}"),
-                    },
-                }
-            }
-            Item::File { path, size, .. } => Done::Listed { path, size },
+                    size: sums.map_or(size, |(n, _)| n),
+                    path,
+                    dicom,
+                },
+                Err(e) => Done::Failed {
+                    path: abs.display().to_string(),
+                    error: format!("read failed: {e}"),
+                },
+            },
             Item::Excluded { path, reason } => Done::Excluded { path, reason },
             Item::Failed { path, error } => Done::Failed { path, error },
             Item::Violations(v) => Done::Violations(v),
@@ -334,12 +402,26 @@ pub fn scan(
                     }
                     return Ok(());
                 }
-                Done::Listed { path, size } => inv.add(&path, size),
-                Done::Hashed(h) => {
-                    inv.add(&h.path, h.size);
-                    inv.hashed_files += 1;
-                    inv.hashed_bytes += h.size;
-                    sink.hashed(&h);
+                Done::Scanned {
+                    path,
+                    size,
+                    hashed,
+                    dicom,
+                } => {
+                    inv.add(&path, size);
+                    if let Some(h) = hashed {
+                        inv.hashed_files += 1;
+                        inv.hashed_bytes += h.size;
+                        sink.hashed(&h);
+                    }
+                    if let (Some(t), Some(outcome)) = (tally.as_mut(), dicom) {
+                        t.add(&path, &outcome).map_err(std::io::Error::other)?;
+                        if let Outcome::Dicom(h) = &outcome
+                            && h.privacy.may_identify()
+                        {
+                            sink.may_identify(&path, &h.privacy);
+                        }
+                    }
                 }
                 Done::Excluded { path, reason } => {
                     inv.excluded += 1;
@@ -361,6 +443,7 @@ pub fn scan(
         },
     )?;
     progress.end(Phase::Scan);
+    inv.dicom = tally.map(dicom::Tally::finish);
     Ok(inv)
 }
 

@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+pub mod dicom;
+
 use crate::relpath::RelPath;
 
 /// A regular file found by the walk.

@@ -36,6 +36,7 @@ use crate::manifest::{
 };
 use crate::progress::{Notice, Phase, Progress};
 use crate::relpath::RelPath;
+use crate::source::dicom::{Outcome, Probe};
 use crate::source::{self, SourceEntry, SourceFile};
 use crate::verify::{self, VerifyReport};
 
@@ -74,6 +75,10 @@ pub struct TransferOptions {
     /// Instead of refusing to start, carry no file that breaks a rule and
     /// list each in the manifest's `excluded` with the rule.
     pub skip_violations: bool,
+    /// Refuse, before anything moves, if any DICOM file may identify a
+    /// patient or cannot be checked ([`crate::source::dicom::Outcome::refusal`]);
+    /// such a file met later (changed since) fails instead of landing.
+    pub require_deidentified: bool,
 }
 
 /// How many violations a refused preflight names (all of them: `custody
@@ -103,6 +108,18 @@ pub enum TransferError {
         count: u64,
         /// The first [`LISTED_VIOLATIONS`].
         first: Vec<Violation>,
+    },
+    /// `--require-deidentified` and files that may identify a patient.
+    #[error(
+        "--require-deidentified: {count} file(s) may identify a patient or could not be checked, first: {}",
+        first.iter().map(|(p, why)| format!("{p} ({why})")).collect::<Vec<_>>().join("; ")
+    )]
+    NotDeidentified {
+        /// How many.
+        count: u64,
+        /// The first [`LISTED_VIOLATIONS`]: path and why (attribute names,
+        /// never values).
+        first: Vec<(String, String)>,
     },
     /// The manifest directory cannot be written.
     #[error("manifest directory {path}: {reason}")]
@@ -137,6 +154,7 @@ impl TransferError {
             self,
             TransferError::Source { .. }
                 | TransferError::Preflight { .. }
+                | TransferError::NotDeidentified { .. }
                 | TransferError::ManifestDir { .. }
                 | TransferError::Destination(DestError::Unusable { .. })
                 | TransferError::Ledger(
@@ -195,6 +213,12 @@ pub struct TransferSummary {
     pub bytes_copied: u64,
     /// Files already landed by an earlier attempt, not copied again.
     pub files_skipped: u64,
+    /// Files copied in this attempt that are DICOM instances (their UIDs
+    /// are in the manifest).
+    pub dicom_instances: u64,
+    /// Files copied in this attempt with the DICOM magic whose header could
+    /// not be read (carried as plain files).
+    pub dicom_unread: u64,
     /// Their bytes.
     pub bytes_skipped: u64,
     /// Entries not carried (links, special files, non-UTF-8 names).
@@ -281,7 +305,8 @@ enum Item {
 }
 
 enum Done {
-    Landed(LandedFile),
+    /// Copied; with why its DICOM header could not be read, if so.
+    Landed(Box<LandedFile>, Option<String>),
     Skipped {
         bytes: u64,
     },
@@ -353,9 +378,10 @@ impl Sink<'_> {
 fn copy_one(
     f: &SourceFile,
     dest: &dyn Destination,
-    key: Option<&EncryptionKey>,
+    opts: &TransferOptions,
     progress: &dyn Progress,
 ) -> Done {
+    let key = opts.encryption.as_ref();
     let fail = |error: String| Done::Failed {
         path: f.path.display().to_string(),
         error,
@@ -384,6 +410,8 @@ fn copy_one(
         },
     };
     let mut sums = Sums::new();
+    // The DICOM header, from the same bytes (no second read).
+    let mut probe = Probe::new();
     let read = BUF.with_borrow_mut(|buf| -> Result<(), String> {
         loop {
             let n = match file.read(buf) {
@@ -393,6 +421,7 @@ fn copy_one(
                 Err(e) => return Err(format!("read failed: {e}")),
             };
             sums.update(&buf[..n]);
+            probe.feed(&buf[..n]);
             landing
                 .write_all(&buf[..n])
                 .map_err(|e| format!("destination write failed: {e}"))?;
@@ -410,18 +439,36 @@ fn copy_one(
         }
         Err(e) => return fail(e.to_string()),
     }
+    let outcome = probe.finish();
+    if opts.require_deidentified
+        && let Some(why) = outcome.refusal()
+    {
+        // Changed since the check before the run: never made visible.
+        return fail(format!("{why} (--require-deidentified)"));
+    }
     let stored = match landing.commit() {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    Done::Landed(LandedFile {
+    let (dicom, note) = match outcome {
+        Outcome::Dicom(h) if h.instance.is_empty() => (None, None),
+        Outcome::Dicom(h) => match h.instance.malformed() {
+            None => (Some(h.instance), None),
+            Some(why) => (None, Some(format!("DICOM identity not recorded: {why}"))),
+        },
+        Outcome::NotDicom => (None, None),
+        Outcome::Unreadable(why) => (None, Some(why)),
+    };
+    let landed = LandedFile {
         path: f.rel.to_string(),
         size: sums.len,
         mtime_ns: f.mtime_ns,
         blake3: sums.blake3.to_hex().to_string(),
         crc64: Some(crate::digest::crc64_hex(sums.crc64)),
         stored,
-    })
+        dicom,
+    };
+    Done::Landed(Box::new(landed), note)
 }
 
 /// What to do with a file: skip it if the ledger recorded it for this run,
@@ -530,6 +577,43 @@ fn preflight(
     }
 }
 
+/// Reads the DICOM header of every file under `source` (nothing else) and
+/// refuses the transfer if any may identify a patient or cannot be checked.
+/// A file that cannot be read at all is left to the transfer, which fails
+/// it without landing it.
+fn require_deidentified(source: &Path, jobs: usize) -> Result<(), TransferError> {
+    let mut count = 0u64;
+    let mut first = Vec::new();
+    let files = source::walk(source).filter_map(|e| match e {
+        SourceEntry::File(f) => Some(f),
+        _ => None,
+    });
+    parallel_map(
+        jobs,
+        files,
+        |f| {
+            let refusal = File::open(&f.path)
+                .and_then(crate::source::dicom::probe_reader)
+                .ok()
+                .and_then(|o| o.refusal());
+            (f.rel, refusal)
+        },
+        |(rel, refusal)| {
+            if let Some(why) = refusal {
+                count += 1;
+                if first.len() < LISTED_VIOLATIONS {
+                    first.push((rel.to_string(), why));
+                }
+            }
+            Ok::<(), TransferError>(())
+        },
+    )?;
+    match count {
+        0 => Ok(()),
+        _ => Err(TransferError::NotDeidentified { count, first }),
+    }
+}
+
 /// Absolute, normalised form of a user path (without resolving a missing
 /// final component).
 fn absolute(p: &Path) -> PathBuf {
@@ -615,6 +699,9 @@ pub fn transfer(
             opts.encryption.is_some(),
         )?;
     }
+    if opts.require_deidentified {
+        require_deidentified(&source_root, opts.jobs)?;
+    }
     let source_str = source_root.display().to_string();
     let dest_str = dest.describe();
     let key_id = opts.encryption.as_ref().map(EncryptionKey::id_hex);
@@ -652,6 +739,8 @@ pub fn transfer(
         files_copied: 0,
         bytes_copied: 0,
         files_skipped: 0,
+        dicom_instances: 0,
+        dicom_unread: 0,
         bytes_skipped: 0,
         excluded: 0,
         partials_swept,
@@ -706,15 +795,23 @@ pub fn transfer(
         opts.jobs,
         items,
         |item| match item {
-            Item::Copy(f) => copy_one(&f, dest, opts.encryption.as_ref(), progress),
+            Item::Copy(f) => copy_one(&f, dest, opts, progress),
             Item::Ready(done) => done,
         },
         |done| {
             match done {
-                Done::Landed(f) => {
+                Done::Landed(f, note) => {
                     summary.files_copied += 1;
                     summary.bytes_copied += f.size;
-                    batch.landed.push(f);
+                    summary.dicom_instances += u64::from(f.dicom.is_some());
+                    if let Some(reason) = note {
+                        summary.dicom_unread += 1;
+                        progress.notice(Notice::DicomUnread {
+                            path: &f.path,
+                            reason: &reason,
+                        });
+                    }
+                    batch.landed.push(*f);
                 }
                 Done::Skipped { bytes } => {
                     summary.files_skipped += 1;
@@ -796,7 +893,12 @@ pub fn transfer(
         // the exported manifest, not a copy in memory.
         let trust = Trust::PublicKey(key.public_key().clone());
         let manifest = manifest::open_signed(&manifest_path, &trust)?;
-        let report = verify::verify(&manifest, dest, opts.jobs, None, progress)?;
+        let verify_opts = verify::VerifyOptions {
+            jobs: opts.jobs,
+            key: None,
+            by_study: false,
+        };
+        let report = verify::verify(&manifest, dest, &verify_opts, progress)?;
         record_verify(&mut ledger, &manifest.head, &report, key)?;
         if !report.ok() {
             summary.status = Status::VerifyFailed;
@@ -817,12 +919,21 @@ pub fn record_verify(
     key: &SigningKey,
 ) -> Result<ledger::Event, LedgerError> {
     ledger.register_key(key)?;
-    let payload = json!({
+    let mut payload = json!({
         "counts": report.counts,
         "destination": report.destination,
         "files_verified": report.files_verified,
         "result": if report.ok() { "pass" } else { "fail" },
     });
+    // With --by-study: how many studies are complete (the list itself is
+    // in the report; the event stays small).
+    if let Some(studies) = &report.by_study {
+        let complete = studies.iter().filter(|s| s.complete()).count();
+        payload["studies"] = json!({
+            "complete": complete,
+            "incomplete": studies.len() - complete,
+        });
+    }
     ledger.append_event(
         ledger::kind::VERIFIED,
         Some(manifest.run),
@@ -901,10 +1012,11 @@ fn seal(
     });
     // A run resumed across the upgrade to ledger schema 3 has files
     // without a CRC64: its manifest is written in the older version, with
-    // no CRC64 at all.
+    // no CRC64 (and no DICOM identity) at all. Files landed before schema 4
+    // simply have no `dicom` object.
     let crc64 = ledger.run_has_crc64(run.id)?;
     let version = match (crc64, &encryption) {
-        (true, _) => manifest::VERSION_CRC64,
+        (true, _) => manifest::VERSION_DICOM,
         (false, Some(_)) => manifest::VERSION_ENCRYPTED,
         (false, None) => manifest::VERSION,
     };
@@ -948,6 +1060,7 @@ fn seal(
             f.map(|mut f| {
                 if !crc64 {
                     f.crc64 = None;
+                    f.dicom = None;
                     if let Some(st) = &mut f.stored {
                         st.crc64 = None;
                     }

@@ -7,6 +7,8 @@
 
 pub(crate) mod index;
 
+pub use index::StudyCompleteness;
+
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -98,6 +100,10 @@ pub struct VerifyReport {
     pub counts: Counts,
     /// Every discrepancy, in path order.
     pub discrepancies: Vec<Discrepancy>,
+    /// With `by_study`: each study's completeness, in UID order (studies
+    /// come from the manifest's `dicom` objects, version 4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_study: Option<Vec<StudyCompleteness>>,
 }
 
 impl VerifyReport {
@@ -113,7 +119,11 @@ enum Item {
 }
 
 enum Checked {
-    Ok { bytes: u64, plaintext: bool },
+    Ok {
+        object: String,
+        bytes: u64,
+        plaintext: bool,
+    },
     Bad(Discrepancy),
 }
 
@@ -186,9 +196,21 @@ fn check(
         );
     }
     Checked::Ok {
+        object: path,
         bytes: n,
         plaintext: plaintext.is_some(),
     }
+}
+
+/// How to verify.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyOptions<'k> {
+    /// Objects re-read in parallel.
+    pub jobs: usize,
+    /// The encryption key, to prove encrypted objects' plaintext too.
+    pub key: Option<&'k EncryptionKey>,
+    /// Also report each study's completeness ([`VerifyReport::by_study`]).
+    pub by_study: bool,
 }
 
 /// Re-reads every object under `dest` and compares the set with `manifest`.
@@ -206,10 +228,14 @@ fn check(
 pub fn verify(
     manifest: &SignedFile,
     dest: &dyn Destination,
-    jobs: usize,
-    key: Option<&EncryptionKey>,
+    opts: &VerifyOptions<'_>,
     progress: &dyn Progress,
 ) -> Result<VerifyReport, VerifyError> {
+    let VerifyOptions {
+        jobs,
+        key,
+        by_study,
+    } = *opts;
     let head = &manifest.head;
     if let Some(k) = key {
         head.check_key_id(&k.id_hex())?;
@@ -224,6 +250,7 @@ pub fn verify(
         plaintext_verified: 0,
         counts: Counts::default(),
         discrepancies: Vec::new(),
+        by_study: None,
     };
     progress.begin(
         Phase::Verify,
@@ -296,21 +323,35 @@ pub fn verify(
         },
         |checked| {
             match checked {
-                Checked::Ok { bytes, plaintext } => {
+                Checked::Ok {
+                    object,
+                    bytes,
+                    plaintext,
+                } => {
                     report.files_verified += 1;
                     report.plaintext_verified += u64::from(plaintext);
                     report.bytes_read += bytes;
+                    if by_study {
+                        index_ref
+                            .lock()
+                            .expect("index lock poisoned")
+                            .verified(&object)
+                            .map_err(VerifyError::from)?;
+                    }
                 }
                 Checked::Bad(d) => report.discrepancies.push(d),
             }
             progress.file_done();
-            Ok::<(), DestError>(())
+            Ok::<(), VerifyError>(())
         },
     )?;
     if let Some(e) = failed {
         return Err(e);
     }
     let index = index.into_inner().expect("index lock poisoned");
+    if by_study {
+        report.by_study = Some(index.by_study()?);
+    }
     index.for_each_unseen(|path, size| {
         report.discrepancies.push(Discrepancy {
             class: Class::Missing,

@@ -13,6 +13,8 @@ mod blob;
 mod crc64;
 #[path = "cli/databox.rs"]
 mod databox;
+#[path = "cli/dicom.rs"]
+mod dicom;
 #[path = "cli/encryption.rs"]
 mod encryption;
 #[path = "cli/handoff.rs"]

@@ -188,6 +188,7 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         encryption: None,
         placement: None,
         skip_violations: false,
+        require_deidentified: false,
     };
     let summary = custody::transfer::transfer(&opts, &key, &Renderer::new(g))?;
     super::transfer::print_summary(&summary);
@@ -250,7 +251,12 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
     println!("      flipped byte {mid} of {}", victim.path);
     let share = custody::dest::share::Share::existing(&dest)?;
     let streamed = custody::manifest::open_signed(&sealed.manifest, &trust)?;
-    let report = custody::verify::verify(&streamed, &share, opts.jobs, None, &Renderer::new(g))?;
+    let verify_opts = custody::verify::VerifyOptions {
+        jobs: opts.jobs,
+        key: None,
+        by_study: false,
+    };
+    let report = custody::verify::verify(&streamed, &share, &verify_opts, &Renderer::new(g))?;
     super::verify::print_report(&report);
     let caught = report.discrepancies.iter().any(|d| d.path == victim.path);
     println!(

@@ -106,7 +106,10 @@ impl Progress for Renderer {
             Notice::Excluded { path, reason } if !self.quiet => {
                 self.line(format!("custody: skipped {path}: {reason}"))
             }
-            Notice::Excluded { .. } => {}
+            Notice::DicomUnread { path, reason } if !self.quiet => self.line(format!(
+                "custody: note: {path}: DICOM header not read ({reason}); carried as a plain file"
+            )),
+            Notice::Excluded { .. } | Notice::DicomUnread { .. } => {}
         }
     }
 

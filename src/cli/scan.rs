@@ -10,7 +10,9 @@ use custody::databox::{Occupied, Placement, Profile, Violation};
 use custody::dest;
 use custody::dest::blob::{Blob, BlobOptions};
 use custody::dest::names::Names;
+use custody::scan::dicom::DicomInventory;
 use custody::scan::{self, Hashed, Inventory, ScanOptions, ScanSink};
+use custody::source::dicom::Privacy;
 
 use super::render::{self, Renderer};
 use super::{Code, Failure, Global, Outcome, print_json};
@@ -56,6 +58,19 @@ pub struct Args {
     /// is then taken as a share root of this type).
     #[arg(long, value_enum, value_name = "TYPE", requires = "dest")]
     profile: Option<ProfileArg>,
+    /// Do not read DICOM headers (names and sizes only, unless --hash).
+    #[arg(long, conflicts_with_all = ["phi_check", "require_deidentified"])]
+    no_dicom: bool,
+    /// List the DICOM files that are not marked de-identified
+    /// (PatientIdentityRemoved YES) and carry a non-empty PatientName,
+    /// PatientID or PatientBirthDate: the path and the attribute names,
+    /// never their values.
+    #[arg(long)]
+    phi_check: bool,
+    /// As --phi-check, and exit 2 if any file may identify a patient or is
+    /// a DICOM file whose header cannot be read (so cannot be checked).
+    #[arg(long)]
+    require_deidentified: bool,
 }
 
 /// `--profile` values (Data Box's share suffixes are accepted too).
@@ -131,12 +146,22 @@ fn placement(
     Ok((placement, existing))
 }
 
-/// Writes hashes to the b3sum list and prints violations as they come.
+/// Writes hashes to the b3sum list and prints violations (and, when asked,
+/// files that may identify a patient) as they come.
 struct Sink {
     list: Option<std::io::BufWriter<std::fs::File>>,
     write_error: Option<std::io::Error>,
     json: bool,
     found: Vec<Violation>,
+    phi: bool,
+    phi_found: Vec<MayIdentify>,
+}
+
+/// A file that may identify a patient, for `--json`.
+#[derive(serde::Serialize)]
+struct MayIdentify {
+    path: String,
+    attributes: Vec<&'static str>,
 }
 
 impl ScanSink for Sink {
@@ -156,6 +181,28 @@ impl ScanSink for Sink {
             println!("{}", violation_line(v));
         }
     }
+
+    fn may_identify(&mut self, path: &str, privacy: &Privacy) {
+        if !self.phi {
+            return;
+        }
+        if self.json {
+            self.phi_found.push(MayIdentify {
+                path: path.to_owned(),
+                attributes: privacy.identifying.clone(),
+            });
+        } else {
+            println!("{}", phi_line(path, privacy));
+        }
+    }
+}
+
+/// One file that may identify a patient: the path and the attribute names.
+pub fn phi_line(path: &str, privacy: &Privacy) -> String {
+    format!(
+        "PHI {path}: {} (not marked de-identified)",
+        privacy.identifying.join(", ")
+    )
 }
 
 /// One violation as a line: the rule, the path (or "destination"), what is
@@ -169,12 +216,15 @@ pub fn violation_line(v: &Violation) -> String {
     format!("VIOLATION {}: {at}: {}", v.rule, v.detail)
 }
 
-/// `--json` output: the inventory and every violation.
+/// `--json` output: the inventory, every violation and, with --phi-check
+/// or --require-deidentified, every file that may identify a patient.
 #[derive(serde::Serialize)]
 struct Report<'a> {
     #[serde(flatten)]
     inventory: &'a Inventory,
     violation_list: &'a [Violation],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phi_list: Option<&'a [MayIdentify]>,
 }
 
 pub fn run(args: &Args, g: &Global) -> Outcome {
@@ -205,12 +255,16 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         jobs,
         placement,
         existing,
+        dicom: !args.no_dicom,
     };
+    let phi = args.phi_check || args.require_deidentified;
     let mut sink = Sink {
         list,
         write_error: None,
         json: g.json,
         found: Vec::new(),
+        phi,
+        phi_found: Vec::new(),
     };
     let inv = scan::scan(&opts, &Renderer::new(g), &mut sink)
         .with_context(|| format!("source {}", args.source.display()))
@@ -229,11 +283,23 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         print_json(&Report {
             inventory: &inv,
             violation_list: &sink.found,
+            phi_list: phi.then_some(&sink.phi_found[..]),
         });
     } else if !g.quiet {
         print_inventory(&inv);
     }
     let violations = inv.preflight.as_ref().map_or(0, |p| p.violations);
+    let refused = inv
+        .dicom
+        .as_ref()
+        .map_or(0, |d| d.may_identify + d.unreadable);
+    if args.require_deidentified && refused > 0 {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "--require-deidentified: {refused} file(s) may identify a patient or could not be \
+             checked (listed above)"
+        ))
+        .hint("de-identify them, or leave them out of the source, before this tree goes to a test or lab environment"));
+    }
     Ok(if violations > 0 {
         Code::Usage
     } else if inv.failed > 0 {
@@ -284,6 +350,9 @@ fn print_inventory(inv: &Inventory) {
             inv.max_depth, inv.longest_path
         );
     }
+    if let Some(d) = &inv.dicom {
+        print_dicom(d);
+    }
     if let Some(p) = &inv.preflight {
         let into = match &p.placement.container {
             Some(c) => format!("container {c}"),
@@ -305,6 +374,58 @@ fn print_inventory(inv: &Inventory) {
                 p.violations,
                 rules.join(", ")
             );
+        }
+    }
+}
+
+fn print_dicom(d: &DicomInventory) {
+    let modalities: Vec<String> = d
+        .by_modality
+        .iter()
+        .map(|(m, n)| format!("{} {n}", if m.is_empty() { "(none)" } else { m }))
+        .collect();
+    println!(
+        "dicom: {} instances in {} series of {} studies{}",
+        d.instances,
+        d.series,
+        d.studies,
+        if modalities.is_empty() {
+            String::new()
+        } else {
+            format!("; modalities: {}", modalities.join(", "))
+        }
+    );
+    println!(
+        "de-identification: {} marked PatientIdentityRemoved YES, {} record a method, \
+         {} may identify a patient{}",
+        d.marked_deidentified,
+        d.method_recorded,
+        d.may_identify,
+        if d.may_identify > 0 {
+            " (--phi-check lists them)"
+        } else {
+            ""
+        }
+    );
+    if d.duplicate_instances > 0 {
+        println!(
+            "duplicate instances: {} (the same SOPInstanceUID in more than one file)",
+            d.duplicate_instances
+        );
+        for dup in &d.duplicates {
+            println!(
+                "  {} in {} (first in {})",
+                dup.instance, dup.path, dup.first
+            );
+        }
+    }
+    if d.unreadable > 0 {
+        println!(
+            "DICOM headers not read: {} (carried as plain files)",
+            d.unreadable
+        );
+        for u in &d.unreadable_list {
+            println!("  {}: {}", u.path, u.reason);
         }
     }
 }

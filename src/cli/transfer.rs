@@ -70,6 +70,13 @@ pub struct Args {
     /// to start; the manifest lists each as excluded, with the rule.
     #[arg(long)]
     skip_violations: bool,
+    /// Refuse to start (exit 2, nothing moved) if any DICOM file is not
+    /// marked de-identified and carries a PatientName, PatientID or
+    /// PatientBirthDate, or is a DICOM file whose header cannot be read:
+    /// for test and lab environments, which must not receive real PHI.
+    /// Reads every file's header (not its pixel data) before the transfer.
+    #[arg(long)]
+    require_deidentified: bool,
 }
 
 /// `--overwrite` values.
@@ -118,17 +125,24 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         encryption,
         placement,
         skip_violations: args.skip_violations,
+        require_deidentified: args.require_deidentified,
     };
     let renderer = Renderer::new(g);
     let summary = custody::transfer::transfer(&opts, &key, &renderer).map_err(|e| {
         let setup = e.is_setup();
         let preflight = matches!(e, custody::transfer::TransferError::Preflight { .. });
+        let phi = matches!(e, custody::transfer::TransferError::NotDeidentified { .. });
         let f = if setup {
             Failure::usage(e)
         } else {
             Failure::incomplete(e)
         };
-        if preflight {
+        if phi {
+            f.hint(format!(
+                "nothing was copied; `custody scan {} --phi-check` lists every such file",
+                args.source.display()
+            ))
+        } else if preflight {
             f.hint(format!(
                 "nothing was copied; `custody scan {} --dest {}` lists every violation; \
                  fix them, or pass --skip-violations to leave those files out",
@@ -176,6 +190,17 @@ pub fn print_summary(s: &TransferSummary) {
         s.excluded,
         s.failed,
     );
+    if s.dicom_instances + s.dicom_unread > 0 {
+        println!(
+            "dicom: {} instances recorded{}",
+            s.dicom_instances,
+            match s.dicom_unread {
+                0 => String::new(),
+                n =>
+                    format!("; {n} DICOM header(s) not read (carried as plain files, noted above)"),
+            }
+        );
+    }
     if s.status == Status::Incomplete {
         println!(
             "INCOMPLETE: {} file(s) failed (listed above); the run is not sealed. \

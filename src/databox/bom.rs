@@ -25,7 +25,7 @@ use super::{Placement, Profile};
 use crate::digest;
 use crate::keys::SigningKey;
 use crate::ledger::{self, Ledger, LedgerError};
-use crate::manifest::{Manifest, SignedFile, VERSION_CRC64};
+use crate::manifest::{self, Manifest, SignedFile, VERSION_CRC64};
 use crate::verify::index::Index;
 
 /// One `<file>` line.
@@ -324,9 +324,9 @@ pub fn check(manifest: &SignedFile, boms: &[PathBuf]) -> Result<BomReport, BomEr
         id: head.id.clone(),
         reason,
     };
-    if head.version != VERSION_CRC64 {
+    if !manifest::has_crc64(head.version) {
         return Err(refuse(format!(
-            "version {} manifests carry no CRC64 (version {VERSION_CRC64} does)",
+            "version {} manifests carry no CRC64 (version {VERSION_CRC64} and later do)",
             head.version
         )));
     }

@@ -511,6 +511,7 @@ mod tests {
             path: format!("p\"{i}/\u{e9}t\u{e9}\\{i}.dcm"),
             size: i * 3,
             stored: None,
+            dicom: None,
         }
     }
 

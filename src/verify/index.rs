@@ -28,6 +28,26 @@ pub(crate) struct Expected {
     pub times: u64,
 }
 
+/// How complete one study is at the destination.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StudyCompleteness {
+    /// StudyInstanceUID.
+    pub study: String,
+    /// Instances (files) the manifest lists in it.
+    pub instances: u64,
+    /// Of those, present at the destination.
+    pub landed: u64,
+    /// Of those, re-read with the right size and BLAKE3.
+    pub verified: u64,
+}
+
+impl StudyCompleteness {
+    /// Every instance landed and verified.
+    pub fn complete(&self) -> bool {
+        self.verified == self.instances
+    }
+}
+
 pub(crate) struct Index {
     conn: Connection,
 }
@@ -49,25 +69,30 @@ impl Index {
                  plain_size  INTEGER,
                  plain_hash  TEXT,
                  crc64       TEXT,
-                 seen        INTEGER NOT NULL DEFAULT 0
+                 study       TEXT,
+                 seen        INTEGER NOT NULL DEFAULT 0,
+                 verified    INTEGER NOT NULL DEFAULT 0
              ) WITHOUT ROWID;
              BEGIN;",
         )?;
         {
             let mut insert = conn.prepare(
-                "INSERT OR REPLACE INTO expected (object, size, blake3, plain_size, plain_hash, crc64)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO expected
+                     (object, size, blake3, plain_size, plain_hash, crc64, study)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             manifest.for_each_file(|f| {
+                let study = f.dicom.as_ref().and_then(|d| d.study.as_deref());
                 let row = match &f.stored {
-                    Some(s) => params![s.path, s.size, s.blake3, f.size, f.blake3, s.crc64],
+                    Some(s) => params![s.path, s.size, s.blake3, f.size, f.blake3, s.crc64, study],
                     None => params![
                         f.path,
                         f.size,
                         f.blake3,
                         None::<u64>,
                         None::<String>,
-                        f.crc64
+                        f.crc64,
+                        study
                     ],
                 };
                 insert.execute(row).map(drop).map_err(|e| e.to_string())
@@ -101,6 +126,32 @@ impl Index {
             })
             .optional()?;
         Ok(found)
+    }
+
+    /// Marks `object` as re-read and matching.
+    pub(crate) fn verified(&self, object: &str) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached("UPDATE expected SET verified = 1 WHERE object = ?1")?
+            .execute([object])
+            .map(drop)
+    }
+
+    /// Per study (the manifest's `dicom.study`), in UID order: instances
+    /// expected, present at the destination, and verified.
+    pub(crate) fn by_study(&self) -> rusqlite::Result<Vec<StudyCompleteness>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT study, COUNT(*), SUM(seen > 0), SUM(verified)
+             FROM expected WHERE study IS NOT NULL GROUP BY study ORDER BY study",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StudyCompleteness {
+                study: r.get(0)?,
+                instances: r.get(1)?,
+                landed: r.get(2)?,
+                verified: r.get(3)?,
+            })
+        })?;
+        rows.collect()
     }
 
     /// Every object never seen, with its expected size.

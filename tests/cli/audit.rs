@@ -127,7 +127,7 @@ fn a_missing_or_malformed_crc64_fails_audit_and_the_schema() {
     ssh_sign(&ws.key(), &m);
     let out = audit(&ws, &m).code(1).get_output().clone();
     let text = stdout(&out);
-    assert!(text.contains("no crc64 (version 3 requires it)"), "{text}");
+    assert!(text.contains("no crc64 (version 4 requires it)"), "{text}");
     assert!(
         text.contains("crc64 is not 16 lowercase hex digits"),
         "{text}"

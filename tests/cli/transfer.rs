@@ -25,7 +25,7 @@ fn transfer_copies_seals_and_verifies_end_to_end() {
     let manifest = ws.manifest();
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     assert_eq!(m["format"], "custody-manifest");
-    assert_eq!(m["version"], 3);
+    assert_eq!(m["version"], 4);
     assert_eq!(m["operator"]["identity"], IDENTITY);
     assert_eq!(m["totals"]["files"], n + 1);
     let files = m["files"].as_array().unwrap();
