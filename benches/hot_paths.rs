@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the hot paths: hashing a stream (BLAKE3, CRC64 and
-//! both in one pass), encrypting, encoding a manifest, recording landed
-//! files in the ledger, and sorting paths in manifest order. Run with `cargo bench`; the side-by-side comparison with
+//! both in one pass), reading a DICOM header from that stream, encrypting,
+//! encoding a manifest, recording landed files in the ledger, and sorting
+//! paths in manifest order. Run with `cargo bench`; the side-by-side comparison with
 //! other tools is `scripts/bench` (docs/PERFORMANCE.md).
 
 use std::hint::black_box;
@@ -161,9 +162,105 @@ fn component_sort(c: &mut Criterion) {
     });
 }
 
+/// A synthetic CT-like Part 10 file (made-up values): meta group, a dozen
+/// header elements, then 512 KiB of pixel data.
+fn ct_like() -> Vec<u8> {
+    fn el(out: &mut Vec<u8>, group: u16, elem: u16, vr: &[u8; 2], value: &[u8]) {
+        out.extend_from_slice(&group.to_le_bytes());
+        out.extend_from_slice(&elem.to_le_bytes());
+        out.extend_from_slice(vr);
+        if matches!(vr, b"OB" | b"OW" | b"UN" | b"UT") {
+            out.extend_from_slice(&[0, 0]);
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        } else {
+            out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        }
+        out.extend_from_slice(value);
+    }
+    let mut meta = Vec::new();
+    el(&mut meta, 2, 0x0001, b"OB", &[0, 1]);
+    el(&mut meta, 2, 0x0002, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0");
+    el(&mut meta, 2, 0x0003, b"UI", b"1.2.826.0.1.3680043.8.498.1");
+    el(&mut meta, 2, 0x0010, b"UI", b"1.2.840.10008.1.2.1\0");
+    let mut f = vec![0u8; 128];
+    f.extend_from_slice(b"DICM");
+    el(&mut f, 2, 0x0000, b"UL", &(meta.len() as u32).to_le_bytes());
+    f.extend_from_slice(&meta);
+    el(&mut f, 8, 0x0016, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0");
+    el(&mut f, 8, 0x0018, b"UI", b"1.2.826.0.1.3680043.8.498.1");
+    el(&mut f, 8, 0x0060, b"CS", b"CT");
+    el(&mut f, 0x10, 0x0010, b"PN", b"Synthetic^Bench");
+    el(&mut f, 0x10, 0x0020, b"LO", b"BENCH-1 ");
+    el(
+        &mut f,
+        0x20,
+        0x000d,
+        b"UI",
+        b"1.2.826.0.1.3680043.8.498.2\0",
+    );
+    el(
+        &mut f,
+        0x20,
+        0x000e,
+        b"UI",
+        b"1.2.826.0.1.3680043.8.498.3\0",
+    );
+    el(&mut f, 0x28, 0x0010, b"US", &512u16.to_le_bytes());
+    el(&mut f, 0x28, 0x0011, b"US", &512u16.to_le_bytes());
+    el(&mut f, 0x28, 0x0100, b"US", &16u16.to_le_bytes());
+    el(&mut f, 0x7fe0, 0x0010, b"OW", &vec![0x11; 512 * 512 * 2]);
+    f
+}
+
+fn dicom(c: &mut Criterion) {
+    let file = ct_like();
+    let mut g = c.benchmark_group("dicom");
+    g.throughput(Throughput::Bytes(file.len() as u64));
+    g.bench_function("probe a 512 KiB CT-like file in 1 MiB reads", |b| {
+        b.iter(|| {
+            let mut p = custody::source::dicom::Probe::new();
+            p.feed(black_box(&file));
+            p.finish()
+        })
+    });
+    g.bench_function("blake3 + crc64 + probe, the transfer's pass", |b| {
+        b.iter(|| {
+            let mut s = custody::digest::Sums::new();
+            let mut p = custody::source::dicom::Probe::new();
+            s.update(black_box(&file));
+            p.feed(black_box(&file));
+            (s.finish(), p.finish())
+        })
+    });
+    g.bench_function("blake3 + crc64 alone, same file", |b| {
+        b.iter(|| {
+            let mut s = custody::digest::Sums::new();
+            s.update(black_box(&file));
+            s.finish()
+        })
+    });
+    let plain = vec![0x5au8; file.len()];
+    g.bench_function("probe a file that is not DICOM", |b| {
+        b.iter(|| {
+            let mut p = custody::source::dicom::Probe::new();
+            p.feed(black_box(&plain));
+            p.finish()
+        })
+    });
+    g.finish();
+    // It must have read the header, or the figures mean nothing.
+    let mut p = custody::source::dicom::Probe::new();
+    p.feed(&file);
+    assert!(matches!(
+        p.finish(),
+        custody::source::dicom::Outcome::Dicom(_)
+    ));
+}
+
 criterion_group!(
     benches,
     hash,
+    dicom,
     encrypt,
     manifest_encode,
     ledger_insert,

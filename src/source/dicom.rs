@@ -355,6 +355,14 @@ pub fn parse(bytes: &[u8]) -> Result<Header, String> {
 /// [`parse`], and whether the parser read every byte (so it may have
 /// stopped for want of more rather than at the pixel data).
 fn parse_prefix(bytes: &[u8]) -> Result<(Header, bool), String> {
+    // dicom-parser 0.10 can panic on malformed input (an `expect` on an item
+    // outside any sequence, found by the fuzzer): a header that breaks the
+    // parser is an unreadable header, never a stopped run.
+    std::panic::catch_unwind(|| parse_unguarded(bytes))
+        .unwrap_or_else(|_| Err("the DICOM parser failed on this header".into()))
+}
+
+fn parse_unguarded(bytes: &[u8]) -> Result<(Header, bool), String> {
     let preamble = if bytes.get(MAGIC_AT..MAGIC_AT + 4) == Some(b"DICM") {
         ReadPreamble::Always
     } else {
@@ -384,7 +392,7 @@ fn parse_prefix(bytes: &[u8]) -> Result<(Header, bool), String> {
 /// `dicom-object` 0.10 allocates (and zero-fills) a value at its *declared*
 /// length before reading it, some of them infallibly: pydicom's own
 /// `UN_sequence.dcm` made a scan allocate 3.6 GiB, `SC_rgb_jpeg.dcm`
-/// 1.2 GiB, and a fuzzed header 740 MiB, per worker. This walk uses
+/// 1.2 GiB, and a fuzzed header 1.3 GiB, per worker. This walk uses
 /// dicom-parser's lazy reader, which skips values without allocating them,
 /// so a header that passes can cost at most the capture's size. The file
 /// meta group is Explicit VR Little Endian; the data set is in the transfer
@@ -713,6 +721,22 @@ mod tests {
         // The same element with its true length is read.
         let fine = part10(&long_element(0x0010, 0x4000, b"UT", 6, b"short "));
         assert!(parse(&fine).is_ok(), "{:?}", parse(&fine));
+    }
+
+    // Regression (found by the fuzzer): dicom-parser panics on an item
+    // header outside any sequence; the probe reports an unreadable header.
+    #[test]
+    fn a_parser_panic_is_an_unreadable_header() {
+        // An item delimiter at the root, then an item.
+        let item_at_root = part10(&[
+            0xfe, 0xff, 0x0d, 0xe0, 0, 0, 0, 0, 0xfe, 0xff, 0x00, 0xe0, 4, 0, 0, 0, 1, 2, 3, 4,
+        ]);
+        let mut p = Probe::new();
+        p.feed(&item_at_root);
+        assert_eq!(
+            p.finish(),
+            Outcome::Unreadable("the DICOM parser failed on this header".into())
+        );
     }
 
     #[test]
