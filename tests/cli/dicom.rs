@@ -504,6 +504,46 @@ fn no_patient_value_appears_anywhere_even_at_vv() {
     a.extend(trust);
     run(&["-vv", "audit"], &a);
     run(&["-vv", "ledger", "verify"], &[]);
+    run(
+        &[
+            "-vv",
+            "handoff",
+            "--from",
+            "IT",
+            "--to",
+            "Courier",
+            "--purpose",
+            "ship",
+        ],
+        &[m.as_os_str(), "--signing-key".as_ref(), key.as_os_str()],
+    );
+    // Encrypted: the transfer, then the plaintext restored.
+    let enc = ws.root().join("enc.key");
+    run(&["keygen", "--encryption", "--out"], &[enc.as_os_str()]);
+    let dest2 = ws.root().join("dest-enc");
+    let restored = ws.root().join("restored");
+    run(
+        &["-vv", "transfer"],
+        &[
+            src,
+            dest2.as_os_str(),
+            "--signing-key".as_ref(),
+            key.as_os_str(),
+            "--encrypt-key".as_ref(),
+            enc.as_os_str(),
+        ],
+    );
+    let out2 = run(
+        &["-vv", "decrypt"],
+        &[
+            dest2.as_os_str(),
+            restored.as_os_str(),
+            "--decrypt-key".as_ref(),
+            enc.as_os_str(),
+        ],
+    );
+    assert_eq!(out2.status.code(), Some(0), "{}", stderr(&out2));
+    assert!(restored.join("STUDY1/identifiable.dcm").exists());
     let id = json(&out)["sealed"]["id"].as_str().unwrap().to_owned();
     let timeline = ws.root().join("timeline.json");
     run(
@@ -512,7 +552,8 @@ fn no_patient_value_appears_anywhere_even_at_vv() {
     );
     run(&["-vv", "--json", "log", "--manifest", &id], &[]);
     // Everything custody wrote: manifests, signatures, the ledger (and its
-    // WAL), the b3sum list, the exported timeline.
+    // WAL), the b3sum list, the exported timeline. (Not the copies of the
+    // files themselves, which hold the values by design.)
     let mut written = vec![b3.clone(), timeline.clone()];
     for dir in [&ws.manifests, &ws.root().to_path_buf()] {
         for e in std::fs::read_dir(dir).unwrap() {
