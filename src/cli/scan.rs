@@ -20,9 +20,14 @@ use super::{Code, Failure, Global, Outcome, print_json};
 /// Inventory a source tree before anything moves: files, bytes, a size
 /// histogram, the largest files, the deepest and longest paths, and what
 /// would not be carried (links, special files, names that are not UTF-8).
+/// From the DICOM headers (read up to the pixel data): instances, series,
+/// studies, modalities, the same instance stored twice, de-identification
+/// (see docs/dicom.md); --phi-check lists files that may identify a patient
+/// (attribute names only, never values).
 /// With --dest, also the Data Box preflight: every file that the
 /// destination's rules would refuse or rename, with the rule (see
-/// docs/databox.md). Reads no file contents unless --hash is given.
+/// docs/databox.md). Reads only the start of each file (132 bytes, or a
+/// DICOM header up to its pixel data) unless --hash; nothing with --no-dicom.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -30,9 +35,11 @@ Examples:
   custody scan /srv/pacs --dest /mnt/databox/contoso_BlockBlob/pacs-2024
   custody scan /srv/pacs --dest /mnt/export --profile page-blob
   custody scan /srv/pacs --hash --b3sum pacs.b3     # then: cd /srv/pacs && b3sum --check pacs.b3
+  custody scan /srv/pacs --phi-check
 
-Exit codes: 0 scanned (no violations), 2 usage error or a Data Box rule broken (each named on
-stdout), 3 some entries could not be read (named on stderr).")]
+Exit codes: 0 scanned (no violations), 2 usage error, a Data Box rule broken (each named on
+stdout) or, with --require-deidentified, a file that may identify a patient, 3 some entries
+could not be read (named on stderr).")]
 pub struct Args {
     /// The source tree.
     #[arg(value_name = "SRC")]
