@@ -75,6 +75,9 @@ pub struct TransferOptions {
     /// Instead of refusing to start, carry no file that breaks a rule and
     /// list each in the manifest's `excluded` with the rule.
     pub skip_violations: bool,
+    /// Read each DICOM file's header (from the same read) and record its
+    /// identity in the manifest; `false` carries every file as a plain one.
+    pub dicom: bool,
     /// Refuse, before anything moves, if any DICOM file may identify a
     /// patient or cannot be checked ([`crate::source::dicom::Outcome::refusal`]);
     /// such a file met later (changed since) fails instead of landing.
@@ -411,7 +414,7 @@ fn copy_one(
     };
     let mut sums = Sums::new();
     // The DICOM header, from the same bytes (no second read).
-    let mut probe = Probe::new();
+    let mut probe = (opts.dicom || opts.require_deidentified).then(Probe::new);
     let read = BUF.with_borrow_mut(|buf| -> Result<(), String> {
         loop {
             let n = match file.read(buf) {
@@ -421,7 +424,9 @@ fn copy_one(
                 Err(e) => return Err(format!("read failed: {e}")),
             };
             sums.update(&buf[..n]);
-            probe.feed(&buf[..n]);
+            if let Some(p) = probe.as_mut() {
+                p.feed(&buf[..n]);
+            }
             landing
                 .write_all(&buf[..n])
                 .map_err(|e| format!("destination write failed: {e}"))?;
@@ -439,7 +444,7 @@ fn copy_one(
         }
         Err(e) => return fail(e.to_string()),
     }
-    let outcome = probe.finish();
+    let outcome = probe.map_or(Outcome::NotDicom, Probe::finish);
     if opts.require_deidentified
         && let Some(why) = outcome.refusal()
     {

@@ -189,6 +189,7 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         placement: None,
         skip_violations: false,
         require_deidentified: false,
+        dicom: true,
     };
     let summary = custody::transfer::transfer(&opts, &key, &Renderer::new(g))?;
     super::transfer::print_summary(&summary);

@@ -77,6 +77,10 @@ pub struct Args {
     /// Reads every file's header (not its pixel data) before the transfer.
     #[arg(long)]
     require_deidentified: bool,
+    /// Do not read DICOM headers: every file is carried as a plain file and
+    /// the manifest records no DICOM identity (docs/dicom.md).
+    #[arg(long, conflicts_with = "require_deidentified")]
+    no_dicom: bool,
 }
 
 /// `--overwrite` values.
@@ -126,6 +130,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         placement,
         skip_violations: args.skip_violations,
         require_deidentified: args.require_deidentified,
+        dicom: !args.no_dicom,
     };
     let renderer = Renderer::new(g);
     let summary = custody::transfer::transfer(&opts, &key, &renderer).map_err(|e| {

@@ -576,3 +576,29 @@ fn no_patient_value_appears_anywhere_even_at_vv() {
         assert!(!seen.contains(v.as_str()), "{v:?} leaked");
     }
 }
+
+#[test]
+fn no_dicom_carries_every_file_as_a_plain_one() {
+    let ws = Ws::new();
+    synthetic(&ws);
+    let s = json(
+        &ws.transfer(&["--no-dicom"])
+            .assert()
+            .code(0)
+            .get_output()
+            .clone(),
+    );
+    assert_eq!(s["files_copied"], 10);
+    assert_eq!(s["dicom_instances"], 0);
+    let m = ws.manifest_json();
+    assert!(
+        m["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f.get("dicom").is_none())
+    );
+    ws.transfer(&["--no-dicom", "--require-deidentified"])
+        .assert()
+        .code(2);
+}
