@@ -140,6 +140,39 @@ fn renamed_to(message: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_owned())
 }
 
+/// What a copy log says, as [`check`] reads it: its summary and how many
+/// errored or renamed entities it lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyLogSummary {
+    /// `Status`.
+    pub status: Option<String>,
+    /// `TotalFiles_Blobs`.
+    pub total: Option<u64>,
+    /// `FilesErrored`.
+    pub files_errored: Option<u64>,
+    /// `ErroredEntity` elements.
+    pub entities: usize,
+}
+
+/// Reads a copy log's bytes without a manifest (the parser [`check`] uses;
+/// the fuzz target `copylog` drives it).
+///
+/// # Errors
+/// Not a copy log: what the XML reader said.
+pub fn summarise(bytes: &[u8]) -> Result<CopyLogSummary, String> {
+    let log = parse(bytes)?;
+    Ok(CopyLogSummary {
+        status: log.status,
+        total: log.total,
+        files_errored: log.errored,
+        entities: log.entities.len(),
+    })
+}
+
+fn parse(bytes: &[u8]) -> Result<CopyLogXml, String> {
+    quick_xml::de::from_reader(BufReader::new(bytes)).map_err(|e| e.to_string())
+}
+
 /// Maps every entity of the copy log at `copylog` onto `manifest`'s files:
 /// its destination places them in the account (container and prefix), and
 /// an entity under that place concerns the file it names (if the manifest
@@ -161,11 +194,9 @@ pub fn check(manifest: &SignedFile, copylog: &Path) -> Result<CopyLogReport, Cop
     };
     let bytes = std::fs::read(copylog).map_err(io)?;
     let blake3 = blake3::hash(&bytes).to_hex().to_string();
-    let log: CopyLogXml = quick_xml::de::from_reader(BufReader::new(&bytes[..])).map_err(|e| {
-        CopyLogError::Malformed {
-            path: copylog.to_path_buf(),
-            reason: e.to_string(),
-        }
+    let log = parse(&bytes).map_err(|reason| CopyLogError::Malformed {
+        path: copylog.to_path_buf(),
+        reason,
     })?;
     let under: Vec<&str> = folders.iter().map(String::as_str).collect();
     let index = Index::build(manifest).map_err(|e| CopyLogError::Index(e.to_string()))?;
