@@ -368,13 +368,7 @@ fn transfer_require_deidentified_refuses_before_anything_moves() {
     ] {
         std::fs::remove_file(ws.src.join(f)).unwrap();
     }
-    let s = json(
-        &ws.transfer(&["--require-deidentified"])
-            .assert()
-            .code(0)
-            .get_output()
-            .clone(),
-    );
+    let s = ws.transfer_json(&["--require-deidentified"], 0);
     assert_eq!(s["files_copied"], 5);
 }
 
@@ -581,13 +575,7 @@ fn no_patient_value_appears_anywhere_even_at_vv() {
 fn no_dicom_carries_every_file_as_a_plain_one() {
     let ws = Ws::new();
     synthetic(&ws);
-    let s = json(
-        &ws.transfer(&["--no-dicom"])
-            .assert()
-            .code(0)
-            .get_output()
-            .clone(),
-    );
+    let s = ws.transfer_json(&["--no-dicom"], 0);
     assert_eq!(s["files_copied"], 10);
     assert_eq!(s["dicom_instances"], 0);
     let m = ws.manifest_json();

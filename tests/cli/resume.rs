@@ -186,7 +186,7 @@ fn a_resumed_run_sweeps_partials_left_by_an_interrupted_attempt() {
     std::fs::write(&leftover, b"half a file").unwrap();
     std::fs::remove_file(&growing).unwrap();
 
-    let s = json(&ws.transfer(&[]).assert().code(0).get_output().clone());
+    let s = ws.transfer_json(&[], 0);
     assert_eq!(s["run"]["resumed"], true);
     assert_eq!(s["verify"]["discrepancies"].as_array().unwrap().len(), 0);
     assert_eq!(partials(&ws.dest), Vec::<String>::new());

@@ -83,6 +83,19 @@ impl Ws {
         c
     }
 
+    /// [`Ws::transfer`] with `extra`, which must exit `code`; its `--json`
+    /// summary.
+    pub fn transfer_json(&self, extra: &[&str], code: i32) -> serde_json::Value {
+        json(
+            &self
+                .transfer(extra)
+                .assert()
+                .code(code)
+                .get_output()
+                .clone(),
+        )
+    }
+
     /// `custody verify MANIFEST DEST --allowed-signers S` plus `extra`.
     pub fn verify(&self, manifest: &Path, extra: &[&str]) -> Command {
         let mut c = self.custody(&["verify"]);
