@@ -34,6 +34,9 @@ pub enum Code {
     Usage = 2,
     /// Incomplete transfer; rerunning the same command resumes.
     Incomplete = 3,
+    /// Not now, nothing wrong: another transfer holds this ledger and
+    /// destination; running the same command later goes on.
+    NotNow = 4,
 }
 
 /// A command failure: the error, its exit code, and what to do next.
@@ -63,6 +66,10 @@ impl Failure {
     pub fn incomplete(error: impl Into<anyhow::Error>) -> Self {
         Self::new(Code::Incomplete, error)
     }
+    /// Not now (exit 4): another run holds the destination.
+    pub fn not_now(error: impl Into<anyhow::Error>) -> Self {
+        Self::new(Code::NotNow, error)
+    }
     /// Adds the line telling the user what to do next.
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
@@ -79,6 +86,7 @@ Exit codes:
   1  integrity failure (verify or audit found a discrepancy or a bad signature)
   2  usage or configuration error (nothing moved)
   3  incomplete transfer (some files failed; rerun the same command to resume)
+  4  not now (another transfer holds this ledger and destination; run again later)
 
 Example:
   custody keygen --out ~/.custody --identity ops@hospital.example

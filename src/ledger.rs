@@ -12,7 +12,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rusqlite::blob::ZeroBlob;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -514,8 +514,12 @@ impl Ledger {
     }
 
     fn configure(&mut self) -> Result<(), LedgerError> {
+        // Transfers into different destinations may share a ledger: writers
+        // take turns. Every write transaction is IMMEDIATE (it takes the
+        // write lock when it begins), so a writer waits here instead of
+        // failing at once when it finds its read snapshot stale.
         self.conn
-            .busy_timeout(std::time::Duration::from_secs(10))
+            .busy_timeout(std::time::Duration::from_secs(60))
             .map_err(self.err())?;
         // Manifest order, for sorting in SQLite (spilling to disk) rather
         // than in memory. Used in queries only, never in the schema, so
@@ -564,7 +568,7 @@ impl Ledger {
             let path = self.path.clone();
             let tx = self
                 .conn
-                .transaction()
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|source| LedgerError::Sqlite {
                     path: path.clone(),
                     source,
@@ -714,7 +718,7 @@ impl Ledger {
         let path = self.path.clone();
         let tx = self
             .conn
-            .transaction()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|source| LedgerError::Sqlite {
                 path: path.clone(),
                 source,
@@ -833,7 +837,10 @@ impl Ledger {
             path: path.clone(),
             source,
         };
-        let tx = self.conn.transaction().map_err(sql)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
         if !landed.is_empty() {
             let seq: u64 = tx
                 .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events", [], |r| {
@@ -1063,7 +1070,10 @@ impl Ledger {
             source,
         };
         let digest = hex(written.blake3);
-        let tx = self.conn.transaction().map_err(sql)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
         tx.execute(
             "INSERT INTO manifests (id, run_id, created_at, signature, blake3, bytes)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -11,6 +11,8 @@
 //! A run with any failure is not sealed: it is recorded as incomplete and the
 //! next identical command resumes it (see `docs/ledger.md`).
 
+pub mod lock;
+
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::Read;
@@ -124,6 +126,10 @@ pub enum TransferError {
         /// never values).
         first: Vec<(String, String)>,
     },
+    /// Another transfer holds this ledger and destination, or the lock file
+    /// cannot be used.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     /// The manifest directory cannot be written.
     #[error("manifest directory {path}: {reason}")]
     ManifestDir {
@@ -150,6 +156,12 @@ pub enum TransferError {
 }
 
 impl TransferError {
+    /// Whether another transfer holds the destination (nothing happened;
+    /// later is fine).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, TransferError::Lock(lock::LockError::Busy { .. }))
+    }
+
     /// Whether the error was found before anything moved (a usage or
     /// configuration problem) rather than during the run.
     pub fn is_setup(&self) -> bool {
@@ -158,6 +170,7 @@ impl TransferError {
             TransferError::Source { .. }
                 | TransferError::Preflight { .. }
                 | TransferError::NotDeidentified { .. }
+                | TransferError::Lock(lock::LockError::Io { .. })
                 | TransferError::ManifestDir { .. }
                 | TransferError::Destination(DestError::Unusable { .. })
                 | TransferError::Ledger(
@@ -688,6 +701,9 @@ pub fn transfer(
         }
     };
     check_manifest_dir(&opts.manifest_dir)?;
+    // Held until the run ends: a second transfer into the same place with
+    // the same ledger is refused, naming this one.
+    let _lock = lock::RunLock::acquire(&opts.ledger, &dest.describe())?;
     let mut ledger = Ledger::open(&opts.ledger)?;
     if let Some(placement) = opts.placement.as_ref().filter(|_| !opts.skip_violations) {
         let existing = existing(opts, dest)?;

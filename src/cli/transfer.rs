@@ -29,7 +29,8 @@ Example:
   custody transfer /srv/pacs /mnt/databox/acme_BlockBlob/pacs --signing-key ~/.custody/custody_ed25519
 
 Exit codes: 0 sealed and verified, 1 verify found a discrepancy,
-2 usage or configuration error (nothing moved), 3 incomplete (rerun resumes).")]
+2 usage or configuration error (nothing moved), 3 incomplete (rerun resumes),
+4 another transfer is running into DEST with this ledger (run again later).")]
 pub struct Args {
     /// The source tree.
     #[arg(value_name = "SRC")]
@@ -134,6 +135,12 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
     };
     let renderer = Renderer::new(g);
     let summary = custody::transfer::transfer(&opts, &key, &renderer).map_err(|e| {
+        if e.is_busy() {
+            return Failure::not_now(e).hint(
+                "nothing was done; run the same command once that transfer has ended \
+                 (a nightly timer simply tries again tomorrow)",
+            );
+        }
         let setup = e.is_setup();
         let preflight = matches!(e, custody::transfer::TransferError::Preflight { .. });
         let phi = matches!(e, custody::transfer::TransferError::NotDeidentified { .. });
