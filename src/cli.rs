@@ -34,8 +34,9 @@ pub enum Code {
     Usage = 2,
     /// Incomplete transfer; rerunning the same command resumes.
     Incomplete = 3,
-    /// Not now, nothing wrong: another transfer holds this ledger and
-    /// destination; running the same command later goes on.
+    /// Not now, nothing wrong: paused at a window's end or a limit, started
+    /// outside its window, or another transfer holds this ledger and
+    /// destination; running the same command later resumes.
     NotNow = 4,
 }
 
@@ -66,7 +67,8 @@ impl Failure {
     pub fn incomplete(error: impl Into<anyhow::Error>) -> Self {
         Self::new(Code::Incomplete, error)
     }
-    /// Not now (exit 4): another run holds the destination.
+    /// Not now (exit 4): outside the window, or another run holds the
+    /// destination.
     pub fn not_now(error: impl Into<anyhow::Error>) -> Self {
         Self::new(Code::NotNow, error)
     }
@@ -86,7 +88,8 @@ Exit codes:
   1  integrity failure (verify or audit found a discrepancy or a bad signature)
   2  usage or configuration error (nothing moved)
   3  incomplete transfer (some files failed; rerun the same command to resume)
-  4  not now (another transfer holds this ledger and destination; run again later)
+  4  not now: paused at a window's end or a limit, outside the window, or another transfer
+     holds this ledger and destination (run the same command later; it resumes)
 
 Example:
   custody keygen --out ~/.custody --identity ops@hospital.example

@@ -21,6 +21,7 @@ pub mod progress;
 pub mod relpath;
 pub mod restore;
 pub mod scan;
+pub mod schedule;
 pub mod source;
 pub mod transfer;
 pub mod verify;

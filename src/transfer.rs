@@ -12,6 +12,9 @@
 //! next identical command resumes it (see `docs/ledger.md`).
 
 pub mod lock;
+mod stop;
+
+pub use stop::Limits;
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -84,6 +87,8 @@ pub struct TransferOptions {
     /// patient or cannot be checked ([`crate::source::dicom::Outcome::refusal`]);
     /// such a file met later (changed since) fails instead of landing.
     pub require_deidentified: bool,
+    /// When to stop starting files: window, duration, bytes.
+    pub limits: Limits,
 }
 
 /// How many violations a refused preflight names (all of them: `custody
@@ -126,6 +131,14 @@ pub enum TransferError {
         /// never values).
         first: Vec<(String, String)>,
     },
+    /// Started outside its window: nothing was done.
+    #[error("outside the window {window}{}", opens.as_ref().map(|o| format!("; it opens {o}")).unwrap_or_default())]
+    OutsideWindow {
+        /// The window spec.
+        window: String,
+        /// When it next opens (local time), if within a week.
+        opens: Option<String>,
+    },
     /// Another transfer holds this ledger and destination, or the lock file
     /// cannot be used.
     #[error(transparent)]
@@ -159,7 +172,10 @@ impl TransferError {
     /// Whether another transfer holds the destination (nothing happened;
     /// later is fine).
     pub fn is_busy(&self) -> bool {
-        matches!(self, TransferError::Lock(lock::LockError::Busy { .. }))
+        matches!(
+            self,
+            TransferError::Lock(lock::LockError::Busy { .. }) | TransferError::OutsideWindow { .. }
+        )
     }
 
     /// Whether the error was found before anything moved (a usage or
@@ -190,6 +206,9 @@ pub enum Status {
     Incomplete,
     /// Sealed, but the verify after it found discrepancies.
     VerifyFailed,
+    /// Stopped starting files (window closed, `--max-duration`,
+    /// `--max-bytes`); not sealed; a rerun resumes.
+    Paused,
 }
 
 /// One failed entry.
@@ -229,6 +248,12 @@ pub struct TransferSummary {
     pub bytes_copied: u64,
     /// Files already landed by an earlier attempt, not copied again.
     pub files_skipped: u64,
+    /// Why the run stopped starting files, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
+    /// Files in flight given up when the grace period after a stop ran out
+    /// (nothing recorded for them; the next run copies them).
+    pub files_abandoned: u64,
     /// Files copied in this attempt that are DICOM instances (their UIDs
     /// are in the manifest).
     pub dicom_instances: u64,
@@ -320,7 +345,12 @@ enum Item {
     Ready(Done),
 }
 
+/// The read loop's word for "the grace period after a stop ran out".
+const ABANDONED: &str = "abandoned: the grace period after the stop ran out";
+
 enum Done {
+    /// Given up in flight after a stop's grace period.
+    Abandoned,
     /// Copied; with why its DICOM header could not be read, if so.
     Landed(Box<LandedFile>, Option<String>),
     Skipped {
@@ -395,6 +425,7 @@ fn copy_one(
     f: &SourceFile,
     dest: &dyn Destination,
     opts: &TransferOptions,
+    stopper: &stop::Stopper,
     progress: &dyn Progress,
 ) -> Done {
     let key = opts.encryption.as_ref();
@@ -430,6 +461,9 @@ fn copy_one(
     let mut probe = (opts.dicom || opts.require_deidentified).then(Probe::new);
     let read = BUF.with_borrow_mut(|buf| -> Result<(), String> {
         loop {
+            if stopper.abandon() {
+                return Err(ABANDONED.to_owned());
+            }
             let n = match file.read(buf) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
@@ -446,8 +480,11 @@ fn copy_one(
             progress.bytes(n as u64);
         }
     });
-    if let Err(e) = read {
-        return fail(e);
+    match read {
+        // Dropped unfinished: nothing visible, nothing recorded.
+        Err(e) if e == ABANDONED => return Done::Abandoned,
+        Err(e) => return fail(e),
+        Ok(()) => {}
     }
     let sums = sums.finish();
     match file.metadata() {
@@ -704,6 +741,17 @@ pub fn transfer(
     // Held until the run ends: a second transfer into the same place with
     // the same ledger is refused, naming this one.
     let _lock = lock::RunLock::acquire(&opts.ledger, &dest.describe())?;
+    let stopper =
+        stop::Stopper::start(&opts.limits).map_err(|opens| TransferError::OutsideWindow {
+            window: opts
+                .limits
+                .window
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            opens: opens.map(|o| o.strftime("%a %Y-%m-%d %H:%M %Z").to_string()),
+        })?;
+    let stopper = &stopper;
     let mut ledger = Ledger::open(&opts.ledger)?;
     if let Some(placement) = opts.placement.as_ref().filter(|_| !opts.skip_violations) {
         let existing = existing(opts, dest)?;
@@ -760,6 +808,8 @@ pub fn transfer(
         files_copied: 0,
         bytes_copied: 0,
         files_skipped: 0,
+        paused: None,
+        files_abandoned: 0,
         dicom_instances: 0,
         dicom_unread: 0,
         bytes_skipped: 0,
@@ -808,6 +858,11 @@ pub fn transfer(
             error: error.to_string(),
         }),
     });
+    // Past a window's end or a limit, no further file starts.
+    let items = items.take_while(|item| match item {
+        Item::Copy(f) => stopper.admit(f.size),
+        Item::Ready(_) => stopper.stopped().is_none(),
+    });
 
     let started = Instant::now();
     progress.begin(Phase::Transfer, None, None);
@@ -816,7 +871,7 @@ pub fn transfer(
         opts.jobs,
         items,
         |item| match item {
-            Item::Copy(f) => copy_one(&f, dest, opts, progress),
+            Item::Copy(f) => copy_one(&f, dest, opts, stopper, progress),
             Item::Ready(done) => done,
         },
         |done| {
@@ -834,6 +889,7 @@ pub fn transfer(
                     }
                     batch.landed.push(*f);
                 }
+                Done::Abandoned => summary.files_abandoned += 1,
                 Done::Skipped { bytes } => {
                     summary.files_skipped += 1;
                     summary.bytes_skipped += bytes;
@@ -885,6 +941,20 @@ pub fn transfer(
         return Err(e);
     }
 
+    summary.paused = stopper.stopped();
+    if let Some(reason) = summary.paused.as_ref().filter(|_| summary.failed == 0) {
+        tracing::info!(run = run.id, reason = %reason, "run paused; not sealed");
+        summary.status = Status::Paused;
+        ledger.mark_incomplete(
+            run.id,
+            &json!({
+                "paused": reason,
+                "files_copied": summary.files_copied,
+                "files_skipped": summary.files_skipped,
+            }),
+        )?;
+        return Ok(summary);
+    }
     if summary.failed > 0 {
         tracing::warn!(
             run = run.id,

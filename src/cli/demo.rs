@@ -190,6 +190,7 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         skip_violations: false,
         require_deidentified: false,
         dicom: true,
+        limits: custody::transfer::Limits::default(),
     };
     let summary = custody::transfer::transfer(&opts, &key, &Renderer::new(g))?;
     super::transfer::print_summary(&summary);

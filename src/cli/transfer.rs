@@ -30,7 +30,8 @@ Example:
 
 Exit codes: 0 sealed and verified, 1 verify found a discrepancy,
 2 usage or configuration error (nothing moved), 3 incomplete (rerun resumes),
-4 another transfer is running into DEST with this ledger (run again later).")]
+4 not now: paused at the window's end or a limit, started outside the window,
+  or another transfer is running into DEST with this ledger (run again later; it resumes).")]
 pub struct Args {
     /// The source tree.
     #[arg(value_name = "SRC")]
@@ -82,6 +83,40 @@ pub struct Args {
     /// the manifest records no DICOM identity (docs/dicom.md).
     #[arg(long, conflicts_with = "require_deidentified")]
     no_dicom: bool,
+    /// Run only inside these windows, local time, e.g.
+    /// "Mon-Fri 19:00-06:00, Sat-Sun 00:00-24:00" (docs/operations.md).
+    /// Outside them nothing starts (exit 4); at a window's end no new file
+    /// starts, files in flight finish within --grace, and the run pauses
+    /// (exit 4): the same command later resumes it.
+    #[arg(long, value_name = "SPEC")]
+    window: Option<custody::schedule::Windows>,
+    /// Stop starting files after this long, e.g. 6h, 90m, "1h 30m" (then
+    /// as at a window's end).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    max_duration: Option<std::time::Duration>,
+    /// Stop before the files started would pass this many bytes, e.g.
+    /// 500G, 2TiB (K/M/G/T: powers of 1000; KiB/MiB/GiB/TiB: of 1024).
+    #[arg(long, value_name = "SIZE", value_parser = bytes)]
+    max_bytes: Option<u64>,
+    /// After a stop, how long files in flight may go on before they are
+    /// given up (nothing is recorded for them; the next run copies them).
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "5m")]
+    grace: std::time::Duration,
+    /// Pretend it is this local time (RFC 3339 with zone, e.g.
+    /// 2026-11-24T05:59:58[Europe/Berlin]) for the window: for tests.
+    #[arg(long, env = "CUSTODY_NOW", hide = true)]
+    now: Option<jiff::ZonedDateTime>,
+}
+
+/// A duration: "90m", "6h", "1h 30m", or ISO 8601 "PT1H30M".
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = s.parse().map_err(|e| format!("{e}"))?;
+    std::time::Duration::try_from(d).map_err(|_| "must not be negative".to_owned())
+}
+
+/// A byte count: "500G", "2TiB", "1048576".
+fn bytes(s: &str) -> Result<u64, String> {
+    s.parse::<bytesize::ByteSize>().map(|b| b.as_u64())
 }
 
 /// `--overwrite` values.
@@ -132,12 +167,23 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         skip_violations: args.skip_violations,
         require_deidentified: args.require_deidentified,
         dicom: !args.no_dicom,
+        limits: custody::transfer::Limits {
+            window: args.window.clone(),
+            clock: args
+                .now
+                .as_ref()
+                .map(custody::schedule::Clock::starting_at)
+                .unwrap_or_default(),
+            max_duration: args.max_duration,
+            max_bytes: args.max_bytes,
+            grace: args.grace,
+        },
     };
     let renderer = Renderer::new(g);
     let summary = custody::transfer::transfer(&opts, &key, &renderer).map_err(|e| {
         if e.is_busy() {
             return Failure::not_now(e).hint(
-                "nothing was done; run the same command once that transfer has ended \
+                "nothing was done; run the same command later \
                  (a nightly timer simply tries again tomorrow)",
             );
         }
@@ -183,6 +229,7 @@ fn code(s: &TransferSummary) -> Code {
         Status::Complete => Code::Ok,
         Status::VerifyFailed => Code::Integrity,
         Status::Incomplete => Code::Incomplete,
+        Status::Paused => Code::NotNow,
     }
 }
 
@@ -210,6 +257,16 @@ pub fn print_summary(s: &TransferSummary) {
                 0 => String::new(),
                 n =>
                     format!("; {n} DICOM header(s) not read (carried as plain files, noted above)"),
+            }
+        );
+    }
+    if s.status == Status::Paused {
+        println!(
+            "PAUSED: {}; the run is not sealed{}. Run the same command again to resume.",
+            s.paused.as_deref().unwrap_or("stopped"),
+            match s.files_abandoned {
+                0 => String::new(),
+                n => format!(" ({n} file(s) in flight given up after --grace, copied next time)"),
             }
         );
     }
