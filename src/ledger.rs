@@ -456,6 +456,22 @@ impl Ledger {
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
         }
+        // Setting up (WAL mode, creating or migrating the schema) is done by
+        // one process at a time: two transfers opening a new ledger at once
+        // both created the schema, and one failed. An OS lock (`flock`,
+        // which does not touch SQLite's own locks) on the ledger file
+        // orders them; the second finds the work done.
+        let setup = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(|e| LedgerError::Sqlite {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
         let conn = Connection::open(path).map_err(|source| LedgerError::Sqlite {
             path: path.to_path_buf(),
             source,
@@ -466,6 +482,7 @@ impl Ledger {
         };
         l.configure()?;
         l.migrate()?;
+        drop(setup);
         Ok(l)
     }
 
@@ -573,6 +590,18 @@ impl Ledger {
                     path: path.clone(),
                     source,
                 })?;
+            // Another process may have taken this step since `version` was
+            // read (two transfers opening a new ledger at once): the write
+            // lock is held now, so read again.
+            let done: i64 = tx
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(|source| LedgerError::Sqlite {
+                    path: path.clone(),
+                    source,
+                })?;
+            if done >= to {
+                continue;
+            }
             tx.execute_batch(sql)
                 .and_then(|()| tx.pragma_update(None, "user_version", to))
                 .and_then(|()| tx.commit())
@@ -1703,6 +1732,29 @@ mod tests {
             GENESIS,
         );
         assert_eq!(h, EVENT_VECTOR);
+    }
+
+    // Regression: two transfers opening a new ledger at once both created
+    // the schema, and the second failed ("table keys already exists").
+    #[test]
+    fn processes_opening_a_new_ledger_at_once_all_succeed() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("custody.db");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let opened: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Ledger::open(&path).map(drop).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for t in opened {
+                t.join().unwrap().unwrap();
+            }
+        }
     }
 
     #[test]
