@@ -8,26 +8,7 @@ use crate::support::*;
 #[test]
 fn a_second_transfer_is_refused_naming_the_running_one() {
     let ws = Ws::new();
-    for i in 0..3000u64 {
-        ws.file(&format!("S{:02}/IM{i:05}", i / 100), &bytes(i, 64 * 1024));
-    }
-    let (src, dest, key) = (
-        ws.src.display().to_string(),
-        ws.dest.display().to_string(),
-        ws.key().display().to_string(),
-    );
-    let mut first = ws
-        .spawnable(&[
-            "transfer",
-            &src,
-            &dest,
-            "--signing-key",
-            &key,
-            "--jobs",
-            "1",
-        ])
-        .spawn()
-        .unwrap();
+    let mut first = ws.spawn_slow_transfer(3000);
     let lock_of = || {
         std::fs::read_dir(ws.root())
             .unwrap()

@@ -21,26 +21,7 @@ fn kill_9_mid_transfer_then_rerun_resumes_without_recopying() {
     // lands between batches: with batched syncs a smaller tree could be
     // copied and recorded whole in the first batch, before the kill.
     let total = 5000u64;
-    for i in 0..total {
-        ws.file(&format!("S{:02}/IM{i:05}", i / 100), &bytes(i, 64 * 1024));
-    }
-    let (src, dest, key) = (
-        ws.src.display().to_string(),
-        ws.dest.display().to_string(),
-        ws.key().display().to_string(),
-    );
-    let mut child = ws
-        .spawnable(&[
-            "transfer",
-            &src,
-            &dest,
-            "--signing-key",
-            &key,
-            "--jobs",
-            "1",
-        ])
-        .spawn()
-        .unwrap();
+    let mut child = ws.spawn_slow_transfer(total);
     // At least one batch recorded: then SIGKILL.
     wait_while_running(&mut child, "a batch was recorded", || {
         landed_rows(&ws.ledger) > 0

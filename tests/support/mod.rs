@@ -310,6 +310,33 @@ impl Ws {
     }
 }
 
+impl Ws {
+    /// Writes `n` files of 64 KiB, 100 to a folder, and starts
+    /// `custody transfer` of them on one job as a child process (to
+    /// interrupt or race).
+    pub fn spawn_slow_transfer(&self, n: u64) -> std::process::Child {
+        for i in 0..n {
+            self.file(&format!("S{:02}/IM{i:05}", i / 100), &bytes(i, 64 * 1024));
+        }
+        let (src, dest, key) = (
+            self.src.display().to_string(),
+            self.dest.display().to_string(),
+            self.key().display().to_string(),
+        );
+        self.spawnable(&[
+            "transfer",
+            &src,
+            &dest,
+            "--signing-key",
+            &key,
+            "--jobs",
+            "1",
+        ])
+        .spawn()
+        .unwrap()
+    }
+}
+
 /// Landed-file rows in a ledger (0 while it does not exist yet).
 pub fn landed_rows(ledger: &Path) -> i64 {
     rusqlite::Connection::open_with_flags(ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
