@@ -9,6 +9,7 @@ mod audit;
 mod databox;
 mod decrypt;
 mod demo;
+mod generate;
 mod handoff;
 mod keygen;
 mod ledger;
@@ -151,6 +152,8 @@ enum Command {
     Scan(scan::Args),
     #[command(subcommand)]
     Databox(databox::DataboxCommand),
+    Completions(generate::Args),
+    Manpage(generate::ManArgs),
 }
 
 fn init_logging(g: &Global) {
@@ -186,6 +189,8 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a, g),
         Command::Scan(a) => scan::run(a, g),
         Command::Databox(c) => databox::run(c, g),
+        Command::Completions(a) => generate::completions(a),
+        Command::Manpage(_) => generate::manpage(),
     };
     let code = match outcome {
         Ok(code) => code,

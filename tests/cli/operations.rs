@@ -184,3 +184,67 @@ fn bad_limits_are_usage_errors() {
         );
     }
 }
+
+/// Completions and the man page come from the CLI definition: bash accepts
+/// the script, and both know every command.
+#[test]
+fn completions_and_man_page_are_generated_from_the_cli() {
+    let ws = Ws::new();
+    let bash = ws.custody(&["completions", "bash"]).output().unwrap();
+    assert_eq!(bash.status.code(), Some(0));
+    let script = ws.root().join("custody.bash");
+    std::fs::write(&script, &bash.stdout).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let man = ws.custody(&["manpage"]).output().unwrap();
+    assert_eq!(man.status.code(), Some(0));
+    let (script, man) = (stdout(&bash), stdout(&man));
+    assert!(
+        man.starts_with(".ie") && man.contains(".TH custody 1"),
+        "{man}"
+    );
+    for command in [
+        "transfer",
+        "verify",
+        "scan",
+        "handoff",
+        "databox",
+        "completions",
+    ] {
+        assert!(script.contains(command), "completions lack {command}");
+        assert!(man.contains(command), "the man page lacks {command}");
+    }
+}
+
+/// The contrib/ examples use windows this custody accepts: a transfer of an
+/// empty tree with each runs or waits for its window (exit 0 or 4), where a
+/// spec that does not parse is a usage error naming --window.
+#[test]
+fn the_contrib_examples_windows_parse() {
+    let ws = Ws::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
+    let mut seen = 0;
+    for file in ["systemd/custody-nightly.service", "cron/custody-nightly"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        for spec in text.split("--window \"").skip(1) {
+            let spec = spec.split('"').next().unwrap();
+            let out = ws.transfer(&["--window", spec]).output().unwrap();
+            let err = stderr(&out);
+            assert!(
+                matches!(out.status.code(), Some(0 | 4)),
+                "{file}: {spec:?}: {err}"
+            );
+            assert!(!err.contains("--window"), "{file}: {spec:?}: {err}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 3);
+}
