@@ -15,9 +15,17 @@ fn a_second_transfer_is_refused_naming_the_running_one() {
             .map(|e| e.unwrap().path())
             .find(|p| p.to_string_lossy().ends_with(".lock"))
     };
-    wait_while_running(&mut first, "the lock was taken", || {
-        lock_of().is_some_and(|l| std::fs::read_to_string(l).is_ok_and(|t| t.contains("pid")))
-    });
+    // The lock is taken before the run begins; wait for both, so that the
+    // kill below interrupts a run (a kill before its first record would
+    // leave nothing to resume).
+    wait_while_running(
+        &mut first,
+        "the lock was taken and a batch recorded",
+        || {
+            lock_of().is_some_and(|l| std::fs::read_to_string(l).is_ok_and(|t| t.contains("pid")))
+                && landed_rows(&ws.ledger) > 0
+        },
+    );
     let out = ws.transfer(&[]).assert().code(4).get_output().clone();
     let err = stderr(&out);
     assert!(
