@@ -16,6 +16,9 @@
 //! clock does.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use jiff::civil::Time;
 use jiff::{SignedDuration, ZonedDateTime as Zoned};
@@ -193,10 +196,24 @@ impl Windows {
 /// The clock a run reads: the system's, possibly shifted (tests set "now"
 /// with `CUSTODY_NOW` to start a run just before a window closes), in the
 /// local time zone (or the zone "now" was given in).
+///
+/// For tests that must not depend on how fast the machine is, a clock can
+/// also be *stepped*: it stands still between readings and each reading is
+/// one step later than the last, so a run reaches a window's end after a
+/// set number of readings, whatever the speed.
 #[derive(Debug, Clone, Default)]
 pub struct Clock {
     shift: SignedDuration,
     zone: Option<jiff::tz::TimeZone>,
+    stepped: Option<Stepped>,
+}
+
+#[derive(Debug, Clone)]
+struct Stepped {
+    start: jiff::Timestamp,
+    origin: Instant,
+    step: Duration,
+    readings: Arc<AtomicU32>,
 }
 
 impl Clock {
@@ -211,16 +228,53 @@ impl Clock {
         Clock {
             shift: now.timestamp().duration_since(jiff::Timestamp::now()),
             zone: Some(now.time_zone().clone()),
+            stepped: None,
         }
     }
 
-    /// Now.
+    /// A clock whose first reading is `now` and each later reading `step`
+    /// after the one before, in `now`'s zone: for tests.
+    pub fn stepped(now: &Zoned, step: Duration) -> Self {
+        Clock {
+            shift: SignedDuration::ZERO,
+            zone: Some(now.time_zone().clone()),
+            stepped: Some(Stepped {
+                start: now.timestamp(),
+                origin: Instant::now(),
+                step,
+                readings: Arc::default(),
+            }),
+        }
+    }
+
+    /// How far a stepped clock has moved, counting this reading.
+    fn tick(s: &Stepped) -> Duration {
+        s.step
+            .saturating_mul(s.readings.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Now, as an instant on the time line.
+    pub fn timestamp(&self) -> jiff::Timestamp {
+        let t = match &self.stepped {
+            Some(s) => s.start.checked_add(Self::tick(s)).ok(),
+            None => jiff::Timestamp::now().checked_add(self.shift).ok(),
+        };
+        t.unwrap_or_else(jiff::Timestamp::now)
+    }
+
+    /// Now, in the clock's zone.
     pub fn now(&self) -> Zoned {
-        let t = jiff::Timestamp::now()
-            .checked_add(self.shift)
-            .unwrap_or_else(|_| jiff::Timestamp::now());
         let zone = self.zone.clone().unwrap_or_else(jiff::tz::TimeZone::system);
-        t.to_zoned_datetime(zone)
+        self.timestamp().to_zoned_datetime(zone)
+    }
+
+    /// Now, for measuring how long something took: monotonic, never
+    /// shifted, and stepped like the rest of a stepped clock.
+    pub fn instant(&self) -> Instant {
+        match &self.stepped {
+            Some(s) => s.origin + Self::tick(s),
+            None => Instant::now(),
+        }
     }
 }
 

@@ -106,6 +106,11 @@ pub struct Args {
     /// 2026-11-24T05:59:58[Europe/Berlin]) for the window: for tests.
     #[arg(long, env = "CUSTODY_NOW", hide = true)]
     now: Option<jiff::ZonedDateTime>,
+    /// With --now: a clock that stands still between readings, each one
+    /// this much after the last (so a test reaches a window's end after a
+    /// set number of files, whatever the machine's speed): for tests.
+    #[arg(long, env = "CUSTODY_CLOCK_STEP", hide = true, requires = "now", value_parser = duration)]
+    clock_step: Option<std::time::Duration>,
 }
 
 /// A duration: "90m", "6h", "1h 30m", or ISO 8601 "PT1H30M".
@@ -169,11 +174,11 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         dicom: !args.no_dicom,
         limits: custody::transfer::Limits {
             window: args.window.clone(),
-            clock: args
-                .now
-                .as_ref()
-                .map(custody::schedule::Clock::starting_at)
-                .unwrap_or_default(),
+            clock: match (&args.now, args.clock_step) {
+                (Some(now), Some(step)) => custody::schedule::Clock::stepped(now, step),
+                (Some(now), None) => custody::schedule::Clock::starting_at(now),
+                (None, _) => custody::schedule::Clock::system(),
+            },
             max_duration: args.max_duration,
             max_bytes: args.max_bytes,
             grace: args.grace,

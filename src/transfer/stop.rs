@@ -66,13 +66,40 @@ impl Stopper {
             max_duration: limits.max_duration,
             max_bytes: limits.max_bytes,
             grace: limits.grace,
-            started: Instant::now(),
+            started: limits.clock.instant(),
             state: Mutex::new(State::default()),
         })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why the run must stop now on the clock (its window closed, or
+    /// `--max-duration` passed), if it must.
+    fn out_of_time(&self) -> Option<String> {
+        if let Some(end) = self
+            .closes
+            .as_ref()
+            .filter(|e| self.clock.timestamp() >= e.timestamp())
+        {
+            let window = self.window.as_ref().map(ToString::to_string);
+            return Some(format!(
+                "the window {} closed at {}",
+                window.unwrap_or_default(),
+                end.strftime("%a %H:%M")
+            ));
+        }
+        let d = self
+            .max_duration
+            .filter(|d| self.clock.instant().duration_since(self.started) >= *d)?;
+        let d = jiff::SignedDuration::try_from(d).unwrap_or_default();
+        Some(format!("--max-duration {d:#} reached"))
+    }
+
+    /// Records the stop: files in flight may go on for the grace period.
+    fn stop(&self, st: &mut State, reason: String) {
+        st.stopped = Some((reason, self.clock.instant() + self.grace));
     }
 
     /// Whether a file of `size` bytes may start now; once `false`, always
@@ -82,26 +109,14 @@ impl Stopper {
         if st.stopped.is_some() {
             return false;
         }
-        let reason = if let Some(end) = self.closes.as_ref().filter(|e| &self.clock.now() >= *e) {
-            Some(format!(
-                "the window {} closed at {}",
-                self.window
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-                end.strftime("%a %H:%M")
-            ))
-        } else if let Some(d) = self.max_duration.filter(|d| &self.started.elapsed() >= d) {
-            let d = jiff::SignedDuration::try_from(d).unwrap_or_default();
-            Some(format!("--max-duration {d:#} reached"))
-        } else {
+        let reason = self.out_of_time().or_else(|| {
             self.max_bytes
                 .filter(|&max| st.files > 0 && st.bytes.saturating_add(size) > max)
                 .map(|max| format!("--max-bytes {max} reached"))
-        };
+        });
         match reason {
             Some(r) => {
-                st.stopped = Some((r, Instant::now() + self.grace));
+                self.stop(&mut st, r);
                 false
             }
             None => {
@@ -112,13 +127,20 @@ impl Stopper {
         }
     }
 
-    /// Whether a file in flight must give up now (the grace period after a
-    /// stop has passed).
+    /// Whether a file in flight must give up now: the run has stopped
+    /// (checked here too, so that a window closing during one long file is
+    /// noticed) and the grace period after the stop has passed.
     pub(crate) fn abandon(&self) -> bool {
-        self.state()
-            .stopped
+        let mut st = self.state();
+        if st.stopped.is_none() {
+            match self.out_of_time() {
+                Some(r) => self.stop(&mut st, r),
+                None => return false,
+            }
+        }
+        st.stopped
             .as_ref()
-            .is_some_and(|(_, deadline)| Instant::now() >= *deadline)
+            .is_some_and(|(_, deadline)| self.clock.instant() >= *deadline)
     }
 
     /// Why the run stopped, if it did.
@@ -152,6 +174,48 @@ mod tests {
         })
         .unwrap();
         assert!(s.admit(1000));
+    }
+
+    #[test]
+    fn a_window_closing_during_a_file_stops_the_run_and_the_grace_runs_out() {
+        // Each reading of this clock is a second after the last: the start
+        // reads it twice (05:59:57, :58), the first admission at :59.
+        let now: jiff::ZonedDateTime = "2026-11-24T05:59:57[UTC]".parse().unwrap();
+        let s = Stopper::start(&Limits {
+            window: Some("Mon-Fri 19:00-06:00".parse().unwrap()),
+            clock: Clock::stepped(&now, Duration::from_secs(1)),
+            grace: Duration::from_secs(3),
+            ..Limits::default()
+        })
+        .unwrap();
+        assert!(s.admit(1 << 30));
+        // The file is being read: at 06:00 the run stops, and the file
+        // goes on until the grace period has passed.
+        assert!(!s.abandon(), "06:00 stops the run, the grace begins");
+        assert_eq!(
+            s.stopped().unwrap(),
+            "the window Mon-Fri 19:00-06:00 closed at Tue 06:00"
+        );
+        // (That call read the clock three times: 06:00 to stop, :01 for
+        // the deadline, :02 to compare.)
+        assert!(!s.abandon(), "06:00:03");
+        assert!(s.abandon(), "06:00:04, 3 s after the deadline was set");
+        assert!(!s.admit(1), "nothing starts after a stop");
+    }
+
+    #[test]
+    fn max_duration_is_read_on_the_runs_clock() {
+        let now: jiff::ZonedDateTime = "2026-11-24T12:00[UTC]".parse().unwrap();
+        let s = Stopper::start(&Limits {
+            max_duration: Some(Duration::from_secs(3)),
+            clock: Clock::stepped(&now, Duration::from_secs(1)),
+            ..Limits::default()
+        })
+        .unwrap();
+        assert!(s.admit(1));
+        assert!(s.admit(1));
+        assert!(!s.admit(1));
+        assert_eq!(s.stopped().unwrap(), "--max-duration 3s reached");
     }
 
     #[test]
