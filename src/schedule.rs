@@ -23,12 +23,28 @@ use std::time::{Duration, Instant};
 use jiff::civil::Time;
 use jiff::{SignedDuration, ZonedDateTime as Zoned};
 
-/// A spec that does not parse; the message says where.
+mod bwlimit;
+
+pub use bwlimit::{Bwlimit, describe as describe_rate};
+
+/// A window or bandwidth spec that does not parse; the message says where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("window {spec:?}: {reason}")]
-pub struct WindowError {
+#[error("{what} {spec:?}: {reason}")]
+pub struct SpecError {
+    what: &'static str,
     spec: String,
     reason: String,
+}
+
+impl SpecError {
+    /// The error for `spec`, given why.
+    fn of(what: &'static str, spec: &str) -> impl Fn(String) -> SpecError + Copy {
+        move |reason| SpecError {
+            what,
+            spec: spec.to_owned(),
+            reason,
+        }
+    }
 }
 
 /// One window: on these days, from `start` to `end` (next day's `end` when
@@ -56,6 +72,7 @@ impl fmt::Display for Windows {
 }
 
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+const DAY_NAMES: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
 fn day(s: &str) -> Option<usize> {
     let s = s.to_ascii_lowercase();
@@ -78,13 +95,10 @@ fn time(s: &str, end: bool) -> Option<Option<Time>> {
 }
 
 impl std::str::FromStr for Windows {
-    type Err = WindowError;
+    type Err = SpecError;
 
-    fn from_str(spec: &str) -> Result<Self, WindowError> {
-        let err = |reason: String| WindowError {
-            spec: spec.to_owned(),
-            reason,
-        };
+    fn from_str(spec: &str) -> Result<Self, SpecError> {
+        let err = SpecError::of("window", spec);
         let mut windows = Vec::new();
         for part in spec.split(',').map(str::trim) {
             let (days_part, times) = match part.rsplit_once(' ') {

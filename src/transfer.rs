@@ -13,6 +13,7 @@
 
 pub mod lock;
 mod stop;
+mod throttle;
 
 pub use stop::Limits;
 
@@ -474,6 +475,7 @@ fn copy_one(
             if let Some(p) = probe.as_mut() {
                 p.feed(&buf[..n]);
             }
+            stopper.throttle(n);
             landing
                 .write_all(&buf[..n])
                 .map_err(|e| format!("destination write failed: {e}"))?;

@@ -102,6 +102,11 @@ pub struct Args {
     /// given up (nothing is recorded for them; the next run copies them).
     #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "5m")]
     grace: std::time::Duration,
+    /// Bandwidth timetable for destination writes, rclone's grammar: a
+    /// rate ("20M") or "[Day-]HH:MM,RATE" entries, e.g. "06:00,20M
+    /// 19:00,off" (bare numbers are KiB/s; K M G T: powers of 1024).
+    #[arg(long, value_name = "SPEC")]
+    bwlimit: Option<custody::schedule::Bwlimit>,
     /// Pretend it is this local time (RFC 3339 with zone, e.g.
     /// 2026-11-24T05:59:58[Europe/Berlin]) for the window: for tests.
     #[arg(long, env = "CUSTODY_NOW", hide = true)]
@@ -182,6 +187,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
             max_duration: args.max_duration,
             max_bytes: args.max_bytes,
             grace: args.grace,
+            bwlimit: args.bwlimit.clone(),
         },
     };
     let renderer = Renderer::new(g);

@@ -6,11 +6,15 @@
 //! file still in flight is abandoned between two reads (its landing is
 //! dropped, nothing is recorded for it). The run is then left open, as
 //! paused, and the next run resumes it.
+//!
+//! The same limits hold the run's pace: every destination write first
+//! takes its bytes from the `--bwlimit` token bucket ([`Throttle`]).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::schedule::{Clock, Windows};
+use super::throttle::Throttle;
+use crate::schedule::{Bwlimit, Clock, Windows};
 
 /// What may stop a run, and whether it has.
 #[derive(Debug)]
@@ -24,6 +28,7 @@ pub(crate) struct Stopper {
     grace: Duration,
     started: Instant,
     state: Mutex<State>,
+    throttle: Throttle,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +53,8 @@ pub struct Limits {
     pub max_bytes: Option<u64>,
     /// How long files in flight may go on after a stop.
     pub grace: Duration,
+    /// The bandwidth timetable destination writes keep to.
+    pub bwlimit: Option<Bwlimit>,
 }
 
 impl Stopper {
@@ -68,6 +75,7 @@ impl Stopper {
             grace: limits.grace,
             started: limits.clock.instant(),
             state: Mutex::new(State::default()),
+            throttle: Throttle::new(limits.bwlimit.clone(), limits.clock.clone()),
         })
     }
 
@@ -141,6 +149,12 @@ impl Stopper {
         st.stopped
             .as_ref()
             .is_some_and(|(_, deadline)| self.clock.instant() >= *deadline)
+    }
+
+    /// Waits until `n` bytes may be written to the destination
+    /// (`--bwlimit`).
+    pub(crate) fn throttle(&self, n: usize) {
+        self.throttle.take(n);
     }
 
     /// Why the run stopped, if it did.

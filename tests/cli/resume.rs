@@ -17,10 +17,9 @@ fn partials(root: &Path) -> Vec<String> {
 #[test]
 fn kill_9_mid_transfer_then_rerun_resumes_without_recopying() {
     let ws = Ws::new();
-    // More files than one ledger batch holds (4,096), so the kill always
-    // lands between batches: with batched syncs a smaller tree could be
-    // copied and recorded whole in the first batch, before the kill.
-    let total = 5000u64;
+    // Held to 2 MiB/s, the 25 MiB take 12 s, and a batch is recorded
+    // every 250 ms: the kill always lands mid-run, between batches.
+    let total = 400u64;
     let mut child = ws.spawn_slow_transfer(total);
     // At least one batch recorded: then SIGKILL.
     wait_while_running(&mut child, "a batch was recorded", || {

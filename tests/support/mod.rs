@@ -313,7 +313,8 @@ impl Ws {
 impl Ws {
     /// Writes `n` files of 64 KiB, 100 to a folder, and starts
     /// `custody transfer` of them on one job as a child process (to
-    /// interrupt or race).
+    /// interrupt or race), held to 2 MiB/s (`--bwlimit`) so that it runs
+    /// for `n` / 32 seconds however fast the machine.
     pub fn spawn_slow_transfer(&self, n: u64) -> std::process::Child {
         for i in 0..n {
             self.file(&format!("S{:02}/IM{i:05}", i / 100), &bytes(i, 64 * 1024));
@@ -331,6 +332,8 @@ impl Ws {
             &key,
             "--jobs",
             "1",
+            "--bwlimit",
+            "2M",
         ])
         .spawn()
         .unwrap()
