@@ -131,6 +131,30 @@ pub struct Global {
     /// Only errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Log lines as `human` text or `json` (one object per line, for log
+    /// shippers).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "CUSTODY_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// Append log lines to this file (created 0640) instead of stderr.
+    /// Errors and notices still go to stderr too, for cron's mail.
+    #[arg(long, global = true, value_name = "FILE", env = "CUSTODY_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+    /// When not drawing bars on a terminal: log a one-line progress
+    /// summary this often (files, bytes, rate, ETA, errors).
+    #[arg(
+        long,
+        global = true,
+        value_name = "DURATION",
+        default_value = "1m",
+        value_parser = duration
+    )]
+    pub progress_interval: std::time::Duration,
     /// Blob endpoints: also trust these CA certificates (PEM), e.g. a Data
     /// Box's own certificate. SSL_CERT_FILE works too.
     #[arg(long, global = true, value_name = "FILE", env = "CUSTODY_CA_FILE")]
@@ -156,28 +180,79 @@ enum Command {
     Manpage(generate::ManArgs),
 }
 
-fn init_logging(g: &Global) {
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Timestamped text lines.
+    Human,
+    /// One JSON object per line: timestamp, level, target, message and
+    /// the event's fields at the top level.
+    Json,
+}
+
+/// A duration: "90m", "6h", "1h 30m", or ISO 8601 "PT1H30M".
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = s.parse().map_err(|e| format!("{e}"))?;
+    std::time::Duration::try_from(d).map_err(|_| "must not be negative".to_owned())
+}
+
+/// Sets up `tracing`: level from -q/-v (or `CUSTODY_LOG`), progress lines
+/// unless -q, to stderr or `--log-file`, as text or JSON.
+fn init_logging(g: &Global) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let level = match (g.quiet, g.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
         (false, 1) => "info",
         (false, _) => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CUSTODY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("custody={level}")));
-    tracing_subscriber::fmt()
+    let progress = if g.quiet {
+        ""
+    } else {
+        ",custody::progress=info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CUSTODY_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("custody={level}{progress}"))
+    });
+    let (writer, ansi) = match &g.log_file {
+        Some(path) => {
+            let file = open_log(path)
+                .map_err(|e| Failure::usage(anyhow::anyhow!("log file {}: {e}", path.display())))?;
+            (BoxMakeWriter::new(std::sync::Mutex::new(file)), false)
+        }
+        None => (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        ),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_writer(writer)
+        .with_ansi(ansi);
+    match g.log_format {
+        LogFormat::Human => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+/// Opens a log file for appending, creating it readable by owner and
+/// group only (log lines name files).
+fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
 }
 
 /// Parses the command line, runs the command, returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.global);
     let g = &cli.global;
-    let outcome = match &cli.command {
+    let outcome = init_logging(g).and_then(|()| match &cli.command {
         Command::Keygen(a) => keygen::run(a, g),
         Command::Transfer(a) => transfer::run(a, g),
         Command::Verify(a) => verify::run(a, g),
@@ -191,10 +266,16 @@ pub fn main() -> ExitCode {
         Command::Databox(c) => databox::run(c, g),
         Command::Completions(a) => generate::completions(a),
         Command::Manpage(_) => generate::manpage(),
-    };
+    });
     let code = match outcome {
         Ok(code) => code,
         Err(f) => {
+            // Not now is nothing wrong: a log watcher should not page anyone.
+            match (g.log_file.is_some(), f.code) {
+                (false, _) => {}
+                (true, Code::NotNow) => tracing::warn!("{:#}", f.error),
+                (true, _) => tracing::error!("{:#}", f.error),
+            }
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "custody: error: {:#}", f.error);
             if let Some(h) = f.hint {

@@ -21,6 +21,8 @@ mod encryption;
 mod handoff;
 #[path = "cli/ledger.rs"]
 mod ledger;
+#[path = "cli/logs.rs"]
+mod logs;
 #[path = "cli/operations.rs"]
 mod operations;
 #[path = "cli/preflight.rs"]

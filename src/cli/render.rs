@@ -1,41 +1,130 @@
-//! Rendering: progress bars on a terminal, plain lines otherwise, and the
-//! small formatting helpers the commands share.
+//! Rendering: progress bars on a terminal, periodic one-line summaries in
+//! the log otherwise, and the small formatting helpers the commands share.
 
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use custody::progress::{Notice, Phase, Progress};
-use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::Global;
+use super::{Global, LogFormat};
 
 /// Renders engine progress for a person or a log.
 pub struct Renderer {
     bar: Mutex<Option<ProgressBar>>,
-    files_done: AtomicU64,
-    files_total: AtomicU64,
+    counts: Arc<Counts>,
     bars: bool,
     quiet: bool,
+    /// Log a progress line every `interval` (and one at each phase's end).
+    lines: Option<Duration>,
+    /// Notices go to the log file too.
+    to_log: bool,
+    ticker: Mutex<Option<Ticker>>,
+}
+
+/// What a phase has done so far.
+#[derive(Debug, Default)]
+struct Counts {
+    /// Give each value as a field too (JSON logs).
+    fields: bool,
+    phase: Mutex<&'static str>,
+    started: Mutex<Option<Instant>>,
+    files_done: AtomicU64,
+    files_total: AtomicU64,
+    bytes_done: AtomicU64,
+    bytes_total: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// The thread logging progress lines; dropping `stop` ends it.
+struct Ticker {
+    stop: crossbeam_channel::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Counts {
+    /// Logs one progress line (target `custody::progress`, so `-q` and
+    /// `CUSTODY_LOG` can silence it): fields for JSON logs, a sentence
+    /// for people.
+    fn log(&self, done: bool) {
+        let phase = *self.phase.lock().unwrap_or_else(|p| p.into_inner());
+        let seconds = self
+            .started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (files, files_total) = (get(&self.files_done), get(&self.files_total));
+        let (bytes, bytes_total) = (get(&self.bytes_done), get(&self.bytes_total));
+        let errors = get(&self.errors);
+        let per_second = if seconds > 0.0 {
+            (bytes as f64 / seconds) as u64
+        } else {
+            0
+        };
+        let eta = (!done && per_second > 0 && bytes_total > bytes)
+            .then(|| (bytes_total - bytes) / per_second);
+        let of = |n: u64, total: u64, show: &dyn Fn(u64) -> String| match total {
+            0 => show(n),
+            t => format!("{}/{}", show(n), show(t)),
+        };
+        let message = format!(
+            "{phase}{}: {} files, {}, {}/s, {}{errors} error(s)",
+            if done { " done" } else { "" },
+            of(files, files_total, &|n| n.to_string()),
+            of(bytes, bytes_total, &self::bytes),
+            HumanBytes(per_second),
+            match eta {
+                Some(s) => format!("eta {}, ", HumanDuration(Duration::from_secs(s))),
+                None => String::new(),
+            },
+        );
+        if !self.fields {
+            tracing::info!(target: "custody::progress", "{message}");
+            return;
+        }
+        tracing::info!(
+            target: "custody::progress",
+            phase,
+            done,
+            files,
+            files_total,
+            bytes,
+            bytes_total,
+            bytes_per_second = per_second,
+            eta_seconds = eta,
+            errors,
+            seconds,
+            "{message}"
+        );
+    }
 }
 
 impl Renderer {
     /// Bars only when both stdout and stderr are terminals and neither
     /// `--json` nor `--quiet` was given; otherwise notices go to stderr as
-    /// plain lines.
+    /// plain lines, and progress to the log as a line every
+    /// `--progress-interval` (also when logs go to `--log-file`).
     pub fn new(g: &Global) -> Self {
         let bars = !g.json
             && !g.quiet
             && std::io::stdout().is_terminal()
             && std::io::stderr().is_terminal();
+        let lines = (!g.quiet && (!bars || g.log_file.is_some())).then_some(g.progress_interval);
         Renderer {
             bar: Mutex::new(None),
-            files_done: AtomicU64::new(0),
-            files_total: AtomicU64::new(0),
+            counts: Arc::new(Counts {
+                fields: g.log_format == LogFormat::Json,
+                ..Counts::default()
+            }),
             bars,
             quiet: g.quiet,
+            lines,
+            to_log: g.log_file.is_some(),
+            ticker: Mutex::new(None),
         }
     }
 
@@ -46,25 +135,57 @@ impl Renderer {
     }
 
     fn line(&self, text: String) {
+        if self.to_log {
+            tracing::warn!(target: "custody::notice", "{text}");
+        }
         let guard = self.bar.lock().expect("progress lock");
         match guard.as_ref() {
             Some(b) => b.suspend(|| eprintln!("{text}")),
             None => eprintln!("{text}"),
         }
     }
+
+    /// Starts the thread that logs a progress line every `interval`.
+    fn start_ticker(&self, interval: Duration) {
+        let (stop, ticks) = crossbeam_channel::bounded::<()>(0);
+        let counts = Arc::clone(&self.counts);
+        let thread = std::thread::spawn(move || {
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                ticks.recv_timeout(interval)
+            {
+                counts.log(false);
+            }
+        });
+        *self.ticker.lock().expect("progress lock") = Some(Ticker { stop, thread });
+    }
 }
 
 impl Progress for Renderer {
     fn begin(&self, phase: Phase, files: Option<u64>, bytes: Option<u64>) {
+        let (label, name) = match phase {
+            Phase::Transfer => ("copy  ", "copy"),
+            Phase::Verify => ("verify", "verify"),
+            Phase::Restore => ("decrypt", "decrypt"),
+            Phase::Scan => ("scan  ", "scan"),
+        };
+        let c = &self.counts;
+        *c.phase.lock().expect("progress lock") = name;
+        *c.started.lock().expect("progress lock") = Some(Instant::now());
+        for (a, v) in [
+            (&c.files_done, 0),
+            (&c.files_total, files.unwrap_or(0)),
+            (&c.bytes_done, 0),
+            (&c.bytes_total, bytes.unwrap_or(0)),
+            (&c.errors, 0),
+        ] {
+            a.store(v, Ordering::Relaxed);
+        }
+        if let Some(interval) = self.lines {
+            self.start_ticker(interval);
+        }
         if !self.bars {
             return;
         }
-        let label = match phase {
-            Phase::Transfer => "copy  ",
-            Phase::Verify => "verify",
-            Phase::Restore => "decrypt",
-            Phase::Scan => "scan  ",
-        };
         let bar = match bytes {
             Some(total) => ProgressBar::new(total).with_style(
                 ProgressStyle::with_template(
@@ -80,20 +201,18 @@ impl Progress for Renderer {
         };
         bar.set_draw_target(ProgressDrawTarget::stderr());
         bar.set_prefix(label);
-        self.files_done.store(0, Ordering::Relaxed);
-        self.files_total
-            .store(files.unwrap_or(0), Ordering::Relaxed);
         bar.enable_steady_tick(Duration::from_millis(120));
         *self.bar.lock().expect("progress lock") = Some(bar);
     }
 
     fn bytes(&self, bytes: u64) {
+        self.counts.bytes_done.fetch_add(bytes, Ordering::Relaxed);
         self.with_bar(|b| b.inc(bytes));
     }
 
     fn file_done(&self) {
-        let done = self.files_done.fetch_add(1, Ordering::Relaxed) + 1;
-        let total = self.files_total.load(Ordering::Relaxed);
+        let done = self.counts.files_done.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.counts.files_total.load(Ordering::Relaxed);
         self.with_bar(|b| match total {
             0 => b.set_message(format!("{done} files")),
             t => b.set_message(format!("{done}/{t} files")),
@@ -102,7 +221,10 @@ impl Progress for Renderer {
 
     fn notice(&self, notice: Notice<'_>) {
         match notice {
-            Notice::Failed { path, error } => self.line(format!("custody: {path}: {error}")),
+            Notice::Failed { path, error } => {
+                self.counts.errors.fetch_add(1, Ordering::Relaxed);
+                self.line(format!("custody: {path}: {error}"))
+            }
             Notice::Excluded { path, reason } if !self.quiet => {
                 self.line(format!("custody: skipped {path}: {reason}"))
             }
@@ -114,6 +236,11 @@ impl Progress for Renderer {
     }
 
     fn end(&self, _phase: Phase) {
+        if let Some(t) = self.ticker.lock().expect("progress lock").take() {
+            drop(t.stop);
+            let _ = t.thread.join();
+            self.counts.log(true);
+        }
         if let Some(b) = self.bar.lock().expect("progress lock").take() {
             b.finish_and_clear();
         }

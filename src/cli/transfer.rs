@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use custody::transfer::{Status, TransferOptions, TransferSummary};
 
 use super::render::{self, Renderer};
-use super::{Code, Failure, Global, Outcome, print_json};
+use super::{Code, Failure, Global, Outcome, duration, print_json};
 
 /// Copy SRC to DEST while hashing every file, seal a signed manifest, and
 /// verify the landed copy.
@@ -116,12 +116,6 @@ pub struct Args {
     /// set number of files, whatever the machine's speed): for tests.
     #[arg(long, env = "CUSTODY_CLOCK_STEP", hide = true, requires = "now", value_parser = duration)]
     clock_step: Option<std::time::Duration>,
-}
-
-/// A duration: "90m", "6h", "1h 30m", or ISO 8601 "PT1H30M".
-fn duration(s: &str) -> Result<std::time::Duration, String> {
-    let d: jiff::SignedDuration = s.parse().map_err(|e| format!("{e}"))?;
-    std::time::Duration::try_from(d).map_err(|_| "must not be negative".to_owned())
 }
 
 /// A byte count: "500G", "2TiB", "1048576".
