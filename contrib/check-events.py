@@ -99,7 +99,7 @@ def main(args):
             signer = signature_ok(e["hash"], e["signature"], args[1])
             if not signer:
                 problems.append("signature does not verify with ALLOWED_SIGNERS")
-        elif e["kind"] in ("sealed", "verified", "bom_checked", "copylog_checked", "handoff"):
+        elif e["kind"] in ("sealed", "verified", "bom_checked", "copylog_checked", "handoff", "rolled_back"):
             problems.append("must be signed and is not")
         failed += bool(problems)
         status = "BAD" if problems else "OK "

@@ -14,6 +14,7 @@ mod handoff;
 mod keygen;
 mod ledger;
 mod render;
+mod rollback;
 mod scan;
 mod transfer;
 mod verify;
@@ -86,7 +87,7 @@ pub type Outcome = Result<Code, Failure>;
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success
-  1  integrity failure (verify or audit found a discrepancy or a bad signature)
+  1  integrity failure (verify or audit found a discrepancy or a bad signature; rollback left something)
   2  usage or configuration error (nothing moved)
   3  incomplete transfer (some files failed; rerun the same command to resume)
   4  not now: paused at a window's end or a limit, outside the window, or another transfer
@@ -176,6 +177,7 @@ enum Command {
     Scan(scan::Args),
     #[command(subcommand)]
     Databox(databox::DataboxCommand),
+    Rollback(rollback::Args),
     Completions(generate::Args),
     Manpage(generate::ManArgs),
 }
@@ -264,6 +266,7 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a, g),
         Command::Scan(a) => scan::run(a, g),
         Command::Databox(c) => databox::run(c, g),
+        Command::Rollback(a) => rollback::run(a, g),
         Command::Completions(a) => generate::completions(a),
         Command::Manpage(_) => generate::manpage(),
     });

@@ -117,6 +117,21 @@ pub enum Listed {
     },
 }
 
+/// An object's version at one moment (opaque; compare for equality).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(pub String);
+
+/// What [`Destination::remove_if`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Removed.
+    Removed,
+    /// Left: it changed since its version was read.
+    Changed,
+    /// Already gone.
+    Gone,
+}
+
 /// A file being written; see the module documentation.
 pub trait Landing: Write + Send {
     /// Makes the written bytes visible under the final name.
@@ -162,6 +177,21 @@ pub trait Destination: Send + Sync {
     fn sweep_partials(&self) -> Result<u64, DestError> {
         Ok(0)
     }
+
+    /// The landed object's version (`None` if absent): it changes whenever
+    /// the object's bytes may have (a share file's size, mtime, ctime and
+    /// inode; a blob's ETag).
+    ///
+    /// # Errors
+    /// The object's state could not be read.
+    fn version(&self, rel: &RelPath) -> Result<Option<Version>, DestError>;
+
+    /// Removes the object at `rel` if it is still at `version`; a share
+    /// also removes the directories this leaves empty (never the root).
+    ///
+    /// # Errors
+    /// The removal failed.
+    fn remove_if(&self, rel: &RelPath, version: &Version) -> Result<Removal, DestError>;
 
     /// Makes every landing committed so far durable.
     ///

@@ -142,9 +142,18 @@ pub mod kind {
     pub const COPYLOG_CHECKED: &str = "copylog_checked";
     /// The media holding a manifest's files changed hands (signed).
     pub const HANDOFF: &str = "handoff";
+    /// What a manifest landed was removed from its destination (signed).
+    pub const ROLLED_BACK: &str = "rolled_back";
 
     /// Kinds that must carry a signature.
-    pub const SIGNED: [&str; 5] = [SEALED, VERIFIED, BOM_CHECKED, COPYLOG_CHECKED, HANDOFF];
+    pub const SIGNED: [&str; 6] = [
+        SEALED,
+        VERIFIED,
+        BOM_CHECKED,
+        COPYLOG_CHECKED,
+        HANDOFF,
+        ROLLED_BACK,
+    ];
 }
 
 /// Errors from the ledger.

@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod progress;
 pub mod relpath;
 pub mod restore;
+pub mod rollback;
 pub mod scan;
 pub mod schedule;
 pub mod source;

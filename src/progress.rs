@@ -15,6 +15,8 @@ pub enum Phase {
     Restore,
     /// Listing (and hashing) a source tree.
     Scan,
+    /// Re-hashing and removing what a manifest landed.
+    Rollback,
 }
 
 /// Something worth telling the user about one entry, as it happens.

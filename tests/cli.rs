@@ -29,6 +29,8 @@ mod operations;
 mod preflight;
 #[path = "cli/resume.rs"]
 mod resume;
+#[path = "cli/rollback.rs"]
+mod rollback;
 #[path = "cli/scan.rs"]
 mod scan;
 #[path = "cli/transfer.rs"]

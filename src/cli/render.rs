@@ -167,6 +167,7 @@ impl Progress for Renderer {
             Phase::Verify => ("verify", "verify"),
             Phase::Restore => ("decrypt", "decrypt"),
             Phase::Scan => ("scan  ", "scan"),
+            Phase::Rollback => ("rollback", "rollback"),
         };
         let c = &self.counts;
         *c.phase.lock().expect("progress lock") = name;

@@ -24,13 +24,8 @@ Example:
 
 Exit codes: 0 everything matches, 1 discrepancy or bad signature, 2 usage error.")]
 pub struct Args {
-    /// The manifest (`<id>.json`; its signature is `<id>.json.sig`).
-    #[arg(value_name = "MANIFEST")]
-    manifest: PathBuf,
-    /// The landed copy: a directory, or a blob container URL (credentials
-    /// from the environment, as for `transfer`).
-    #[arg(value_name = "DEST")]
-    destination: PathBuf,
+    #[command(flatten)]
+    at: ManifestAt,
     #[command(flatten)]
     trust: TrustArgs,
     /// Files checked in parallel [default: number of cores].
@@ -48,6 +43,19 @@ pub struct Args {
     /// `dicom` objects, version 4).
     #[arg(long)]
     by_study: bool,
+}
+
+/// A manifest and where it landed: the positional arguments of `verify`
+/// and `rollback`.
+#[derive(Debug, clap::Args)]
+pub struct ManifestAt {
+    /// The manifest (`<id>.json`; its signature is `<id>.json.sig`).
+    #[arg(value_name = "MANIFEST")]
+    pub manifest: PathBuf,
+    /// Where it landed: a directory, or a blob container URL (credentials
+    /// from the environment, as for `transfer`).
+    #[arg(value_name = "DEST")]
+    pub destination: PathBuf,
 }
 
 /// The trust anchor flags shared by `verify` and `audit`.
@@ -90,21 +98,21 @@ pub fn manifest_failure(path: &Path, e: ManifestError) -> Failure {
 }
 
 pub fn run(args: &Args, g: &Global) -> Outcome {
-    let signed = open_manifest_file(&args.manifest, &args.trust)?;
+    let signed = open_manifest_file(&args.at.manifest, &args.trust)?;
     let findings =
-        manifest::audit_file(&signed).map_err(|e| manifest_failure(&args.manifest, e))?;
+        manifest::audit_file(&signed).map_err(|e| manifest_failure(&args.at.manifest, e))?;
     if !findings.is_empty() {
         for f in &findings {
             eprintln!(
                 "custody: {}: {}: {}",
-                args.manifest.display(),
+                args.at.manifest.display(),
                 f.at,
                 f.problem
             );
         }
         return Err(Failure::integrity(anyhow::anyhow!(
             "{}: manifest is internally inconsistent ({} problem(s)); not verifying data against it",
-            args.manifest.display(),
+            args.at.manifest.display(),
             findings.len()
         )));
     }
@@ -118,7 +126,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         .as_deref()
         .map(super::load_encryption_key)
         .transpose()?;
-    let target = custody::dest::Target::parse(&args.destination).map_err(Failure::usage)?;
+    let target = custody::dest::Target::parse(&args.at.destination).map_err(Failure::usage)?;
     let options = custody::dest::blob::BlobOptions {
         ca_file: g.ca_file.clone(),
         ..Default::default()

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use azure_core::http::{ClientOptions, RequestContent, RetryOptions, StatusCode, Transport};
 use azure_storage_blob::models::{
-    BlobClientDownloadOptions, BlobContainerClientListBlobsOptions,
+    BlobClientDeleteOptions, BlobClientDownloadOptions, BlobContainerClientListBlobsOptions,
     BlockBlobClientCommitBlockListOptions, BlockBlobClientStageBlockOptions, BlockListType,
     BlockLookupList,
 };
@@ -34,7 +34,7 @@ use futures::TryStreamExt;
 
 pub use auth::{BlobUrl, Credential, is_blob_url};
 
-use super::{DestError, Destination, Landing, Listed};
+use super::{DestError, Destination, Landing, Listed, Removal, Version};
 use crate::relpath::RelPath;
 
 /// Default block size: large enough for throughput, small enough that
@@ -612,23 +612,57 @@ impl Read for BlobReader<'_> {
     }
 }
 
-impl Destination for Blob {
-    fn describe(&self) -> String {
-        self.url.to_string()
-    }
-
-    fn landed_size(&self, rel: &RelPath) -> Result<Option<u64>, DestError> {
+impl Blob {
+    /// A blob's size and ETag, or `None` if there is no such blob.
+    fn properties(&self, rel: &RelPath) -> Result<Option<(u64, Version)>, DestError> {
+        use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
         let name = self.url.blob_name(rel.as_str());
         let container = self
             .container()
             .map_err(|e| self.io_err(rel.as_str(), &e))?;
         let client = container.blob_client(&name);
         match self.retry("read blob properties", || client.get_properties(None)) {
-            Ok(r) => {
-                use azure_storage_blob::models::BlobClientGetPropertiesResultHeaders;
-                Ok(Some(r.content_length().ok().flatten().unwrap_or(0)))
-            }
+            Ok(r) => Ok(Some((
+                r.content_length().ok().flatten().unwrap_or(0),
+                Version(r.etag().ok().flatten().map(String::from).unwrap_or_default()),
+            ))),
             Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.io_err(rel.as_str(), &e)),
+        }
+    }
+}
+
+impl Destination for Blob {
+    fn describe(&self) -> String {
+        self.url.to_string()
+    }
+
+    fn landed_size(&self, rel: &RelPath) -> Result<Option<u64>, DestError> {
+        Ok(self.properties(rel)?.map(|(size, _)| size))
+    }
+
+    fn version(&self, rel: &RelPath) -> Result<Option<Version>, DestError> {
+        Ok(self.properties(rel)?.map(|(_, etag)| etag))
+    }
+
+    fn remove_if(&self, rel: &RelPath, version: &Version) -> Result<Removal, DestError> {
+        let name = self.url.blob_name(rel.as_str());
+        let container = self
+            .container()
+            .map_err(|e| self.io_err(rel.as_str(), &e))?;
+        let client = container.blob_client(&name);
+        // The service deletes only that version (If-Match its ETag): a blob
+        // replaced since it was hashed is left.
+        let deleted = self.retry("delete blob", || {
+            client.delete(Some(BlobClientDeleteOptions {
+                if_match: Some(version.0.clone().into()),
+                ..Default::default()
+            }))
+        });
+        match deleted {
+            Ok(_) => Ok(Removal::Removed),
+            Err(e) if is_not_found(&e) => Ok(Removal::Gone),
+            Err(e) if status(&e).is_some_and(|s| u16::from(s) == 412) => Ok(Removal::Changed),
             Err(e) => Err(self.io_err(rel.as_str(), &e)),
         }
     }

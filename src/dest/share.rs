@@ -25,7 +25,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{DestError, Destination, Landing, Listed};
+use super::{DestError, Destination, Landing, Listed, Removal, Version};
 use crate::relpath::RelPath;
 
 /// The prefix of temporary names; anything with it under a share is a
@@ -242,6 +242,53 @@ fn system_time(ns: i64) -> std::time::SystemTime {
 impl Destination for Share {
     fn describe(&self) -> String {
         self.root.display().to_string()
+    }
+
+    fn version(&self, rel: &RelPath) -> Result<Option<Version>, DestError> {
+        use std::os::unix::fs::MetadataExt;
+        let p = rel.to_fs(&self.root);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() => Ok(Some(Version(format!(
+                "{}:{}.{}:{}.{}:{}:{}",
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+                m.dev(),
+                m.ino()
+            )))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(DestError::Io { path: p, source: e }),
+        }
+    }
+
+    fn remove_if(&self, rel: &RelPath, version: &Version) -> Result<Removal, DestError> {
+        // A file changed between this check and the unlink would be lost:
+        // the window is one stat, and a share has no conditional delete.
+        match self.version(rel)? {
+            None => return Ok(Removal::Gone),
+            Some(v) if v != *version => return Ok(Removal::Changed),
+            Some(_) => {}
+        }
+        let p = rel.to_fs(&self.root);
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removal::Gone),
+            Err(e) => return Err(DestError::Io { path: p, source: e }),
+        }
+        // Remove the directories this emptied (only empty ones: anything
+        // else stops the climb); `flush` syncs the first one left.
+        let mut left = p.parent().unwrap_or(&self.root);
+        while left.starts_with(&self.root) && left != self.root && fs::remove_dir(left).is_ok() {
+            left = left.parent().unwrap_or(&self.root);
+        }
+        self.touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(left.to_path_buf());
+        Ok(Removal::Removed)
     }
 
     fn landed_size(&self, rel: &RelPath) -> Result<Option<u64>, DestError> {

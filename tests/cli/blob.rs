@@ -3,7 +3,7 @@
 
 use std::process::Stdio;
 
-use crate::support::azurite::{self, Azurite};
+use crate::support::azurite::{self, Azurite, with_key};
 use crate::support::*;
 
 /// A workspace plus a running Azurite.
@@ -11,14 +11,6 @@ fn setup() -> (Ws, Azurite) {
     let ws = Ws::new();
     let az = Azurite::start(&ws.root().join("azurite"));
     (ws, az)
-}
-
-/// `custody ARGS` with the account key in the environment.
-fn with_key(mut c: assert_cmd::Command) -> assert_cmd::Command {
-    c.env_remove("AZURE_STORAGE_SAS_TOKEN")
-        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
-        .env("AZURE_STORAGE_KEY", azurite::KEY);
-    c
 }
 
 /// A transfer that must succeed; its `--json` summary.

@@ -15,6 +15,14 @@ pub const ACCOUNT: &str = "devstoreaccount1";
 pub const KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
+/// `custody ARGS` with the account key in the environment.
+pub fn with_key(mut c: assert_cmd::Command) -> assert_cmd::Command {
+    c.env_remove("AZURE_STORAGE_SAS_TOKEN")
+        .env_remove("AZURE_STORAGE_CONNECTION_STRING")
+        .env("AZURE_STORAGE_KEY", KEY);
+    c
+}
+
 pub struct Azurite {
     child: Child,
     pub port: u16,

@@ -1,0 +1,254 @@
+//! Rollback: remove from a destination exactly what a manifest landed, and
+//! only while it is still what landed.
+//!
+//! For each file the manifest lists, its object (the stored object, for an
+//! encrypted manifest) is hashed again, and removed only if its size and
+//! BLAKE3 are still those the manifest records, and it did not change
+//! between that read and the removal: a blob is deleted with `If-Match`
+//! its ETag, a share file only while its size, times and inode are those
+//! read before hashing. Anything else is left and reported; nothing the
+//! manifest does not list is ever touched. Without acting (a dry run), the
+//! same checks report what would be removed.
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::dest::{Destination, Removal, Version};
+use crate::digest::HashingReader;
+use crate::keys::SigningKey;
+use crate::ledger::{Event, Ledger, LedgerError, kind};
+use crate::manifest::{Manifest, SignedFile};
+use crate::progress::{Phase, Progress, ProgressReader};
+use crate::relpath::RelPath;
+use crate::verify::VerifyError;
+
+/// How to roll back.
+#[derive(Debug, Clone, Copy)]
+pub struct RollbackOptions {
+    /// Objects checked in parallel.
+    pub jobs: usize,
+    /// Remove; `false` only reports what would be removed.
+    pub act: bool,
+}
+
+/// Why an object was left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeftClass {
+    /// Its bytes are not (or no longer) those the manifest records.
+    Changed,
+    /// It could not be read, or removing it failed.
+    Unreadable,
+}
+
+/// An object rollback left in place.
+#[derive(Debug, Clone, Serialize)]
+pub struct Left {
+    /// Why.
+    pub class: LeftClass,
+    /// The object's path under the destination.
+    pub path: String,
+    /// Details.
+    pub detail: String,
+}
+
+/// What a rollback did (or, in a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackReport {
+    /// The manifest id.
+    pub manifest: String,
+    /// The destination.
+    pub destination: String,
+    /// `true`: nothing was removed; `removed` is what would be.
+    pub dry_run: bool,
+    /// Files the manifest lists.
+    pub files_in_manifest: u64,
+    /// Objects removed (would be removed, in a dry run).
+    pub removed: u64,
+    /// Their bytes.
+    pub bytes_removed: u64,
+    /// Objects already gone.
+    pub missing: u64,
+    /// Their paths, in path order.
+    pub missing_paths: Vec<String>,
+    /// Objects left, in path order.
+    pub left: Vec<Left>,
+}
+
+impl RollbackReport {
+    /// Whether everything the manifest landed is gone (or would be).
+    pub fn ok(&self) -> bool {
+        self.left.is_empty()
+    }
+}
+
+enum Outcome {
+    Removed(u64),
+    Missing(String),
+    Left(Left),
+}
+
+/// One object: hash it between two version reads, then remove it if it is
+/// still what landed.
+fn roll_back_one(
+    dest: &dyn Destination,
+    path: &str,
+    size: u64,
+    blake3: &str,
+    act: bool,
+    progress: &dyn Progress,
+) -> Outcome {
+    let left = |class, detail: String| {
+        Outcome::Left(Left {
+            class,
+            path: path.to_owned(),
+            detail,
+        })
+    };
+    let rel = match RelPath::new(path.to_owned()) {
+        Ok(r) => r,
+        Err(e) => return left(LeftClass::Unreadable, e.to_string()),
+    };
+    let version = |rel: &RelPath| -> Result<Option<Version>, String> {
+        dest.version(rel).map_err(|e| e.to_string())
+    };
+    let before = match version(&rel) {
+        Ok(Some(v)) => v,
+        Ok(None) => return Outcome::Missing(path.to_owned()),
+        Err(e) => return left(LeftClass::Unreadable, e),
+    };
+    let read = dest.open(&rel).map_err(|e| e.to_string()).and_then(|r| {
+        let mut h = HashingReader::new(ProgressReader { inner: r, progress });
+        std::io::copy(&mut h, &mut std::io::sink())
+            .map(|_| h.finish())
+            .map_err(|e| format!("read failed: {e}"))
+    });
+    let (n, hash) = match read {
+        Ok(r) => r,
+        Err(e) => return left(LeftClass::Unreadable, e),
+    };
+    match version(&rel) {
+        Ok(Some(v)) if v == before => {}
+        Ok(_) => return left(LeftClass::Changed, "changed while it was read".into()),
+        Err(e) => return left(LeftClass::Unreadable, e),
+    }
+    if n != size || hash.to_hex().as_str() != blake3 {
+        return left(
+            LeftClass::Changed,
+            format!(
+                "not what landed: expected {size} bytes with blake3 {blake3}, found {n} bytes with blake3 {}",
+                hash.to_hex()
+            ),
+        );
+    }
+    if !act {
+        return Outcome::Removed(n);
+    }
+    match dest.remove_if(&rel, &before) {
+        Ok(Removal::Removed) => Outcome::Removed(n),
+        Ok(Removal::Gone) => Outcome::Missing(path.to_owned()),
+        Ok(Removal::Changed) => left(LeftClass::Changed, "changed after it was hashed".into()),
+        Err(e) => left(LeftClass::Unreadable, format!("remove failed: {e}")),
+    }
+}
+
+/// Rolls `manifest` back from `dest` (see the module documentation).
+///
+/// # Errors
+/// Only when the manifest cannot be read again; everything about single
+/// objects is in the report.
+pub fn rollback(
+    manifest: &SignedFile,
+    dest: &dyn Destination,
+    opts: &RollbackOptions,
+    progress: &dyn Progress,
+) -> Result<RollbackReport, VerifyError> {
+    let head = &manifest.head;
+    let mut report = RollbackReport {
+        manifest: head.id.clone(),
+        destination: dest.describe(),
+        dry_run: !opts.act,
+        files_in_manifest: manifest.file_count,
+        removed: 0,
+        bytes_removed: 0,
+        missing: 0,
+        missing_paths: Vec::new(),
+        left: Vec::new(),
+    };
+    progress.begin(
+        Phase::Rollback,
+        Some(head.totals.files),
+        Some(head.totals.bytes),
+    );
+    // The manifest's entries stream from a reader thread into the workers:
+    // nothing holds the whole list.
+    let (tx, rx) = crossbeam_channel::bounded::<(String, u64, String)>(1024);
+    let read = std::thread::scope(|s| {
+        let reader = s.spawn(move || {
+            manifest.for_each_file(|f| {
+                let object = match f.stored {
+                    Some(st) => (st.path, st.size, st.blake3),
+                    None => (f.path, f.size, f.blake3),
+                };
+                tx.send(object).map_err(|_| "stopped".to_owned())
+            })
+        });
+        let _ = crate::transfer::parallel_map(
+            opts.jobs,
+            rx.into_iter(),
+            |(path, size, blake3)| roll_back_one(dest, &path, size, &blake3, opts.act, progress),
+            |outcome| {
+                match outcome {
+                    Outcome::Removed(n) => {
+                        report.removed += 1;
+                        report.bytes_removed += n;
+                    }
+                    Outcome::Missing(p) => {
+                        report.missing += 1;
+                        report.missing_paths.push(p);
+                    }
+                    Outcome::Left(l) => report.left.push(l),
+                }
+                progress.file_done();
+                Ok::<(), ()>(())
+            },
+        );
+        reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
+    progress.end(Phase::Rollback);
+    read?;
+    report.missing_paths.sort();
+    report.left.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(report)
+}
+
+/// Records a rollback that acted as a signed `rolled_back` event on the
+/// manifest (a dry run changes nothing and records nothing).
+///
+/// # Errors
+/// The ledger could not be written.
+pub fn record(
+    ledger: &mut Ledger,
+    manifest: &Manifest,
+    report: &RollbackReport,
+    key: &SigningKey,
+) -> Result<Event, LedgerError> {
+    ledger.register_key(key)?;
+    let payload = json!({
+        "bytes_removed": report.bytes_removed,
+        "destination": report.destination,
+        "left": report.left.len(),
+        "missing": report.missing,
+        "removed": report.removed,
+        "result": if report.ok() { "pass" } else { "fail" },
+    });
+    ledger.append_event(
+        kind::ROLLED_BACK,
+        Some(manifest.run),
+        Some(&manifest.id),
+        &payload,
+        Some(key),
+    )
+}
