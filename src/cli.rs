@@ -14,6 +14,7 @@ mod handoff;
 mod keygen;
 mod ledger;
 mod render;
+mod report;
 mod rollback;
 mod scan;
 mod transfer;
@@ -178,6 +179,7 @@ enum Command {
     #[command(subcommand)]
     Databox(databox::DataboxCommand),
     Rollback(rollback::Args),
+    Report(report::Args),
     Completions(generate::Args),
     Manpage(generate::ManArgs),
 }
@@ -267,6 +269,7 @@ pub fn main() -> ExitCode {
         Command::Scan(a) => scan::run(a, g),
         Command::Databox(c) => databox::run(c, g),
         Command::Rollback(a) => rollback::run(a, g),
+        Command::Report(a) => report::run(a, g),
         Command::Completions(a) => generate::completions(a),
         Command::Manpage(_) => generate::manpage(),
     });

@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod manifest;
 pub mod progress;
 pub mod relpath;
+pub mod report;
 pub mod restore;
 pub mod rollback;
 pub mod scan;

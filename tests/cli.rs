@@ -27,6 +27,8 @@ mod logs;
 mod operations;
 #[path = "cli/preflight.rs"]
 mod preflight;
+#[path = "cli/report.rs"]
+mod report;
 #[path = "cli/resume.rs"]
 mod resume;
 #[path = "cli/rollback.rs"]

@@ -57,8 +57,8 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         (_, false) => None,
     };
     let signed = open_manifest_file(&args.at.manifest, &args.trust)?;
-    let findings =
-        custody::manifest::audit_file(&signed).map_err(|e| manifest_failure(&args.at.manifest, e))?;
+    let findings = custody::manifest::audit_file(&signed)
+        .map_err(|e| manifest_failure(&args.at.manifest, e))?;
     if let Some(f) = findings.first() {
         return Err(Failure::integrity(anyhow::anyhow!(
             "{}: manifest is internally inconsistent ({} problem(s), first: {}: {}); not removing anything by it",

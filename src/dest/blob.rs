@@ -624,7 +624,13 @@ impl Blob {
         match self.retry("read blob properties", || client.get_properties(None)) {
             Ok(r) => Ok(Some((
                 r.content_length().ok().flatten().unwrap_or(0),
-                Version(r.etag().ok().flatten().map(String::from).unwrap_or_default()),
+                Version(
+                    r.etag()
+                        .ok()
+                        .flatten()
+                        .map(String::from)
+                        .unwrap_or_default(),
+                ),
             ))),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(self.io_err(rel.as_str(), &e)),
