@@ -112,6 +112,7 @@ fn manifest_encode(c: &mut Criterion) {
             version: "0".into(),
         },
         version: custody::manifest::VERSION_CRC64,
+        wave: None,
     };
     let mut g = c.benchmark_group("manifest");
     g.throughput(Throughput::Elements(10_000));
@@ -130,7 +131,7 @@ fn ledger_insert(c: &mut Criterion) {
     let g = custody::keys::generate(&dir.path().join("k"), "bench").unwrap();
     let key = custody::keys::SigningKey::load(&g.private_key).unwrap();
     let mut ledger = Ledger::open(&dir.path().join("bench.db")).unwrap();
-    let run = ledger.begin_run("/src", "/dst", &key, None).unwrap();
+    let run = ledger.begin_run("/src", "/dst", &key, None, None).unwrap();
     let batch: Vec<LandedFile> = files(1024)
         .into_iter()
         .map(|f| LandedFile {

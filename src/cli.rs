@@ -13,6 +13,7 @@ mod generate;
 mod handoff;
 mod keygen;
 mod ledger;
+mod plan;
 mod render;
 mod report;
 mod rollback;
@@ -178,6 +179,8 @@ enum Command {
     Scan(scan::Args),
     #[command(subcommand)]
     Databox(databox::DataboxCommand),
+    Plan(plan::PlanArgs),
+    Run(plan::RunArgs),
     Rollback(rollback::Args),
     Report(report::Args),
     Completions(generate::Args),
@@ -268,6 +271,8 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a, g),
         Command::Scan(a) => scan::run(a, g),
         Command::Databox(c) => databox::run(c, g),
+        Command::Plan(a) => plan::plan(a, g),
+        Command::Run(a) => plan::run(a, g),
         Command::Rollback(a) => rollback::run(a, g),
         Command::Report(a) => report::run(a, g),
         Command::Completions(a) => generate::completions(a),

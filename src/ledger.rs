@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::digest::frame;
 use crate::keys::{self, KeyError, SigningKey, Trust};
-use crate::manifest::{self, ChainHead, Excluded, FileEntry, Manifest, StoredEntry, Written};
+use crate::manifest::{self, ChainHead, Excluded, FileEntry, Manifest, StoredEntry, Wave, Written};
 use crate::relpath;
 use crate::source::dicom::Instance;
 use crate::source::mtime_rfc3339;
@@ -183,6 +183,18 @@ pub enum LedgerError {
         path: PathBuf,
         /// The version found.
         found: i64,
+    },
+    /// An open run was started in another wave (or in none).
+    #[error(
+        "ledger {path}: run {run} for this source and destination was started {started}; finish it in that wave, or roll it back"
+    )]
+    WaveMismatch {
+        /// The ledger file.
+        path: PathBuf,
+        /// The open run.
+        run: u64,
+        /// How it was started.
+        started: String,
     },
     /// An open run was started with another encryption setting.
     #[error(
@@ -778,9 +790,25 @@ impl Ledger {
         destination: &str,
         key: &SigningKey,
         encryption_key_id: Option<&str>,
+        wave: Option<&Wave>,
     ) -> Result<RunRef, LedgerError> {
         self.register_key(key)?;
         let open = self.open_run_with_key(source, destination)?;
+        // A run belongs to the wave it was started in; resuming it as part
+        // of another wave is refused (without one, it stays in its own).
+        if let (Some((run, _)), Some(wave)) = (&open, wave) {
+            let started = self.run_wave(*run)?;
+            if started.as_ref() != Some(wave) {
+                return Err(LedgerError::WaveMismatch {
+                    path: self.path.clone(),
+                    run: *run,
+                    started: match started {
+                        Some(w) => format!("as wave {:?} ({})", w.name, w.change),
+                        None => "outside any wave".into(),
+                    },
+                });
+            }
+        }
         if let Some((run, started)) = &open
             && started.as_deref() != encryption_key_id
         {
@@ -844,7 +872,7 @@ impl Ledger {
         } else {
             kind::RUN_STARTED
         };
-        let payload = json!({
+        let mut payload = json!({
             "attempt": run.attempt,
             "destination": destination,
             "encryption_key_id": encryption_key_id,
@@ -853,8 +881,79 @@ impl Ledger {
             "source": source,
             "tool_version": crate::TOOL_VERSION,
         });
+        if let Some(w) = wave {
+            payload["wave"] = serde_json::to_value(w).expect("a wave serialises");
+        }
         self.append_event(kind, Some(run.id), None, &payload, None)?;
         Ok(run)
+    }
+
+    /// Time spent copying and bytes landed over every run this ledger
+    /// recorded ([`crate::report::Copying`]): the throughput `custody plan`
+    /// estimates with.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn copying(&self) -> Result<crate::report::Copying, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT run_id, kind, at, CASE kind WHEN ?1 THEN json_extract(payload, '$.bytes') END
+                 FROM events WHERE run_id IS NOT NULL AND kind IN (?1, ?2, ?3, ?4, ?5)
+                 ORDER BY run_id, seq",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(
+                params![
+                    kind::FILES_LANDED,
+                    kind::RUN_STARTED,
+                    kind::RUN_RESUMED,
+                    kind::SEALED,
+                    kind::RUN_INCOMPLETE
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, u64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<u64>>(3)?,
+                    ))
+                },
+            )
+            .map_err(self.err())?;
+        let mut copying = crate::report::Copying::default();
+        let mut run = None;
+        for row in rows {
+            let (id, kind, at, bytes) = row.map_err(self.err())?;
+            if run.replace(id) != Some(id) {
+                copying.close();
+            }
+            if let Ok(at) = at.parse() {
+                copying.event(&kind, at, bytes.unwrap_or(0));
+            }
+        }
+        copying.close();
+        Ok(copying)
+    }
+
+    /// The wave a run was started in (its `run_started` event's `wave`).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn run_wave(&self, run: u64) -> Result<Option<Wave>, LedgerError> {
+        let payload: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT payload FROM events WHERE run_id = ?1 AND kind = ?2 ORDER BY seq LIMIT 1",
+                params![run, kind::RUN_STARTED],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok(payload
+            .and_then(|p| serde_json::from_str::<Value>(&p).ok())
+            .and_then(|mut p| serde_json::from_value(p["wave"].take()).ok()))
     }
 
     /// Records a batch: landed files (bound into one `files_landed` event),
@@ -1821,7 +1920,7 @@ mod tests {
         let g = crate::keys::generate(&dir.path().join("k"), "op").unwrap();
         let key = SigningKey::load(&g.private_key).unwrap();
         let mut l = Ledger::open(&dir.path().join("l.db")).unwrap();
-        let run = l.begin_run("/src", "/dst", &key, None).unwrap();
+        let run = l.begin_run("/src", "/dst", &key, None, None).unwrap();
         assert_eq!((run.id, run.attempt, run.resumed), (1, 1, false));
         let f = LandedFile {
             path: "a".into(),
@@ -1857,10 +1956,10 @@ mod tests {
         assert!(l.run_has_crc64(run.id).unwrap());
         l.mark_incomplete(run.id, &json!({})).unwrap();
         assert!(matches!(
-            l.begin_run("/src", "/dst", &key, Some("00")),
+            l.begin_run("/src", "/dst", &key, Some("00"), None),
             Err(LedgerError::EncryptionMismatch { run: 1, .. })
         ));
-        let again = l.begin_run("/src", "/dst", &key, None).unwrap();
+        let again = l.begin_run("/src", "/dst", &key, None, None).unwrap();
         assert_eq!((again.id, again.attempt, again.resumed), (1, 2, true));
         let report = l.verify_chain(None).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);

@@ -42,12 +42,31 @@ pub const VERSION_CRC64: u64 = 3;
 /// transfer since; 1 to 3 still verify.
 pub const VERSION_DICOM: u64 = 4;
 
+/// Version 4 plus a `wave` object: the migration wave the run belonged
+/// to (`custody run PLAN --wave NAME`). Written only for such runs; other
+/// runs' manifests stay version 4.
+pub const VERSION_WAVE: u64 = 5;
+
 /// Whether this code reads manifests of `version`.
 pub fn supported_version(version: u64) -> bool {
     matches!(
         version,
-        VERSION | VERSION_ENCRYPTED | VERSION_CRC64 | VERSION_DICOM
+        VERSION | VERSION_ENCRYPTED | VERSION_CRC64 | VERSION_DICOM | VERSION_WAVE
     )
+}
+
+/// The migration wave a run belonged to (version 5), from its wave plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wave {
+    /// The change board's approval id.
+    pub change: String,
+    /// The wave's name in its plan.
+    pub name: String,
+    /// Who owns the wave.
+    pub owner: String,
+    /// Whom to call to roll it back.
+    pub rollback_contact: String,
 }
 
 /// Whether manifests of `version` carry a CRC64 per file.
@@ -89,10 +108,13 @@ pub struct Manifest {
     pub tool: Tool,
     /// Totals over `files` and `excluded`.
     pub totals: Totals,
-    /// [`VERSION_DICOM`] (or, in older manifests, [`VERSION_CRC64`],
-    /// [`VERSION`], or
-    /// [`VERSION_ENCRYPTED`] when `encryption` is present).
+    /// [`VERSION_DICOM`], or [`VERSION_WAVE`] with `wave` (or, in older
+    /// manifests, [`VERSION_CRC64`], [`VERSION`], or [`VERSION_ENCRYPTED`]
+    /// when `encryption` is present).
     pub version: u64,
+    /// The migration wave (version 5 only, where it is required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<Wave>,
 }
 
 /// One landed file.
@@ -433,6 +455,23 @@ impl<'m> Auditor<'m> {
             );
         }
         a.encryption_header();
+        match (&m.wave, m.version == VERSION_WAVE) {
+            (None, true) => a.add("wave", format!("version {} requires it", m.version)),
+            (Some(_), false) => a.add("wave", format!("version {} does not define it", m.version)),
+            (Some(w), true) => {
+                for (field, value) in [
+                    ("wave.name", &w.name),
+                    ("wave.change", &w.change),
+                    ("wave.owner", &w.owner),
+                    ("wave.rollback_contact", &w.rollback_contact),
+                ] {
+                    if value.trim().is_empty() {
+                        a.add(field, "is empty".into());
+                    }
+                }
+            }
+            (None, false) => {}
+        }
         if digest::parse_hex(&m.ledger_head.hash).is_none() {
             a.add(
                 "ledger_head.hash",
@@ -520,7 +559,7 @@ impl<'m> Auditor<'m> {
         let Some(d) = &f.dicom else {
             return;
         };
-        if self.m.version < VERSION_DICOM {
+        if !(VERSION_DICOM..=VERSION_WAVE).contains(&self.m.version) {
             self.add(
                 &f.path,
                 format!(
@@ -716,6 +755,7 @@ mod tests {
                 files: 1,
             },
             version: VERSION,
+            wave: None,
         }
     }
 
@@ -737,11 +777,11 @@ mod tests {
     #[test]
     fn parse_rejects_other_versions_duplicates_and_unknown_fields() {
         let text = String::from_utf8(sample().to_canonical()).unwrap();
-        let v5 = text.replace(r#""version":1"#, r#""version":5"#);
+        let v6 = text.replace(r#""version":1"#, r#""version":6"#);
         assert!(
-            Manifest::parse(v5.as_bytes())
+            Manifest::parse(v6.as_bytes())
                 .unwrap_err()
-                .contains("version 5")
+                .contains("version 6")
         );
         let dup = text.replacen(r#"{"created":"#, r#"{"host":"evil","created":"#, 1);
         assert!(

@@ -186,6 +186,52 @@ pub struct SignerEntry {
     pub events: u64,
 }
 
+/// Time spent copying, from a run's events in order: each attempt from its
+/// `run_started`/`run_resumed` to its last `files_landed` batch (the gaps
+/// between attempts, e.g. the days between nightly windows, do not count),
+/// and the bytes those batches recorded.
+#[derive(Debug, Clone, Default)]
+pub struct Copying {
+    attempt: Option<(Timestamp, Timestamp)>,
+    /// Seconds spent copying, over the attempts closed so far.
+    pub seconds: f64,
+    /// Bytes recorded as landed.
+    pub bytes: u64,
+}
+
+impl Copying {
+    /// Takes the next event of the run: its kind, time, and (for
+    /// `files_landed`) bytes.
+    pub fn event(&mut self, kind: &str, at: Timestamp, bytes: u64) {
+        match kind {
+            "run_started" | "run_resumed" => {
+                self.close();
+                self.attempt = Some((at, at));
+            }
+            "files_landed" => {
+                if let Some((_, end)) = self.attempt.as_mut() {
+                    *end = at;
+                }
+                self.bytes += bytes;
+            }
+            "sealed" | "run_incomplete" => self.close(),
+            _ => {}
+        }
+    }
+
+    /// Ends the attempt in progress, if any (at the end of a run's events).
+    pub fn close(&mut self) {
+        if let Some((start, end)) = self.attempt.take() {
+            self.seconds += (end - start).as_secs_f64().max(0.0);
+        }
+    }
+
+    /// Bytes per second, once some copying was timed.
+    pub fn rate(&self) -> Option<f64> {
+        (self.seconds > 0.0 && self.bytes > 0).then(|| self.bytes as f64 / self.seconds)
+    }
+}
+
 /// The class of a recorded file failure, from its error text.
 pub fn error_class(error: &str) -> &'static str {
     let e = error.to_ascii_lowercase();
@@ -308,10 +354,9 @@ pub fn build(
     let mut verifications = Vec::new();
     let mut timeline: Vec<TimelineEntry> = Vec::new();
     let mut signed: BTreeMap<String, u64> = BTreeMap::new();
-    // (time, bytes) of each landed batch, and each attempt's span.
+    // (time, bytes) of each landed batch, and the time spent copying.
     let mut landed: Vec<(Timestamp, u64)> = Vec::new();
-    let mut attempt: Option<(Timestamp, Timestamp)> = None;
-    let mut copying = 0.0;
+    let mut copying = Copying::default();
     let mut first: Option<Timestamp> = None;
     // Files, bytes and batches of the timeline's last `files_landed` entry.
     let mut batches = (0, 0, 0);
@@ -325,21 +370,17 @@ pub fn build(
             *signed.entry(s.clone()).or_default() += 1;
         }
         let seq = e["seq"].as_u64().unwrap_or(0);
+        if let Some(t) = when {
+            copying.event(kind, t, p["bytes"].as_u64().unwrap_or(0));
+        }
         match kind {
             "run_started" | "run_resumed" => {
                 timing.attempts += 1;
-                if let Some((s, end)) = attempt.take() {
-                    copying += (end - s).as_secs_f64().max(0.0);
-                }
                 if let Some(t) = when {
                     first.get_or_insert(t);
-                    attempt = Some((t, t));
                 }
             }
             "files_landed" => {
-                if let (Some(t), Some((_, end))) = (when, attempt.as_mut()) {
-                    *end = t;
-                }
                 if let Some(t) = when {
                     landed.push((t, p["bytes"].as_u64().unwrap_or(0)));
                 }
@@ -372,12 +413,7 @@ pub fn build(
                     .entry(error_class(p["error"].as_str().unwrap_or("")).to_owned())
                     .or_default() += 1;
             }
-            "sealed" => {
-                timing.sealed = Some(at_text.clone());
-                if let Some((s, end)) = attempt.take() {
-                    copying += (end - s).as_secs_f64().max(0.0);
-                }
-            }
+            "sealed" => timing.sealed = Some(at_text.clone()),
             "verified" | "bom_checked" | "copylog_checked" => verifications.push(Verification {
                 at: at_text.clone(),
                 kind: kind.into(),
@@ -397,9 +433,7 @@ pub fn build(
             signer,
         });
     }
-    if let Some((s, end)) = attempt {
-        copying += (end - s).as_secs_f64().max(0.0);
-    }
+    copying.close();
     timing.started = first.map(|t| t.to_string());
     timing.elapsed_seconds = match (
         first,
@@ -411,13 +445,8 @@ pub fn build(
         (Some(a), Some(b)) => (b - a).as_secs_f64().max(0.0),
         _ => 0.0,
     };
-    timing.copying_seconds = copying;
-    let landed_bytes: u64 = landed.iter().map(|(_, b)| b).sum();
-    timing.bytes_per_second = if copying > 0.0 {
-        landed_bytes as f64 / copying
-    } else {
-        0.0
-    };
+    timing.copying_seconds = copying.seconds;
+    timing.bytes_per_second = copying.rate().unwrap_or(0.0);
 
     Ok(Report {
         version: 1,

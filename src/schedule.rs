@@ -25,7 +25,10 @@ use jiff::{SignedDuration, ZonedDateTime as Zoned};
 
 mod bwlimit;
 
-pub use bwlimit::{Bwlimit, describe as describe_rate};
+pub use bwlimit::{Bwlimit, describe as describe_rate, rate as parse_rate};
+pub use plan::{Estimate, Plan, PlanError, WavePlan, calendar, estimate};
+
+mod plan;
 
 /// A window or bandwidth spec that does not parse; the message says where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

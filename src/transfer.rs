@@ -90,6 +90,9 @@ pub struct TransferOptions {
     pub require_deidentified: bool,
     /// When to stop starting files: window, duration, bytes.
     pub limits: Limits,
+    /// The migration wave this run belongs to (`custody run PLAN --wave`):
+    /// recorded in its events and its manifest (version 5).
+    pub wave: Option<manifest::Wave>,
 }
 
 /// How many violations a refused preflight names (all of them: `custody
@@ -191,7 +194,9 @@ impl TransferError {
                 | TransferError::ManifestDir { .. }
                 | TransferError::Destination(DestError::Unusable { .. })
                 | TransferError::Ledger(
-                    LedgerError::NewerSchema { .. } | LedgerError::EncryptionMismatch { .. }
+                    LedgerError::NewerSchema { .. }
+                        | LedgerError::EncryptionMismatch { .. }
+                        | LedgerError::WaveMismatch { .. }
                 )
         )
     }
@@ -776,7 +781,13 @@ pub fn transfer(
     let source_str = source_root.display().to_string();
     let dest_str = dest.describe();
     let key_id = opts.encryption.as_ref().map(EncryptionKey::id_hex);
-    let run = ledger.begin_run(&source_str, &dest_str, key, key_id.as_deref())?;
+    let run = ledger.begin_run(
+        &source_str,
+        &dest_str,
+        key,
+        key_id.as_deref(),
+        opts.wave.as_ref(),
+    )?;
     tracing::info!(
         run = run.id,
         attempt = run.attempt,
@@ -1108,7 +1119,11 @@ fn seal(
     // no CRC64 (and no DICOM identity) at all. Files landed before schema 4
     // simply have no `dicom` object.
     let crc64 = ledger.run_has_crc64(run.id)?;
+    // The run's wave, as recorded when it started (a later attempt may
+    // have been resumed without its plan).
+    let wave = ledger.run_wave(run.id)?;
     let version = match (crc64, &encryption) {
+        (true, _) if wave.is_some() => manifest::VERSION_WAVE,
         (true, _) => manifest::VERSION_DICOM,
         (false, Some(_)) => manifest::VERSION_ENCRYPTED,
         (false, None) => manifest::VERSION,
@@ -1139,6 +1154,7 @@ fn seal(
             files: 0,
         },
         version,
+        wave: wave.filter(|_| version == manifest::VERSION_WAVE),
     };
     let json_path = opts.manifest_dir.join(format!("{}.json", m.id));
     let sig_path = manifest::signature_path(&json_path);

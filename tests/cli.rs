@@ -41,3 +41,5 @@ mod transfer;
 mod vectors;
 #[path = "cli/verify.rs"]
 mod verify;
+#[path = "cli/waves.rs"]
+mod waves;

@@ -191,6 +191,7 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         require_deidentified: false,
         dicom: true,
         limits: custody::transfer::Limits::default(),
+        wave: None,
     };
     let summary = custody::transfer::transfer(&opts, &key, &Renderer::new(g))?;
     super::transfer::print_summary(&summary);

@@ -132,6 +132,11 @@ enum OverwriteArg {
 }
 
 pub fn run(args: &Args, g: &Global) -> Outcome {
+    run_in_wave(args, g, None)
+}
+
+/// [`run`] as part of a migration wave (`custody run PLAN --wave NAME`).
+pub fn run_in_wave(args: &Args, g: &Global, wave: Option<custody::manifest::Wave>) -> Outcome {
     let key = super::load_signing_key(&args.signing_key)?;
     let encryption = args
         .encrypt_key
@@ -183,6 +188,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
             grace: args.grace,
             bwlimit: args.bwlimit.clone(),
         },
+        wave,
     };
     let renderer = Renderer::new(g);
     let summary = custody::transfer::transfer(&opts, &key, &renderer).map_err(|e| {

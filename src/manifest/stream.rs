@@ -499,6 +499,7 @@ mod tests {
                 files: 0,
             },
             version: VERSION_CRC64,
+            wave: None,
         }
     }
 

@@ -40,8 +40,12 @@ impl fmt::Display for Bwlimit {
     }
 }
 
-/// A rate: `off`, or a number with an optional unit.
-fn rate(s: &str) -> Result<Option<u64>, String> {
+/// A rate: `off` (`None`), or a number with an optional unit, in bytes
+/// per second.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn rate(s: &str) -> Result<Option<u64>, String> {
     if s.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
