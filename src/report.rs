@@ -88,6 +88,8 @@ pub struct ManifestPart {
     pub encryption_key_id: Option<String>,
     /// The tool version that sealed it.
     pub tool: String,
+    /// The migration wave it belongs to (version 5).
+    pub wave: Option<crate::manifest::Wave>,
 }
 
 /// The manifest's signer.
@@ -464,6 +466,7 @@ pub fn build(
             excluded: head.excluded.len() as u64,
             encryption_key_id: head.encryption.as_ref().map(|e| e.key_id.clone()),
             tool: format!("{} {}", head.tool.name, head.tool.version),
+            wave: head.wave.clone(),
         },
         signature: SignerPart {
             fingerprint: signer.fingerprint.clone(),

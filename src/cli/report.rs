@@ -160,10 +160,25 @@ fn figures(r: &Report) -> Vec<(&'static str, String)> {
         ),
         ("Tool", m.tool.clone()),
     ];
+    if let Some(w) = &m.wave {
+        rows.splice(
+            1..1,
+            [
+                ("Wave", w.name.clone()),
+                ("Change", w.change.clone()),
+                ("Wave owner", w.owner.clone()),
+                ("Rollback contact", w.rollback_contact.clone()),
+            ],
+        );
+    }
     if let Some(d) = &r.dicom {
-        rows.insert(10, ("DICOM studies", d.studies.to_string()));
-        rows.insert(11, ("DICOM series", d.series.to_string()));
-        rows.insert(12, ("DICOM instances", d.instances.to_string()));
+        let at = rows
+            .iter()
+            .position(|(k, _)| *k == "Excluded")
+            .unwrap_or(rows.len());
+        rows.insert(at, ("DICOM studies", d.studies.to_string()));
+        rows.insert(at + 1, ("DICOM series", d.series.to_string()));
+        rows.insert(at + 2, ("DICOM instances", d.instances.to_string()));
     }
     rows
 }

@@ -264,6 +264,22 @@ fn run_keeps_to_the_wave_window_and_seals_the_wave_into_the_manifest() {
     let started = events.iter().find(|e| e["kind"] == "run_started").unwrap();
     assert_eq!(started["payload"]["wave"]["change"], "CHG0012345");
 
+    // The report names the wave.
+    let out = ws
+        .custody(&["report"])
+        .arg(&m)
+        .arg("--allowed-signers")
+        .arg(ws.signers())
+        .output()
+        .unwrap();
+    for row in [
+        "| Wave | ct |",
+        "| Change | CHG0012345 |",
+        "| Rollback contact | PACS on-call +1 555 0100 |",
+    ] {
+        assert!(stdout(&out).contains(row), "{row}: {}", stdout(&out));
+    }
+
     // A wave the plan does not have.
     let out = run(&ws, &p, "xray", "2026-11-24T20:00:00[UTC]", &[]);
     assert_eq!(out.status.code(), Some(2));
