@@ -257,7 +257,19 @@ fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 
 /// Parses the command line, runs the command, returns the exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A script that asked for JSON gets it, even for bad flags.
+            let usage = e.use_stderr() && std::env::args().any(|a| a == "--json");
+            if usage {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or_default();
+                print_error_json(Code::Usage, first, None);
+            }
+            e.exit();
+        }
+    };
     let g = &cli.global;
     let outcome = init_logging(g).and_then(|()| match &cli.command {
         Command::Keygen(a) => keygen::run(a, g),
@@ -275,6 +287,11 @@ pub fn main() -> ExitCode {
         Command::Run(a) => plan::run(a, g),
         Command::Rollback(a) => rollback::run(a, g),
         Command::Report(a) => report::run(a, g),
+        Command::Completions(_) | Command::Manpage(_) if g.json => {
+            Err(Failure::usage(anyhow::anyhow!(
+                "completions and manpage write a script or a page; they have no JSON form"
+            )))
+        }
         Command::Completions(a) => generate::completions(a),
         Command::Manpage(_) => generate::manpage(),
     });
@@ -284,11 +301,14 @@ pub fn main() -> ExitCode {
             // Not now is nothing wrong: a log watcher should not page anyone.
             match (g.log_file.is_some(), f.code) {
                 (false, _) => {}
-                (true, Code::NotNow) => tracing::warn!("{:#}", f.error),
-                (true, _) => tracing::error!("{:#}", f.error),
+                (true, Code::NotNow) => tracing::warn!("{}", one_line(&f.error)),
+                (true, _) => tracing::error!("{}", one_line(&f.error)),
+            }
+            if g.json && !PRINTED.load(std::sync::atomic::Ordering::Relaxed) {
+                print_error_json(f.code, &one_line(&f.error), f.hint.as_deref());
             }
             let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "custody: error: {:#}", f.error);
+            let _ = writeln!(err, "custody: error: {}", one_line(&f.error));
             if let Some(h) = f.hint {
                 let _ = writeln!(err, "custody: hint: {h}");
             }
@@ -298,9 +318,39 @@ pub fn main() -> ExitCode {
     ExitCode::from(code as u8)
 }
 
+/// An error and its causes in one line, each cause once: most errors
+/// already name their cause in their own message ("{path}: {source}").
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain().map(ToString::to_string) {
+        if !line.contains(&cause) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&cause);
+        }
+    }
+    line
+}
+
+/// Whether this command printed its `--json` object.
+static PRINTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The `--json` object of a command that failed (docs/json.md).
+fn print_error_json(code: Code, message: &str, hint: Option<&str>) {
+    print_json(&serde_json::json!({
+        "error": {
+            "exit_code": code as u8,
+            "message": message.trim_end().trim_start_matches("error: "),
+            "hint": hint,
+        }
+    }));
+}
+
 /// Prints `value` as one JSON object on stdout (for `--json`). A closed
 /// pipe is not an error.
 pub fn print_json(value: &impl serde::Serialize) {
+    PRINTED.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut out = std::io::stdout().lock();
     let _ = serde_json::to_writer_pretty(&mut out, value).map(|()| writeln!(out));
 }

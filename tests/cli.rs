@@ -19,6 +19,8 @@ mod dicom;
 mod encryption;
 #[path = "cli/handoff.rs"]
 mod handoff;
+#[path = "cli/json.rs"]
+mod json;
 #[path = "cli/ledger.rs"]
 mod ledger;
 #[path = "cli/logs.rs"]

@@ -96,8 +96,22 @@ pub fn make_tree(root: &Path, seed: u64, shape: TreeShape) -> std::io::Result<Tr
     Ok(stats)
 }
 
+/// The story goes to stdout, or to stderr with `--json` (stdout then
+/// carries only the result object).
+static TO_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+macro_rules! say {
+    ($($t:tt)*) => {
+        if TO_STDERR.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!($($t)*)
+        } else {
+            println!($($t)*)
+        }
+    };
+}
+
 fn step(n: u32, title: &str) {
-    println!("\n[{n}/6] {title}");
+    say!("\n[{n}/6] {title}");
 }
 
 pub fn run(args: &Args, g: &Global) -> Outcome {
@@ -116,6 +130,7 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         anyhow::bail!("{}: already exists; pass a new --dir", work.display());
     }
     std::fs::create_dir_all(&work).with_context(|| format!("{}", work.display()))?;
+    TO_STDERR.store(g.json, std::sync::atomic::Ordering::Relaxed);
     let src = work.join("pacs");
     let dest = work
         .join("databox")
@@ -125,9 +140,9 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
     let manifests = work.join("manifests");
     let ledger = work.join("custody.db");
 
-    println!("custody demo: move a synthetic PACS-like tree to a stand-in Azure Data Box share,");
-    println!("seal a signed custody manifest, and prove the landed copy.");
-    println!(
+    say!("custody demo: move a synthetic PACS-like tree to a stand-in Azure Data Box share,");
+    say!("seal a signed custody manifest, and prove the landed copy.");
+    say!(
         "workspace: {} (kept, so you can look around)",
         work.display()
     );
@@ -145,7 +160,7 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         radiograph_bytes: 6 * 1024 * 1024,
     };
     let stats = make_tree(&src, args.seed, shape).context("writing the demo tree")?;
-    println!(
+    say!(
         "      {} files, {} in {}",
         stats.files,
         render::bytes(stats.bytes),
@@ -158,12 +173,12 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
     );
     let identity = "demo-operator@custody.example";
     let generated = keys::generate(&keydir, identity)?;
-    println!(
+    say!(
         "      {} ({})",
         generated.private_key.display(),
         generated.fingerprint
     );
-    println!(
+    say!(
         "      {}  <- what an auditor gets",
         generated.allowed_signers.display()
     );
@@ -172,7 +187,7 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         3,
         "custody transfer: copy while hashing, record in the ledger, seal, re-read and verify",
     );
-    println!(
+    say!(
         "      destination (stands in for a mounted Data Box SMB/NFS share): {}",
         dest.display()
     );
@@ -194,7 +209,9 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         wave: None,
     };
     let summary = custody::transfer::transfer(&opts, &key, &Renderer::new(g))?;
-    super::transfer::print_summary(&summary);
+    if !g.json {
+        super::transfer::print_summary(&summary);
+    }
     let sealed = summary
         .sealed
         .clone()
@@ -214,25 +231,32 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         sealed.signature.display(),
         sealed.manifest.display()
     );
-    println!("      $ {cmd}");
-    match std::process::Command::new("sh")
+    say!("      $ {cmd}");
+    let ssh_keygen = match std::process::Command::new("sh")
         .arg("-c")
         .arg(&cmd)
         .output()
     {
         Ok(o) if o.status.success() => {
-            println!("      {}", String::from_utf8_lossy(&o.stdout).trim());
+            say!("      {}", String::from_utf8_lossy(&o.stdout).trim());
+            Some(true)
         }
-        Ok(o) => println!(
-            "      ssh-keygen said: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ),
-        Err(e) => println!("      (could not run ssh-keygen: {e})"),
-    }
+        Ok(o) => {
+            say!(
+                "      ssh-keygen said: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            Some(false)
+        }
+        Err(e) => {
+            say!("      (could not run ssh-keygen: {e})");
+            None
+        }
+    };
     let trust = Trust::allowed_signers(&generated.allowed_signers)?;
     let signed = custody::manifest::read_signed(&sealed.manifest, &trust)?;
     let findings = custody::manifest::audit(&signed);
-    println!(
+    say!(
         "      custody audit: signature OK, {} consistency problem(s)",
         findings.len()
     );
@@ -251,7 +275,7 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x01;
     std::fs::write(&victim_path, &bytes)?;
-    println!("      flipped byte {mid} of {}", victim.path);
+    say!("      flipped byte {mid} of {}", victim.path);
     let share = custody::dest::share::Share::existing(&dest)?;
     let streamed = custody::manifest::open_signed(&sealed.manifest, &trust)?;
     let verify_opts = custody::verify::VerifyOptions {
@@ -260,9 +284,11 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         by_study: false,
     };
     let report = custody::verify::verify(&streamed, &share, &verify_opts, &Renderer::new(g))?;
-    super::verify::print_report(&report);
+    if !g.json {
+        super::verify::print_report(&report);
+    }
     let caught = report.discrepancies.iter().any(|d| d.path == victim.path);
-    println!(
+    say!(
         "      {}",
         if caught {
             "caught: `custody verify` would exit 1"
@@ -279,7 +305,7 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
     );
     let l = custody::ledger::Ledger::open_existing(&ledger)?;
     let chain = l.verify_chain(None)?;
-    println!(
+    say!(
         "      {} events, {} signatures, {} landed rows, {} problem(s)",
         chain.events,
         chain.signatures,
@@ -287,19 +313,27 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         chain.problems.len()
     );
 
-    println!("\nTry it yourself:");
-    println!(
+    say!("\nTry it yourself:");
+    say!(
         "  custody verify {} {} --allowed-signers {}",
         sealed.manifest.display(),
         dest.display(),
         generated.allowed_signers.display()
     );
-    println!("  custody log --ledger {}", ledger.display());
-    Ok(
-        if caught && chain.problems.is_empty() && findings.is_empty() {
-            Code::Ok
-        } else {
-            Code::Integrity
-        },
-    )
+    say!("  custody log --ledger {}", ledger.display());
+    let ok = caught && chain.problems.is_empty() && findings.is_empty();
+    if g.json {
+        super::print_json(&serde_json::json!({
+            "result": if ok { "pass" } else { "fail" },
+            "workspace": work,
+            "source": {"files": stats.files, "bytes": stats.bytes},
+            "transfer": summary,
+            "ssh_keygen_verified": ssh_keygen,
+            "audit_findings": findings.len(),
+            "tamper_caught": caught,
+            "ledger_problems": chain.problems.len(),
+            "allowed_signers": generated.allowed_signers,
+        }));
+    }
+    Ok(if ok { Code::Ok } else { Code::Integrity })
 }

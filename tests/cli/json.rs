@@ -1,0 +1,237 @@
+//! `--json` on every command: stdout is exactly one object, valid against
+//! its definition in docs/json.schema.json (checked with Python's
+//! `jsonschema`, independently of the code that prints it), and a command
+//! that fails prints the error object.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::support::*;
+
+/// Asserts stdout is one JSON object valid against `$defs/<def>`;
+/// returns it.
+fn valid(out: &Output, def: &str) -> serde_json::Value {
+    let text = stdout(out);
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "{def}: stdout is not one JSON object ({e}): {text}\n{}",
+            stderr(out)
+        )
+    });
+    assert!(value.is_object(), "{def}: {text}");
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/json.schema.json");
+    let script = "import json,sys,jsonschema\n\
+        s=json.load(open(sys.argv[1])); v=json.loads(sys.stdin.read())\n\
+        root={'$defs': s['$defs'], '$ref': '#/$defs/'+sys.argv[2]}\n\
+        print('\\n'.join(e.message for e in jsonschema.Draft202012Validator(root).iter_errors(v)))";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&schema)
+        .arg(def)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let check = child.wait_with_output().unwrap();
+    assert!(
+        check.status.success(),
+        "jsonschema (scripts/test installs it): {}",
+        stderr(&check)
+    );
+    assert_eq!(
+        stdout(&check).trim(),
+        "",
+        "{def} does not match docs/json.schema.json: {text}"
+    );
+    value
+}
+
+fn run(ws: &Ws, args: &[&str]) -> Output {
+    ws.custody(&["--json"]).args(args).output().unwrap()
+}
+
+#[test]
+fn every_command_prints_one_object_that_matches_the_documented_schema() {
+    let ws = Ws::new();
+    ws.file("PAT1/IM1", b"one");
+    ws.file("PAT1/IM2", b"two");
+    let root = ws.root().to_path_buf();
+    let p = |s: &str| root.join(s).display().to_string();
+    let (src, dest, key, signers) = (
+        ws.src.display().to_string(),
+        ws.dest.display().to_string(),
+        ws.key().display().to_string(),
+        ws.signers().display().to_string(),
+    );
+
+    valid(
+        &run(
+            &ws,
+            &["keygen", "--out", &p("k2"), "--identity", "t@example"],
+        ),
+        "keygen",
+    );
+    valid(
+        &run(&ws, &["keygen", "--encryption", "--out", &p("enc.key")]),
+        "keygen_encryption",
+    );
+    valid(&run(&ws, &["scan", &src]), "scan");
+    let t = valid(
+        &run(&ws, &["transfer", &src, &dest, "--signing-key", &key]),
+        "transfer",
+    );
+    assert_eq!(t["status"], "complete");
+    let m = ws.manifest().display().to_string();
+    let id = ws.manifest_json()["id"].as_str().unwrap().to_owned();
+    let trust = ["--allowed-signers", signers.as_str()];
+    fn with<'a>(args: &[&'a str], trust: &[&'a str]) -> Vec<&'a str> {
+        [args, trust].concat()
+    }
+    valid(&run(&ws, &with(&["verify", &m, &dest], &trust)), "verify");
+    valid(&run(&ws, &with(&["audit", &m], &trust)), "audit");
+    valid(&run(&ws, &["ledger", "verify"]), "ledger_verify");
+    valid(&run(&ws, &["log", "--manifest", &id]), "log");
+    valid(&run(&ws, &["log"]), "log");
+    valid(
+        &run(
+            &ws,
+            &[
+                "handoff",
+                &m,
+                "--from",
+                "a",
+                "--to",
+                "b",
+                "--purpose",
+                "c",
+                "--signing-key",
+                &key,
+            ],
+        ),
+        "handoff",
+    );
+    valid(&run(&ws, &with(&["report", &m], &trust)), "report");
+    valid(
+        &run(&ws, &with(&["rollback", &m, &dest], &trust)),
+        "rollback",
+    );
+
+    // Encrypted, then restored: decrypt's check object.
+    let enc_dest = p("enc-dest");
+    let t = valid(
+        &run(
+            &ws,
+            &[
+                "transfer",
+                &src,
+                &enc_dest,
+                "--signing-key",
+                &key,
+                "--encrypt-key",
+                &p("enc.key"),
+            ],
+        ),
+        "transfer",
+    );
+    let enc_manifest = t["sealed"]["manifest"].as_str().unwrap().to_owned();
+    let (plain, enc_key) = (p("plain"), p("enc.key"));
+    valid(
+        &run(
+            &ws,
+            &with(
+                &[
+                    "decrypt",
+                    &enc_dest,
+                    &plain,
+                    "--decrypt-key",
+                    &enc_key,
+                    "--manifest",
+                    &enc_manifest,
+                ],
+                &trust,
+            ),
+        ),
+        "check",
+    );
+
+    // Waves.
+    let plan = root.join("plan.toml");
+    std::fs::write(
+        &plan,
+        format!(
+            "[[wave]]\nname = \"w\"\nsource = \"src\"\ndestination = \"wave-dest\"\nchange = \"C1\"\n\
+             owner = \"o\"\nrollback_contact = \"r\"\nsigning_key = \"{key}\"\n"
+        ),
+    )
+    .unwrap();
+    let plan = plan.display().to_string();
+    valid(&run(&ws, &["plan", &plan, "--rate", "10M"]), "plan");
+    valid(&run(&ws, &["run", &plan, "--wave", "w"]), "transfer");
+
+    // The demo, in its own directory.
+    valid(&run(&ws, &["demo", "--dir", &p("demo")]), "demo");
+}
+
+#[test]
+fn a_command_that_fails_prints_the_error_object_with_its_exit_code() {
+    let ws = Ws::new();
+    ws.file("IM1", b"one");
+    let key = ws.key().display().to_string();
+    let src = ws.src.display().to_string();
+    let dest = ws.dest.display().to_string();
+    for (args, code, says) in [
+        (
+            vec!["transfer", "/no/such/tree", &dest, "--signing-key", &key],
+            2,
+            "/no/such/tree",
+        ),
+        (
+            vec!["transfer", &src, &dest, "--no-such-flag"],
+            2,
+            "unexpected argument '--no-such-flag'",
+        ),
+        (vec!["completions", "bash"], 2, "no JSON form"),
+    ] {
+        let out = run(&ws, &args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        let e = valid(&out, "error");
+        assert_eq!(e["error"]["exit_code"], code);
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(says),
+            "{e}"
+        );
+    }
+    // Not now (exit 4): outside the window.
+    let out = ws
+        .custody(&[
+            "--json",
+            "transfer",
+            &src,
+            &dest,
+            "--signing-key",
+            &key,
+            "--window",
+            "Mon 01:00-02:00",
+        ])
+        .env("CUSTODY_NOW", "2026-11-24T12:00:00[UTC]")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let e = valid(&out, "error");
+    assert_eq!(e["error"]["exit_code"], 4);
+    assert!(
+        e["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("run the same command later"),
+        "{e}"
+    );
+}
