@@ -9,6 +9,8 @@ mod audit;
 mod bad_input;
 #[path = "cli/blob.rs"]
 mod blob;
+#[path = "cli/crash.rs"]
+mod crash;
 #[path = "cli/crc64.rs"]
 mod crc64;
 #[path = "cli/databox.rs"]
@@ -17,6 +19,8 @@ mod databox;
 mod dicom;
 #[path = "cli/encryption.rs"]
 mod encryption;
+#[path = "cli/faults.rs"]
+mod faults;
 #[path = "cli/handoff.rs"]
 mod handoff;
 #[path = "cli/json.rs"]

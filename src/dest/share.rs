@@ -80,6 +80,17 @@ pub struct Share {
     touched: Mutex<HashSet<PathBuf>>,
     /// Committed partials waiting for the next flush (batched mode).
     pending: Mutex<Vec<(PathBuf, PathBuf)>>,
+    /// The root's device and inode when opened: a share unmounted under a
+    /// run leaves its mount point, a different directory at the same path.
+    root_id: (u64, u64),
+}
+
+/// A directory's (device, inode).
+fn identity(dir: &Path) -> Result<(u64, u64), DestError> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(dir)
+        .map(|m| (m.dev(), m.ino()))
+        .map_err(io(dir))
 }
 
 fn io(path: &Path) -> impl FnOnce(io::Error) -> DestError + '_ {
@@ -126,11 +137,13 @@ impl Share {
         let durability = File::open(&root)
             .map(|d| Durability::detect(&d))
             .map_err(io(&root))?;
+        let root_id = identity(&root)?;
         Ok(Share {
             root,
             durability,
             touched: Mutex::new(HashSet::new()),
             pending: Mutex::new(Vec::new()),
+            root_id,
         })
     }
 
@@ -390,6 +403,18 @@ impl Destination for Share {
     }
 
     fn flush(&self) -> Result<(), DestError> {
+        // Nothing is made durable, or recorded, if the root is no longer
+        // the directory the run opened: what was written since may have
+        // gone to the mount point of an unmounted share.
+        if identity(&self.root).ok() != Some(self.root_id) {
+            return Err(DestError::Io {
+                path: self.root.clone(),
+                source: io::Error::other(
+                    "is no longer the directory this run opened (unmounted, or replaced?); \
+                     nothing written since the last record is recorded",
+                ),
+            });
+        }
         let pending = std::mem::take(&mut *self.pending.lock().expect("pending list poisoned"));
         let dirs: Vec<PathBuf> = self
             .touched

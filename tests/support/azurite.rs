@@ -187,7 +187,9 @@ impl Azurite {
         let c = self.container(container);
         let mut pager = c.list_blobs(None).unwrap();
         let mut names = Vec::new();
-        while let Some(item) = Self::rt().block_on(pager.try_next()).unwrap() {
+        // One runtime for every page: the pager's connection lives on it.
+        let rt = Self::rt();
+        while let Some(item) = rt.block_on(pager.try_next()).unwrap() {
             names.push(item.name.unwrap_or_default());
         }
         names.sort();

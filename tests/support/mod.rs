@@ -319,9 +319,15 @@ impl Ws {
         for i in 0..n {
             self.file(&format!("S{:02}/IM{i:05}", i / 100), &bytes(i, 64 * 1024));
         }
+        self.slow_transfer_to(&self.dest).spawn().unwrap()
+    }
+
+    /// `custody transfer` of the source into `dest` on one job, held to
+    /// 2 MiB/s, as a std command to spawn.
+    pub fn slow_transfer_to(&self, dest: &Path) -> std::process::Command {
         let (src, dest, key) = (
             self.src.display().to_string(),
-            self.dest.display().to_string(),
+            dest.display().to_string(),
             self.key().display().to_string(),
         );
         self.spawnable(&[
@@ -335,8 +341,6 @@ impl Ws {
             "--bwlimit",
             "2M",
         ])
-        .spawn()
-        .unwrap()
     }
 }
 

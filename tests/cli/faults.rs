@@ -1,0 +1,147 @@
+//! Destination faults on a real filesystem: a share that fills up, and a
+//! share unmounted under a running transfer. Each uses a small tmpfs
+//! mounted for the test (it needs CAP_SYS_ADMIN, which CI has; without it
+//! the test says so and fails rather than pass untested).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::*;
+
+/// A tmpfs mounted for one test; unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs (needs root / CAP_SYS_ADMIN): {}",
+            stderr(&out)
+        );
+        Tmpfs(at.to_owned())
+    }
+
+    fn resize(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
+
+/// Every landed row's file is whole at the destination.
+fn recorded_files_are_whole(ws: &Ws, dest: &Path) -> i64 {
+    let db = ws.db();
+    let mut stmt = db.prepare("SELECT path FROM landed").unwrap();
+    let paths: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for p in &paths {
+        assert_eq!(
+            std::fs::read(dest.join(p)).ok(),
+            Some(std::fs::read(ws.src.join(p)).unwrap()),
+            "{p} is recorded as landed but is not whole at the destination"
+        );
+    }
+    paths.len() as i64
+}
+
+#[test]
+fn a_share_that_fills_up_fails_what_does_not_fit_and_the_rerun_completes() {
+    let ws = Ws::new();
+    for i in 0..12u64 {
+        ws.file(&format!("S1/IM{i:02}"), &bytes(i, 512 << 10));
+    }
+    let fs = Tmpfs::mount(&ws.root().join("box"), "3m");
+    let dest = ws.root().join("box/pacs");
+    let mut c = ws.custody(&["--json", "transfer"]);
+    c.arg(&ws.src)
+        .arg(&dest)
+        .arg("--signing-key")
+        .arg(ws.key())
+        .args(["--jobs", "1"]);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("No space left on device"), "{err}");
+    let s = json(&out);
+    assert_eq!(s["status"], "incomplete");
+    assert!(s["failed"].as_u64().unwrap() > 0, "{s}");
+    // Nothing is recorded that did not land whole.
+    let recorded = recorded_files_are_whole(&ws, &dest);
+    assert_eq!(recorded as u64, s["files_copied"].as_u64().unwrap());
+    assert!(recorded < 12);
+    ws.custody(&["ledger", "verify"]).assert().code(0);
+
+    // More room: the same command finishes the run.
+    fs.resize("16m");
+    let mut c = ws.custody(&["--json", "transfer"]);
+    c.arg(&ws.src).arg(&dest).arg("--signing-key").arg(ws.key());
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = json(&out);
+    assert_eq!(s["run"]["resumed"], true);
+    assert_eq!(s["files_skipped"].as_i64().unwrap(), recorded);
+    assert_eq!(s["verify"]["files_verified"], 12);
+    assert_same_tree(&ws.src, &dest);
+}
+
+#[test]
+fn a_share_unmounted_under_a_running_transfer_records_nothing_after_and_the_rerun_completes() {
+    let ws = Ws::new();
+    let fs = Tmpfs::mount(&ws.root().join("box"), "64m");
+    let dest = ws.root().join("box/pacs");
+    // Held to 2 MiB/s, the run is mid-way when the share goes.
+    for i in 0..200u64 {
+        ws.file(&format!("S{:02}/IM{i:04}", i / 50), &bytes(i, 64 << 10));
+    }
+    let mut child = ws
+        .slow_transfer_to(&dest)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_while_running(&mut child, "a batch was recorded", || {
+        landed_rows(&ws.ledger) > 0
+    });
+    // The share is unmounted (lazily, as a dropped SMB session would be):
+    // the path now names the empty mount point.
+    drop(fs);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("is no longer the directory this run opened (unmounted, or replaced?)"),
+        "{err}"
+    );
+    let recorded = landed_rows(&ws.ledger);
+    assert!(recorded > 0 && recorded < 200, "{recorded}");
+    ws.custody(&["ledger", "verify"]).assert().code(0);
+
+    // Mounted again (empty: a tmpfs keeps nothing): the rerun finds what
+    // it recorded is gone, copies everything again, and seals.
+    let _fs = Tmpfs::mount(&ws.root().join("box"), "64m");
+    let mut c = ws.custody(&["--json", "transfer"]);
+    c.arg(&ws.src).arg(&dest).arg("--signing-key").arg(ws.key());
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = json(&out);
+    assert_eq!(s["files_copied"], 200, "{s}");
+    assert_eq!(s["verify"]["files_verified"], 200);
+    assert_same_tree(&ws.src, &dest);
+}
