@@ -145,3 +145,74 @@ fn a_share_unmounted_under_a_running_transfer_records_nothing_after_and_the_reru
     assert_eq!(s["verify"]["files_verified"], 200);
     assert_same_tree(&ws.src, &dest);
 }
+
+#[test]
+fn a_ledger_whose_disk_fills_up_stops_the_run_cleanly_and_the_rerun_completes() {
+    let ws = Ws::new();
+    // Long names make the ledger grow fast: 400 files, a 1 MiB ledger disk.
+    for i in 0..400u64 {
+        ws.file(&format!("{}/IM{i:04}", "S".repeat(200)), &bytes(i, 100));
+    }
+    let fs = Tmpfs::mount(&ws.root().join("ledger-disk"), "512k");
+    let ledger = ws.root().join("ledger-disk/custody.db");
+    let run = |code: i32| {
+        let out = ws
+            .custody(&["--json", "transfer"])
+            .arg("--ledger")
+            .arg(&ledger)
+            .arg(&ws.src)
+            .arg(&ws.dest)
+            .arg("--signing-key")
+            .arg(ws.key())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
+        out
+    };
+    let out = run(3);
+    let err = stderr(&out);
+    assert!(err.contains("database or disk is full"), "{err}");
+    // What the ledger holds is consistent, and every row it holds landed.
+    ws.custody(&["ledger", "verify", "--ledger"])
+        .arg(&ledger)
+        .assert()
+        .code(0);
+
+    fs.resize("16m");
+    let s = json(&run(0));
+    assert_eq!(s["run"]["resumed"], true, "{s}");
+    assert_eq!(s["verify"]["files_verified"], 400);
+    assert_same_tree(&ws.src, &ws.dest);
+}
+
+#[test]
+fn a_ledger_locked_by_another_process_is_waited_for() {
+    let ws = Ws::new();
+    ws.file("IM1", b"one");
+    ws.transfer_json(&[], 0);
+    ws.file("IM2", b"two");
+    // Another process holds the ledger's write lock for two seconds.
+    let mut holder = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys,time\n\
+             c=sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(2); c.execute('COMMIT')",
+        ])
+        .arg(&ws.ledger)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    // The transfer waits for it (SQLite's busy timeout) instead of failing.
+    let s = ws.transfer_json(&[], 0);
+    assert_eq!(s["status"], "complete");
+    assert!(holder.wait().unwrap().success());
+    ws.custody(&["ledger", "verify"]).assert().code(0);
+}
