@@ -287,6 +287,8 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         ));
     }
     if g.json {
+        // Headers are read in parallel: list them in path order.
+        sink.phi_found.sort_unstable_by(|a, b| a.path.cmp(&b.path));
         print_json(&Report {
             inventory: &inv,
             violation_list: &sink.found,

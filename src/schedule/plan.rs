@@ -133,6 +133,15 @@ impl Plan {
             path: path.to_owned(),
             source,
         })?;
+        Self::parse(&text, path)
+    }
+
+    /// Reads a plan's text, as if from the file at `path` (its directory is
+    /// the base of relative paths).
+    ///
+    /// # Errors
+    /// [`PlanError::Invalid`], naming the wave and key at fault.
+    pub fn parse(text: &str, path: &Path) -> Result<Plan, PlanError> {
         let invalid = |reason: String| PlanError::Invalid {
             path: path.to_owned(),
             reason,
