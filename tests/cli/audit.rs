@@ -233,3 +233,72 @@ fn manifests_match_the_json_schema() {
     assert!(!schema_errors(&m).is_empty(), "the schema must reject '..'");
     let _ = ws;
 }
+
+/// Hostile manifests, validly signed so that the parser itself is reached:
+/// deep nesting, a huge field, wrong types, invalid UTF-8, duplicate keys,
+/// a number too large. Each gets exit 1 and one line saying what is wrong,
+/// never a panic (exit 101) or a runaway allocation.
+#[test]
+fn hostile_manifests_get_one_clear_line_never_a_panic() {
+    let (ws, m) = sealed();
+    let good = std::fs::read_to_string(&m).unwrap();
+    let huge = format!(
+        r#"{{"format":"custody-manifest","version":4,"host":"{}"}}"#,
+        "A".repeat(64 << 20)
+    );
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "deep nesting",
+            format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(),
+        ),
+        ("a 64 MiB field", huge.into_bytes()),
+        (
+            "wrong types",
+            good.replacen(r#""version":4"#, r#""version":"4""#, 1)
+                .into_bytes(),
+        ),
+        ("invalid UTF-8", {
+            let mut b = good.clone().into_bytes();
+            let at = b.iter().position(|&c| c == b'"').unwrap() + 1;
+            b[at] = 0xff;
+            b
+        }),
+        (
+            "duplicate keys",
+            good.replacen(r#"{"created":"#, r#"{"run":9,"created":"#, 1)
+                .into_bytes(),
+        ),
+        (
+            "a number too large",
+            good.replacen(r#""run":1"#, r#""run":1e400"#, 1)
+                .into_bytes(),
+        ),
+        ("not JSON", b"\x00\x01\x02 custody".to_vec()),
+        ("empty", Vec::new()),
+    ];
+    for (what, bytes) in cases {
+        std::fs::write(&m, &bytes).unwrap();
+        ssh_sign(&ws.key(), &m);
+        let out = ws
+            .custody(&["audit"])
+            .arg(&m)
+            .arg("--allowed-signers")
+            .arg(ws.signers())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("custody: error: "))
+            .collect();
+        assert_eq!(lines.len(), 1, "{what}: {err}");
+        assert!(lines[0].contains(&m.display().to_string()), "{what}: {err}");
+        assert!(
+            lines[0].len() < 400,
+            "{what}: the message quotes no huge input: {}",
+            lines[0].len()
+        );
+    }
+}
