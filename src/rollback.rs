@@ -180,43 +180,39 @@ pub fn rollback(
         Some(head.totals.files),
         Some(head.totals.bytes),
     );
-    // The manifest's entries stream from a reader thread into the workers:
-    // nothing holds the whole list.
-    let (tx, rx) = crossbeam_channel::bounded::<(String, u64, String)>(1024);
-    let read = std::thread::scope(|s| {
-        let reader = s.spawn(move || {
+    // The manifest's entries stream into the workers: nothing holds the
+    // whole list.
+    let read = crate::transfer::parallel_map_pushed(
+        opts.jobs,
+        |push| {
             manifest.for_each_file(|f| {
                 let object = match f.stored {
                     Some(st) => (st.path, st.size, st.blake3),
                     None => (f.path, f.size, f.blake3),
                 };
-                tx.send(object).map_err(|_| "stopped".to_owned())
+                push(object)
+                    .then_some(())
+                    .ok_or_else(|| "stopped".to_owned())
             })
-        });
-        let _ = crate::transfer::parallel_map(
-            opts.jobs,
-            rx.into_iter(),
-            |(path, size, blake3)| roll_back_one(dest, &path, size, &blake3, opts.act, progress),
-            |outcome| {
-                match outcome {
-                    Outcome::Removed(n) => {
-                        report.removed += 1;
-                        report.bytes_removed += n;
-                    }
-                    Outcome::Missing(p) => {
-                        report.missing += 1;
-                        report.missing_paths.push(p);
-                    }
-                    Outcome::Left(l) => report.left.push(l),
+        },
+        |(path, size, blake3): (String, u64, String)| {
+            roll_back_one(dest, &path, size, &blake3, opts.act, progress)
+        },
+        |outcome| {
+            match outcome {
+                Outcome::Removed(n) => {
+                    report.removed += 1;
+                    report.bytes_removed += n;
                 }
-                progress.file_done();
-                Ok::<(), ()>(())
-            },
-        );
-        reader
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    });
+                Outcome::Missing(p) => {
+                    report.missing += 1;
+                    report.missing_paths.push(p);
+                }
+                Outcome::Left(l) => report.left.push(l),
+            }
+            progress.file_done();
+        },
+    );
     progress.end(Phase::Rollback);
     read?;
     report.missing_paths.sort();

@@ -346,6 +346,33 @@ where
     })
 }
 
+/// [`parallel_map`] over items a callback-style source pushes (a
+/// manifest's streamed entries, say) from a thread of its own, through a
+/// bounded queue; returns what the source returned, once it is done.
+pub(crate) fn parallel_map_pushed<T, R, P>(
+    jobs: usize,
+    produce: impl FnOnce(&dyn Fn(T) -> bool) -> P + Send,
+    work: impl Fn(T) -> R + Sync,
+    mut sink: impl FnMut(R),
+) -> P
+where
+    T: Send,
+    R: Send,
+    P: Send,
+{
+    let (tx, rx) = crossbeam_channel::bounded::<T>(QUEUE_IN);
+    std::thread::scope(|s| {
+        let producer = s.spawn(move || produce(&|item| tx.send(item).is_ok()));
+        let _ = parallel_map(jobs, rx.into_iter(), work, |r| {
+            sink(r);
+            Ok::<(), ()>(())
+        });
+        producer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 enum Item {
     Copy(SourceFile),
     Ready(Done),

@@ -147,7 +147,7 @@ impl Plan {
             reason,
         };
         let file: PlanFile =
-            toml::from_str(&text).map_err(|e| invalid(e.to_string().trim().replace('\n', " ")))?;
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim().replace('\n', " ")))?;
         if file.wave.is_empty() {
             return Err(invalid("no [[wave]]".into()));
         }
