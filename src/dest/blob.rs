@@ -312,10 +312,15 @@ impl Blob {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = azure_core::Result<T>>,
     {
+        // Once a request has used up its retries on a transient failure
+        // (no answer, or 5xx/408/429 every time), the endpoint is taken as
+        // down for the rest of the run: later files fail at once instead of
+        // each waiting through its own backoff, and the run ends incomplete
+        // for the next one to resume.
         if self.unreachable.load(Ordering::Relaxed) {
             return Err(azure_core::Error::with_message(
                 azure_core::error::ErrorKind::Io,
-                "the endpoint stopped answering earlier in this run",
+                "the endpoint kept failing earlier in this run (retries used up)",
             ));
         }
         let mut delay = Duration::from_millis(500);
@@ -323,7 +328,7 @@ impl Blob {
         loop {
             match self.rt.block_on(op()) {
                 Ok(v) => return Ok(v),
-                Err(e) if attempt >= ATTEMPTS && status(&e).is_none() => {
+                Err(e) if attempt >= ATTEMPTS && (status(&e).is_none() || is_transient(&e)) => {
                     self.unreachable.store(true, Ordering::Relaxed);
                     return Err(e);
                 }

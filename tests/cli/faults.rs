@@ -216,3 +216,90 @@ fn a_ledger_locked_by_another_process_is_waited_for() {
     assert!(holder.wait().unwrap().success());
     ws.custody(&["ledger", "verify"]).assert().code(0);
 }
+
+/// A transfer into Azurite through the fault proxy, `--jobs 1`.
+fn through_proxy(ws: &Ws, url: &str, extra: &[&str]) -> std::process::Command {
+    let (src, key) = (ws.src.display().to_string(), ws.key().display().to_string());
+    let mut c = ws.spawnable(&[
+        "--json",
+        "transfer",
+        &src,
+        url,
+        "--signing-key",
+        &key,
+        "--jobs",
+        "1",
+    ]);
+    c.args(extra)
+        .env("AZURE_STORAGE_KEY", crate::support::azurite::KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
+#[test]
+fn http_503_storms_are_retried_and_a_storm_past_the_retries_fails_files_not_the_record() {
+    use std::sync::atomic::Ordering;
+    let ws = Ws::new();
+    let az = crate::support::azurite::Azurite::start(&ws.root().join("azurite"));
+    let proxy = crate::support::proxy::Proxy::start(az.port);
+    for i in 0..40u64 {
+        ws.file(&format!("s/IM{i:03}"), &bytes(i, 256 << 10));
+    }
+    let url = proxy.url(&az.url("pacs/storm"), az.port);
+
+    // A short storm (three refusals): retried with backoff, unnoticed.
+    proxy.faults.storm(3);
+    let out = through_proxy(&ws, &url, &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(proxy.faults.failed.load(Ordering::SeqCst), 3);
+    assert!(
+        stderr(&out).contains("transient failure; retrying"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(json(&out)["verify"]["files_verified"], 40);
+
+    // A storm that outlasts the retries, mid-run: the files in it fail,
+    // nothing is recorded for them, exit 3; after it, the rerun completes.
+    let ws = Ws::new();
+    for i in 0..40u64 {
+        ws.file(&format!("s/IM{i:03}"), &bytes(i, 256 << 10));
+    }
+    let url = proxy.url(&az.url("pacs/long-storm"), az.port);
+    let mut child = through_proxy(&ws, &url, &["--bwlimit", "2M"])
+        .spawn()
+        .unwrap();
+    wait_while_running(&mut child, "files landed", || landed_rows(&ws.ledger) >= 3);
+    proxy.faults.storm(1_000_000);
+    let out = child.wait_with_output().unwrap();
+    proxy.faults.fail_next.store(0, Ordering::SeqCst);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let s = json(&out);
+    assert!(s["failed"].as_u64().unwrap() > 0, "{s}");
+    assert!(s["sealed"].is_null());
+    let landed = landed_rows(&ws.ledger) as u64;
+    assert_eq!(landed, s["files_copied"].as_u64().unwrap());
+    ws.custody(&["ledger", "verify"]).assert().code(0);
+    let out = through_proxy(&ws, &url, &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = json(&out);
+    assert_eq!(s["files_skipped"].as_u64().unwrap(), landed);
+    assert_eq!(s["verify"]["files_verified"], 40);
+}
+
+#[test]
+fn a_slow_endpoint_is_waited_for() {
+    use std::sync::atomic::Ordering;
+    let ws = Ws::new();
+    let az = crate::support::azurite::Azurite::start(&ws.root().join("azurite"));
+    let proxy = crate::support::proxy::Proxy::start(az.port);
+    proxy.faults.delay_ms.store(300, Ordering::SeqCst);
+    for i in 0..10u64 {
+        ws.file(&format!("s/IM{i:03}"), &bytes(i, 100 << 10));
+    }
+    let url = proxy.url(&az.url("pacs/slow"), az.port);
+    let out = through_proxy(&ws, &url, &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["verify"]["files_verified"], 10);
+}
