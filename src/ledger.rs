@@ -1133,6 +1133,21 @@ impl Ledger {
             .map(|(id, _)| id))
     }
 
+    /// The latest run for `source` → `destination`, open or sealed.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn latest_run(&self, source: &str, destination: &str) -> Result<Option<u64>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT id FROM runs WHERE source = ?1 AND destination = ?2 ORDER BY id DESC LIMIT 1",
+                params![source, destination],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
     /// The open run for `source` → `destination` and the encryption key id
     /// it was started with.
     fn open_run_with_key(

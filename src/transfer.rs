@@ -789,8 +789,12 @@ pub fn transfer(
     let mut ledger = Ledger::open(&opts.ledger)?;
     if let Some(placement) = opts.placement.as_ref().filter(|_| !opts.skip_violations) {
         let existing = existing(opts, dest)?;
-        let open_run = ledger.open_run(&source_root.display().to_string(), &dest.describe())?;
-        let own = match open_run {
+        // What the latest run of this source into this destination landed
+        // (open, or sealed: the same command run again, say by a nightly
+        // timer after a run that was killed during its verify) is its own,
+        // not something in the way.
+        let latest = ledger.latest_run(&source_root.display().to_string(), &dest.describe())?;
+        let own = match latest {
             Some(id) => Some(LandedLookup::open(ledger.path(), id)?),
             None => None,
         };

@@ -363,18 +363,24 @@ fn block_list(
     kind: BlockListType,
     rel: &str,
 ) -> Result<Vec<(Vec<u8>, u64)>, DestError> {
-    let committed = matches!(kind, BlockListType::Committed);
+    let (committed, uncommitted) = match kind {
+        BlockListType::Committed => (true, false),
+        BlockListType::Uncommitted => (false, true),
+        _ => (true, true),
+    };
     match blob.retry("read the block list", || client.get_block_list(kind, None)) {
         Ok(r) => {
             let list = r.into_model().map_err(|e| blob.io_err(rel, &e))?;
-            let blocks = if committed {
-                list.committed_blocks
-            } else {
-                list.uncommitted_blocks
+            let pick = |on: bool, blocks: Option<Vec<_>>| {
+                if on {
+                    blocks.unwrap_or_default()
+                } else {
+                    Vec::new()
+                }
             };
-            Ok(blocks
-                .unwrap_or_default()
+            Ok(pick(committed, list.committed_blocks)
                 .into_iter()
+                .chain(pick(uncommitted, list.uncommitted_blocks))
                 .filter_map(|b| Some((b.name?, u64::try_from(b.size?).ok()?)))
                 .collect())
         }
@@ -684,8 +690,11 @@ impl Destination for Blob {
             .container()
             .map_err(|e| self.io_err(rel.as_str(), &e))?;
         let client = container.blob_client(&name).block_blob_client();
-        // Blocks an interrupted earlier upload left uncommitted.
-        let staged = block_list(self, &client, BlockListType::Uncommitted, rel.as_str())?
+        // Blocks the service already holds: staged by an interrupted
+        // earlier upload, or committed by one that was not recorded (the
+        // commit's `latest` list may name either), so neither is sent, or
+        // left staged, again.
+        let staged = block_list(self, &client, BlockListType::All, rel.as_str())?
             .into_iter()
             .collect();
         Ok(Box::new(BlobLanding {

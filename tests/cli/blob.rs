@@ -475,3 +475,25 @@ fn https_with_a_private_ca_as_on_a_data_box() {
     c.env("SSL_CERT_FILE", &ca);
     c.assert().code(0);
 }
+
+/// Regression: the same transfer run again after its run sealed (a nightly
+/// timer, or a rerun after a kill during the verify) was refused, every
+/// blob of its own earlier run "already exists" (found by the crash loop).
+/// Now they are its own: it runs, and identical blobs are not sent again.
+#[test]
+fn the_same_transfer_again_after_its_run_sealed_is_not_refused_by_its_own_blobs() {
+    let (ws, az) = setup();
+    for i in 0..5u64 {
+        ws.file(&format!("s/IM{i}"), &bytes(i, 50_000));
+    }
+    let url = az.url("pacs/again");
+    transfer_ok(&ws, &url, &[]);
+    let s = transfer_ok(&ws, &url, &[]);
+    assert_eq!(s["run"]["resumed"], false, "a new run");
+    assert_eq!(s["status"], "complete");
+    assert_eq!(s["verify"]["files_verified"], 5);
+    // A stranger's blob is still in the way.
+    az.put("pacs", "again/s/IM9", b"not ours");
+    ws.file("s/IM9", b"ours");
+    transfer_to(&ws, &url, &[]).assert().code(2);
+}

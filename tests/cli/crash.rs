@@ -82,33 +82,39 @@ fn crash_loop(ws: &Ws, dest: &str, env: &[(&str, &str)]) -> (u64, u64, serde_jso
     eprintln!("crash loop into {dest}: {kills} kills, CUSTODY_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let (src, key) = (ws.src.display().to_string(), ws.key().display().to_string());
+    let (src, key) = (src.as_str(), key.as_str());
     let mut wrote = 0;
     let mut killed = 0;
-    for _ in 0..kills {
+    let attempt = || {
         let mut c = ws.spawnable(&[
+            "--json",
             "transfer",
-            &src,
+            src,
             dest,
             "--signing-key",
-            &key,
+            key,
             "--jobs",
             JOBS,
         ]);
-        c.envs(env.iter().copied());
-        let mut child = c.spawn().unwrap();
+        c.envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().unwrap()
+    };
+    for _ in 0..kills {
+        let mut child = attempt();
         let deadline = std::time::Instant::now() + Duration::from_millis(50 + rng.below(1500));
-        let mut finished = false;
         let mut last = 0;
-        while std::time::Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                finished = true;
-                break;
-            }
+        while std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none() {
             last = written(child.id()).max(last);
             std::thread::sleep(Duration::from_millis(2));
         }
-        if finished {
-            break;
+        if child.try_wait().unwrap().is_some() {
+            // It finished before its kill: that attempt is the last one.
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "seed {seed}: {}", stderr(&out));
+            eprintln!("killed {killed} attempts, which wrote {wrote} bytes; the next one finished");
+            return (wrote, killed, json(&out));
         }
         last = written(child.id()).max(last);
         child.kill().unwrap();
@@ -117,9 +123,7 @@ fn crash_loop(ws: &Ws, dest: &str, env: &[(&str, &str)]) -> (u64, u64, serde_jso
         killed += 1;
     }
     eprintln!("killed {killed} attempts, which wrote {wrote} bytes");
-    let mut c = ws.transfer(&["--jobs", JOBS]);
-    c.envs(env.iter().copied());
-    let out = c.output().unwrap();
+    let out = attempt().wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "seed {seed}: {}", stderr(&out));
     (wrote, killed, json(&out))
 }
