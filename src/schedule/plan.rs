@@ -191,15 +191,17 @@ impl Plan {
                 .source
                 .ok_or_else(|| invalid(format!("{at}: no source")))?;
             let destination = need(w.destination, &d.destination, "destination")?;
-            let spec = |key: &str, v: Option<String>, dv: &Option<String>| {
-                v.or_else(|| dv.clone()).map(|s| (key.to_owned(), s))
-            };
-            let window = spec("window", w.window, &d.window)
-                .map(|(_, s)| s.parse::<Windows>())
+            // A wave's own spec, else the default's.
+            let window = w
+                .window
+                .or_else(|| d.window.clone())
+                .map(|s| s.parse::<Windows>())
                 .transpose()
                 .map_err(|e| invalid(format!("{at}: {e}")))?;
-            let bwlimit = spec("bwlimit", w.bwlimit, &d.bwlimit)
-                .map(|(_, s)| s.parse::<Bwlimit>())
+            let bwlimit = w
+                .bwlimit
+                .or_else(|| d.bwlimit.clone())
+                .map(|s| s.parse::<Bwlimit>())
                 .transpose()
                 .map_err(|e| invalid(format!("{at}: {e}")))?;
             let date = |v: Option<String>, dv: &Option<String>, key: &str| {
