@@ -121,11 +121,43 @@ fn crash_loop(ws: &Ws, dest: &str, env: &[(&str, &str)]) -> (u64, u64, serde_jso
         child.wait().unwrap();
         wrote += last;
         killed += 1;
+        // Killed after it sealed (during its verify, under load): it had
+        // landed everything, and running the same one-off transfer again
+        // would start a new run. The verify it did not finish is run
+        // instead.
+        if let Some(manifest) = sealed(ws) {
+            eprintln!("killed {killed} attempts; the last one sealed before its kill");
+            let out = ws
+                .spawnable(&["--json", "verify"])
+                .arg(&manifest)
+                .arg(dest)
+                .arg("--allowed-signers")
+                .arg(ws.signers())
+                .envs(env.iter().copied())
+                .stdout(std::process::Stdio::piped())
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0), "seed {seed}: {}", stderr(&out));
+            let report = json(&out)["report"].clone();
+            return (
+                wrote,
+                killed,
+                serde_json::json!({"verify": report, "bytes_copied": 0}),
+            );
+        }
     }
     eprintln!("killed {killed} attempts, which wrote {wrote} bytes");
     let out = attempt().wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "seed {seed}: {}", stderr(&out));
     (wrote, killed, json(&out))
+}
+
+/// The manifest file of a sealed run, if one was sealed.
+fn sealed(ws: &Ws) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(&ws.manifests)
+        .ok()?
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
 }
 
 /// Nothing was started over: the killed attempts and the last one wrote
