@@ -69,6 +69,7 @@ fn files(n: usize) -> Vec<FileEntry> {
             path: format!("PAT{:05}/STUDY{}/SERIES{}/IM{i:06}", i / 400, i % 4, i % 7),
             size: 400_000 + i as u64,
             stored: None,
+            version_of: None,
             // As for a PACS archive: every file an instance.
             dicom: Some(DicomEntry {
                 instance: Some(format!("1.2.826.0.1.3680043.8.498.{}.{i}", i / 400)),
@@ -113,6 +114,8 @@ fn manifest_encode(c: &mut Criterion) {
         },
         version: custody::manifest::VERSION_CRC64,
         wave: None,
+        job: None,
+        source_changes: None,
     };
     let mut g = c.benchmark_group("manifest");
     g.throughput(Throughput::Elements(10_000));
@@ -131,7 +134,9 @@ fn ledger_insert(c: &mut Criterion) {
     let g = custody::keys::generate(&dir.path().join("k"), "bench").unwrap();
     let key = custody::keys::SigningKey::load(&g.private_key).unwrap();
     let mut ledger = Ledger::open(&dir.path().join("bench.db")).unwrap();
-    let run = ledger.begin_run("/src", "/dst", &key, None, None).unwrap();
+    let run = ledger
+        .begin_run("/src", "/dst", &key, None, None, None)
+        .unwrap();
     let batch: Vec<LandedFile> = files(1024)
         .into_iter()
         .map(|f| LandedFile {
@@ -142,6 +147,7 @@ fn ledger_insert(c: &mut Criterion) {
             crc64: f.crc64,
             stored: None,
             dicom: f.dicom,
+            version_of: None,
         })
         .collect();
     let mut grp = c.benchmark_group("ledger");

@@ -140,7 +140,7 @@ fn key_id(bytes: &[u8; 32]) -> [u8; 16] {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::digest::hex_lower(bytes)
 }
 
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {

@@ -22,6 +22,11 @@ pub fn parse_hex(s: &str) -> Option<Hash> {
     if ok { Hash::from_hex(s).ok() } else { None }
 }
 
+/// Bytes as lowercase hex digits (a SHA-256, a key id).
+pub fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Parses a 16-character lowercase hexadecimal CRC64.
 pub fn parse_crc64(s: &str) -> Option<u64> {
     let ok = s.len() == 16

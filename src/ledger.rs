@@ -23,8 +23,12 @@ use crate::relpath;
 use crate::source::dicom::Instance;
 use crate::source::mtime_rfc3339;
 
+mod job;
+
+pub use job::{JobRun, JobState, Prior};
+
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 /// The collation (registered on every connection) that orders paths as a
 /// manifest lists them.
 const COMPONENTS: &str = "custody_components";
@@ -144,6 +148,8 @@ pub mod kind {
     pub const HANDOFF: &str = "handoff";
     /// What a manifest landed was removed from its destination (signed).
     pub const ROLLED_BACK: &str = "rolled_back";
+    /// A file a job landed before changed or disappeared at the source.
+    pub const SOURCE_CHANGED: &str = "source_changed";
 
     /// Kinds that must carry a signature.
     pub const SIGNED: [&str; 6] = [
@@ -195,6 +201,17 @@ pub enum LedgerError {
         run: u64,
         /// How it was started.
         started: String,
+    },
+    /// A job's run does not fit the job (another source, destination or
+    /// encryption setting than its first run).
+    #[error("ledger {path}: job {job:?} {reason}; start another job for this")]
+    JobMismatch {
+        /// The ledger file.
+        path: PathBuf,
+        /// The job.
+        job: String,
+        /// How it does not fit.
+        reason: String,
     },
     /// An open run was started with another encryption setting.
     #[error(
@@ -251,6 +268,9 @@ pub struct RunRef {
     pub attempt: u64,
     /// Whether this attempt resumes an incomplete run.
     pub resumed: bool,
+    /// The run's number within its job (`--job`): 1 for the job's first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_run: Option<u64>,
 }
 
 /// A file that landed, to be recorded.
@@ -270,6 +290,9 @@ pub struct LandedFile {
     pub stored: Option<Stored>,
     /// The DICOM instance the file holds (schema 4), when it is one.
     pub dicom: Option<Instance>,
+    /// When this landing is a new version of a file the job landed before
+    /// (schema 5): that file's path; `path` is then the versioned name.
+    pub version_of: Option<String>,
 }
 
 /// Size and hash of a stored object that is not the plaintext.
@@ -369,6 +392,17 @@ const MIGRATE_V4: &str = r#"
 ALTER TABLE landed ADD COLUMN dicom TEXT;
 "#;
 
+/// Version 4 → 5: named jobs (`transfer --job`): a run may belong to a job
+/// and carries its number within it; a landed row may be a new version of
+/// a file the job landed before (`--on-source-change resend-as-version`),
+/// landed under another name.
+const MIGRATE_V5: &str = r#"
+ALTER TABLE runs ADD COLUMN job TEXT;
+ALTER TABLE runs ADD COLUMN job_run INTEGER;
+CREATE UNIQUE INDEX runs_job ON runs(job, job_run) WHERE job IS NOT NULL;
+ALTER TABLE landed ADD COLUMN version_of TEXT;
+"#;
+
 fn hex(h: blake3::Hash) -> String {
     h.to_hex().to_string()
 }
@@ -413,6 +447,33 @@ fn dicom_column(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<Inst
 /// The hash of a landed-file row (see `docs/ledger.md`, "Landed rows").
 pub fn row_hash(run: u64, event_seq: u64, f: &LandedFile) -> String {
     let mut b = Vec::with_capacity(256 + f.path.len());
+    if let Some(of) = &f.version_of {
+        // Schema 5 versioned rows: one fixed layout, absent values empty.
+        frame(&mut b, b"custody-landed/7");
+        for v in [
+            run.to_string().as_str(),
+            &event_seq.to_string(),
+            &f.path,
+            &f.size.to_string(),
+            &f.mtime_ns.to_string(),
+            &f.blake3,
+            f.crc64.as_deref().unwrap_or(""),
+            &f.stored
+                .as_ref()
+                .map(|s| s.size.to_string())
+                .unwrap_or_default(),
+            f.stored.as_ref().map_or("", |s| s.blake3.as_str()),
+            f.stored
+                .as_ref()
+                .and_then(|s| s.crc64.as_deref())
+                .unwrap_or(""),
+            &f.dicom.as_ref().map(Instance::to_json).unwrap_or_default(),
+            of,
+        ] {
+            frame(&mut b, v.as_bytes());
+        }
+        return hex(blake3::hash(&b));
+    }
     let tag: &[u8] = match (&f.crc64, &f.stored, &f.dicom) {
         (None, None, _) => b"custody-landed/1",
         (None, Some(_), _) => b"custody-landed/2",
@@ -596,11 +657,12 @@ impl Ledger {
         if version > 0 && version < SCHEMA_VERSION {
             self.backup(version)?;
         }
-        let steps: [(i64, &str); 4] = [
+        let steps: [(i64, &str); 5] = [
             (1, SCHEMA_V1),
             (2, MIGRATE_V2),
             (3, MIGRATE_V3),
             (4, MIGRATE_V4),
+            (5, MIGRATE_V5),
         ];
         for (to, sql) in steps.into_iter().filter(|(to, _)| *to > version) {
             let path = self.path.clone();
@@ -791,9 +853,13 @@ impl Ledger {
         key: &SigningKey,
         encryption_key_id: Option<&str>,
         wave: Option<&Wave>,
+        job: Option<&str>,
     ) -> Result<RunRef, LedgerError> {
         self.register_key(key)?;
-        let open = self.open_run_with_key(source, destination)?;
+        if let Some(job) = job {
+            self.check_job(job, source, destination, encryption_key_id)?;
+        }
+        let open = self.open_run_with_key(source, destination, job)?;
         // A run belongs to the wave it was started in; resuming it as part
         // of another wave is refused (without one, it stays in its own).
         if let (Some((run, _)), Some(wave)) = (&open, wave) {
@@ -841,13 +907,15 @@ impl Ledger {
                     id,
                     attempt: attempts + 1,
                     resumed: true,
+                    job_run: self.run_job(id)?.map(|(_, n)| n),
                 }
             }
             None => {
+                let job_run = job.map(|j| self.next_job_run(j)).transpose()?;
                 self.conn
                     .execute(
-                        "INSERT INTO runs (started_at, source, destination, host, operator, key_fingerprint, tool_version, status, encryption_key_id)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8)",
+                        "INSERT INTO runs (started_at, source, destination, host, operator, key_fingerprint, tool_version, status, encryption_key_id, job, job_run)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10)",
                         params![
                             crate::now_rfc3339(),
                             source,
@@ -856,7 +924,9 @@ impl Ledger {
                             key.identity(),
                             key.fingerprint(),
                             crate::TOOL_VERSION,
-                            encryption_key_id
+                            encryption_key_id,
+                            job,
+                            job_run
                         ],
                     )
                     .map_err(self.err())?;
@@ -864,6 +934,7 @@ impl Ledger {
                     id: self.conn.last_insert_rowid() as u64,
                     attempt: 1,
                     resumed: false,
+                    job_run,
                 }
             }
         };
@@ -883,6 +954,9 @@ impl Ledger {
         });
         if let Some(w) = wave {
             payload["wave"] = serde_json::to_value(w).expect("a wave serialises");
+        }
+        if let (Some(name), Some(n)) = (job, run.job_run) {
+            payload["job"] = json!({ "name": name, "run": n });
         }
         self.append_event(kind, Some(run.id), None, &payload, None)?;
         Ok(run)
@@ -989,8 +1063,9 @@ impl Ledger {
                 let mut ins = tx
                     .prepare_cached(
                         "INSERT INTO landed (run_id, event_seq, path, size, mtime_ns, blake3, row_hash,
-                                             stored_size, stored_blake3, crc64, stored_crc64, dicom)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                             stored_size, stored_blake3, crc64, stored_crc64, dicom,
+                                             version_of)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                     )
                     .map_err(sql)?;
                 for (f, h) in landed.iter().zip(&hashes) {
@@ -1010,6 +1085,7 @@ impl Ledger {
                             .as_ref()
                             .filter(|_| f.crc64.is_some())
                             .map(Instance::to_json),
+                        f.version_of,
                     ])
                     .map_err(sql)?;
                 }
@@ -1079,7 +1155,7 @@ impl Ledger {
             .conn
             .prepare(&format!(
                 "SELECT path, size, mtime_ns, blake3, stored_size, stored_blake3, crc64, stored_crc64,
-                        dicom
+                        dicom, version_of
                  FROM landed
                  WHERE id IN (SELECT MAX(id) FROM landed WHERE run_id = ?1 GROUP BY path)
                  ORDER BY path COLLATE {COMPONENTS}"
@@ -1106,6 +1182,7 @@ impl Ledger {
                     blake3: r.get(3)?,
                     crc64: r.get(6)?,
                     dicom: dicom_column(r, 8)?,
+                    version_of: r.get(9)?,
                 })
             })
             .map_err(self.err())?;
@@ -1127,9 +1204,14 @@ impl Ledger {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn open_run(&self, source: &str, destination: &str) -> Result<Option<u64>, LedgerError> {
+    pub fn open_run(
+        &self,
+        source: &str,
+        destination: &str,
+        job: Option<&str>,
+    ) -> Result<Option<u64>, LedgerError> {
         Ok(self
-            .open_run_with_key(source, destination)?
+            .open_run_with_key(source, destination, job)?
             .map(|(id, _)| id))
     }
 
@@ -1148,19 +1230,20 @@ impl Ledger {
             .map_err(self.err())
     }
 
-    /// The open run for `source` → `destination` and the encryption key id
-    /// it was started with.
+    /// The open run for `source` → `destination` (in `job`, or in none)
+    /// and the encryption key id it was started with.
     fn open_run_with_key(
         &self,
         source: &str,
         destination: &str,
+        job: Option<&str>,
     ) -> Result<Option<(u64, Option<String>)>, LedgerError> {
         self.conn
             .query_row(
                 "SELECT id, encryption_key_id FROM runs
-                 WHERE source = ?1 AND destination = ?2 AND status != 'sealed'
+                 WHERE source = ?1 AND destination = ?2 AND status != 'sealed' AND job IS ?3
                  ORDER BY id DESC LIMIT 1",
-                params![source, destination],
+                params![source, destination, job],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
@@ -1656,7 +1739,7 @@ impl Ledger {
             .conn
             .prepare_cached(
                 "SELECT id, run_id, path, size, mtime_ns, blake3, row_hash, stored_size, stored_blake3,
-                        crc64, stored_crc64, dicom
+                        crc64, stored_crc64, dicom, version_of
                  FROM landed WHERE event_seq = ?1 ORDER BY id",
             )
             .map_err(self.err())?;
@@ -1680,6 +1763,7 @@ impl Ledger {
                             _ => None,
                         },
                         dicom: dicom_column(r, 11)?,
+                        version_of: r.get(12)?,
                     },
                     r.get::<_, String>(6)?,
                 ))
@@ -1890,6 +1974,7 @@ mod tests {
             crc64: None,
             stored: None,
             dicom: None,
+            version_of: None,
         };
         let r = row_hash(1, 2, &f);
         assert_eq!(r, ROW_VECTOR);
@@ -1917,7 +2002,13 @@ mod tests {
         assert_eq!(row_hash(1, 2, &f), ROW_VECTOR_6);
         f.stored = None;
         assert_eq!(row_hash(1, 2, &f), ROW_VECTOR_5);
+        // Schema 5: a new version of a changed source file (tag 7).
+        f.path = "PAT0001/IM-0001.custody-v2".into();
+        f.version_of = Some("PAT0001/IM-0001".into());
+        assert_eq!(row_hash(1, 2, &f), ROW_VECTOR_7);
     }
+
+    const ROW_VECTOR_7: &str = "f4506e6b3bb2af7d1322a34cb489d8ee5da97a44b3835a407c769d6aed9fe8bb";
 
     const ROW_VECTOR_5: &str = "cf9916edfb21e553b7d9f6783a2901db0222c60b7dc22bcb35937a7c9b626298";
     const ROW_VECTOR_6: &str = "69abaa75345bc0f8b6d1b621890ea25e2ea4a02b40f2b723549f85603d55a3a8";
@@ -1935,7 +2026,7 @@ mod tests {
         let g = crate::keys::generate(&dir.path().join("k"), "op").unwrap();
         let key = SigningKey::load(&g.private_key).unwrap();
         let mut l = Ledger::open(&dir.path().join("l.db")).unwrap();
-        let run = l.begin_run("/src", "/dst", &key, None, None).unwrap();
+        let run = l.begin_run("/src", "/dst", &key, None, None, None).unwrap();
         assert_eq!((run.id, run.attempt, run.resumed), (1, 1, false));
         let f = LandedFile {
             path: "a".into(),
@@ -1945,6 +2036,7 @@ mod tests {
             crc64: Some("8c2f8445b4cbfc3c".into()),
             stored: None,
             dicom: None,
+            version_of: None,
         };
         l.record_batch(
             run.id,
@@ -1971,10 +2063,10 @@ mod tests {
         assert!(l.run_has_crc64(run.id).unwrap());
         l.mark_incomplete(run.id, &json!({})).unwrap();
         assert!(matches!(
-            l.begin_run("/src", "/dst", &key, Some("00"), None),
+            l.begin_run("/src", "/dst", &key, Some("00"), None, None),
             Err(LedgerError::EncryptionMismatch { run: 1, .. })
         ));
-        let again = l.begin_run("/src", "/dst", &key, None, None).unwrap();
+        let again = l.begin_run("/src", "/dst", &key, None, None, None).unwrap();
         assert_eq!((again.id, again.attempt, again.resumed), (1, 2, true));
         let report = l.verify_chain(None).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod chain;
 mod stream;
 
 pub use stream::{
@@ -47,12 +48,63 @@ pub const VERSION_DICOM: u64 = 4;
 /// runs' manifests stay version 4.
 pub const VERSION_WAVE: u64 = 5;
 
+/// Version 4 plus a `job` object (`transfer --job NAME`): the run's place
+/// in its job and the hash of the job's previous manifest, so that a job's
+/// manifests form a chain. It may also carry a `wave`, the source changes
+/// the run found (`source_changes`), and files landed as new versions of
+/// changed ones (`files[].version_of`). Written only for job runs.
+pub const VERSION_JOB: u64 = 6;
+
 /// Whether this code reads manifests of `version`.
 pub fn supported_version(version: u64) -> bool {
     matches!(
         version,
-        VERSION | VERSION_ENCRYPTED | VERSION_CRC64 | VERSION_DICOM | VERSION_WAVE
+        VERSION | VERSION_ENCRYPTED | VERSION_CRC64 | VERSION_DICOM | VERSION_WAVE | VERSION_JOB
     )
+}
+
+/// The job a run belonged to (version 6), and its link to the job's
+/// previous manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// The job's name (`--job`).
+    pub name: String,
+    /// The job's previous manifest; absent for its first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Link>,
+    /// The run's number within the job: 1, 2, … with no gaps.
+    pub run: u64,
+}
+
+/// A link to another manifest: its id and the hashes of its exact bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    /// BLAKE3 of its bytes, lowercase hex.
+    pub blake3: String,
+    /// Its id (the file is `<id>.json`).
+    pub id: String,
+    /// SHA-256 of its bytes, lowercase hex (`sha256sum` checks it).
+    pub sha256: String,
+}
+
+/// A file the job landed before that is no longer what it landed
+/// (version 6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceChange {
+    /// What was done: `reported` (left as landed; the destination keeps
+    /// the landed copy) or `resent` (the new content landed as
+    /// `path` + `.custody-v<run>`, listed in `files`).
+    pub action: String,
+    /// `changed` (another size or content) or `deleted` (gone from the
+    /// source).
+    pub change: String,
+    /// The id of the manifest that landed the file.
+    pub landed_in: String,
+    /// Its path.
+    pub path: String,
 }
 
 /// The migration wave a run belonged to (version 5), from its wave plan.
@@ -96,6 +148,10 @@ pub struct Manifest {
     pub host: String,
     /// The manifest id (also its file stem).
     pub id: String,
+    /// The job and its previous manifest (version 6 only, where it is
+    /// required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Job>,
     /// The ledger's last event before sealing.
     pub ledger_head: ChainHead,
     /// Who sealed it.
@@ -104,6 +160,10 @@ pub struct Manifest {
     pub run: u64,
     /// The source root, as given to `transfer` (absolute).
     pub source: String,
+    /// Files the job landed before that changed or disappeared at the
+    /// source (version 6 only; absent when there are none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_changes: Option<Vec<SourceChange>>,
     /// The tool that wrote it.
     pub tool: Tool,
     /// Totals over `files` and `excluded`.
@@ -112,7 +172,7 @@ pub struct Manifest {
     /// manifests, [`VERSION_CRC64`], [`VERSION`], or [`VERSION_ENCRYPTED`]
     /// when `encryption` is present).
     pub version: u64,
-    /// The migration wave (version 5 only, where it is required).
+    /// The migration wave (required in version 5, optional in 6).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wave: Option<Wave>,
 }
@@ -140,6 +200,11 @@ pub struct FileEntry {
     /// The stored object, when it is not the plaintext (version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored: Option<StoredEntry>,
+    /// For a new version of a file the job landed before, which changed at
+    /// the source: that file's path (version 6). `path` is then this path
+    /// plus `.custody-v<job run>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_of: Option<String>,
 }
 
 /// A stored (encrypted) object.
@@ -455,10 +520,13 @@ impl<'m> Auditor<'m> {
             );
         }
         a.encryption_header();
-        match (&m.wave, m.version == VERSION_WAVE) {
-            (None, true) => a.add("wave", format!("version {} requires it", m.version)),
-            (Some(_), false) => a.add("wave", format!("version {} does not define it", m.version)),
-            (Some(w), true) => {
+        a.job_header();
+        match (&m.wave, m.version) {
+            (None, VERSION_WAVE) => a.add("wave", format!("version {} requires it", m.version)),
+            (Some(_), v) if v != VERSION_WAVE && v != VERSION_JOB => {
+                a.add("wave", format!("version {} does not define it", m.version));
+            }
+            (Some(w), _) => {
                 for (field, value) in [
                     ("wave.name", &w.name),
                     ("wave.change", &w.change),
@@ -470,7 +538,7 @@ impl<'m> Auditor<'m> {
                     }
                 }
             }
-            (None, false) => {}
+            (None, _) => {}
         }
         if digest::parse_hex(&m.ledger_head.hash).is_none() {
             a.add(
@@ -486,6 +554,86 @@ impl<'m> Auditor<'m> {
             at: at.to_owned(),
             problem,
         });
+    }
+
+    /// `job` is required in version 6 and defined nowhere else; its link
+    /// is well-formed and present exactly when the run is not the first.
+    /// `source_changes` belongs to version 6 too.
+    fn job_header(&mut self) {
+        let m = self.m;
+        if m.source_changes.is_some() && m.version != VERSION_JOB {
+            self.add(
+                "source_changes",
+                format!("version {} does not define it", m.version),
+            );
+        }
+        for c in m.source_changes.iter().flatten() {
+            if !matches!(c.change.as_str(), "changed" | "deleted") {
+                self.add(
+                    &c.path,
+                    format!("source_changes: unknown change {:?}", c.change),
+                );
+            }
+            if !matches!(c.action.as_str(), "reported" | "resent") {
+                self.add(
+                    &c.path,
+                    format!("source_changes: unknown action {:?}", c.action),
+                );
+            }
+        }
+        let Some(job) = &m.job else {
+            if m.version == VERSION_JOB {
+                self.add("job", format!("version {} requires it", m.version));
+            }
+            return;
+        };
+        if m.version != VERSION_JOB {
+            self.add("job", format!("version {} does not define it", m.version));
+        }
+        if job.name.trim().is_empty() {
+            self.add("job.name", "is empty".into());
+        }
+        match (&job.previous, job.run) {
+            (_, 0) => self.add("job.run", "must be 1 or more".into()),
+            (Some(_), 1) => self.add("job.previous", "the first run of a job has none".into()),
+            (None, n) if n > 1 => {
+                self.add(
+                    "job.previous",
+                    format!("run {n} of a job must name the previous manifest"),
+                );
+            }
+            (Some(l), _) => {
+                if digest::parse_hex(&l.blake3).is_none() {
+                    self.add("job.previous.blake3", "not 64 lowercase hex digits".into());
+                }
+                if digest::parse_hex(&l.sha256).is_none() {
+                    self.add("job.previous.sha256", "not 64 lowercase hex digits".into());
+                }
+            }
+            (None, _) => {}
+        }
+    }
+
+    /// A `version_of` only in version 6, where `path` is its versioned name.
+    fn version_of(&mut self, f: &FileEntry) {
+        let Some(of) = &f.version_of else {
+            return;
+        };
+        match &self.m.job {
+            Some(job) if self.m.version == VERSION_JOB => {
+                let expect = versioned_path(of, job.run);
+                if f.path != expect {
+                    self.add(&f.path, format!("version_of {of:?} needs path {expect:?}"));
+                }
+            }
+            _ => self.add(
+                &f.path,
+                format!(
+                    "has version_of, which version {} does not define",
+                    self.m.version
+                ),
+            ),
+        }
     }
 
     fn encryption_header(&mut self) {
@@ -548,6 +696,7 @@ impl<'m> Auditor<'m> {
         }
         self.crc64(&f.path, "crc64", f.crc64.as_deref());
         self.dicom(f);
+        self.version_of(f);
         self.encryption_entry(f);
         self.files += 1;
         self.bytes = self.bytes.saturating_add(f.size);
@@ -559,7 +708,7 @@ impl<'m> Auditor<'m> {
         let Some(d) = &f.dicom else {
             return;
         };
-        if !(VERSION_DICOM..=VERSION_WAVE).contains(&self.m.version) {
+        if !(VERSION_DICOM..=VERSION_JOB).contains(&self.m.version) {
             self.add(
                 &f.path,
                 format!(
@@ -702,6 +851,11 @@ impl<'m> Auditor<'m> {
     }
 }
 
+/// The name a new version of `path` lands under in run `run` of its job.
+pub fn versioned_path(path: &str, run: u64) -> String {
+    format!("{path}.custody-v{run}")
+}
+
 /// Makes a new manifest id: the UTC sealing time and 32 random bits,
 /// e.g. `20261123T214500Z-3fa9c2d1`. Ids sort by time.
 pub fn new_id(created: jiff::Timestamp) -> String {
@@ -731,6 +885,7 @@ mod tests {
                 size: 1,
                 stored: None,
                 dicom: None,
+                version_of: None,
             }],
             format: FORMAT.into(),
             host: "xfer-01".into(),
@@ -756,6 +911,8 @@ mod tests {
             },
             version: VERSION,
             wave: None,
+            job: None,
+            source_changes: None,
         }
     }
 
@@ -775,13 +932,89 @@ mod tests {
     }
 
     #[test]
+    fn a_job_manifest_is_canonical_and_audits_its_link_and_versions() {
+        let mut m = sample();
+        m.version = VERSION_JOB;
+        m.excluded.clear();
+        m.totals.excluded = 0;
+        m.job = Some(Job {
+            name: "pacs-nightly".into(),
+            previous: Some(Link {
+                blake3: "1".repeat(64),
+                id: "20261122T214500Z-00000001".into(),
+                sha256: "2".repeat(64),
+            }),
+            run: 2,
+        });
+        m.source_changes = Some(vec![SourceChange {
+            action: "reported".into(),
+            change: "deleted".into(),
+            landed_in: "20261122T214500Z-00000001".into(),
+            path: "p0/gone.dcm".into(),
+        }]);
+        m.files[0].crc64 = Some("0".repeat(16));
+        m.files[0].version_of = Some(m.files[0].path.clone());
+        m.files[0].path = versioned_path(&m.files[0].path, 2);
+        let bytes = m.to_canonical();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(serde_json::to_vec(&v).unwrap(), bytes);
+        assert_eq!(Manifest::parse(&bytes).unwrap(), m);
+        let signer = Signer {
+            fingerprint: m.operator.key_fingerprint.clone(),
+            principal: None,
+        };
+        let audit = |m: &Manifest| {
+            let bytes = m.to_canonical();
+            let signed = SignedManifest {
+                manifest: m.clone(),
+                bytes,
+                signer: signer.clone(),
+            };
+            audit(&signed)
+                .into_iter()
+                .map(|f| format!("{}: {}", f.at, f.problem))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(audit(&m), Vec::<String>::new());
+        // A later run must link; a first run must not; a version names
+        // its run; version 4 knows none of it.
+        let mut unlinked = m.clone();
+        unlinked.job.as_mut().unwrap().previous = None;
+        assert_eq!(
+            audit(&unlinked),
+            ["job.previous: run 2 of a job must name the previous manifest"]
+        );
+        let mut wrong_run = m.clone();
+        wrong_run.job.as_mut().unwrap().run = 3;
+        assert!(
+            audit(&wrong_run)[0].contains("needs path"),
+            "{:?}",
+            audit(&wrong_run)
+        );
+        let mut v4 = m.clone();
+        v4.version = VERSION_DICOM;
+        let found = audit(&v4);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with("job: version 4 does not define it"))
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with("source_changes: version 4"))
+        );
+        assert!(found.iter().any(|f| f.contains("has version_of")));
+    }
+
+    #[test]
     fn parse_rejects_other_versions_duplicates_and_unknown_fields() {
         let text = String::from_utf8(sample().to_canonical()).unwrap();
-        let v6 = text.replace(r#""version":1"#, r#""version":6"#);
+        let v7 = text.replace(r#""version":1"#, r#""version":7"#);
         assert!(
-            Manifest::parse(v6.as_bytes())
+            Manifest::parse(v7.as_bytes())
                 .unwrap_err()
-                .contains("version 6")
+                .contains("version 7")
         );
         let dup = text.replacen(r#"{"created":"#, r#"{"host":"evil","created":"#, 1);
         assert!(

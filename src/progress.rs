@@ -36,6 +36,18 @@ pub enum Notice<'a> {
         /// Why.
         reason: &'a str,
     },
+    /// A file a job landed before changed or disappeared at the source
+    /// (`--job`); shown even when quiet, since it needs someone's look.
+    SourceChanged {
+        /// The path.
+        path: &'a str,
+        /// `changed` or `deleted`.
+        change: &'a str,
+        /// The manifest that landed it.
+        landed_in: &'a str,
+        /// What was done: `reported` or `resent`.
+        action: &'a str,
+    },
     /// The file is carried, but its DICOM header could not be read, so no
     /// DICOM identity is recorded for it.
     DicomUnread {

@@ -11,17 +11,19 @@
 //! A run with any failure is not sealed: it is recorded as incomplete and the
 //! next identical command resumes it (see `docs/ledger.md`).
 
+mod job;
 pub mod lock;
 mod stop;
 mod throttle;
 
+pub use job::{JobOptions, JobSummary, OnSourceChange};
 pub use stop::Limits;
 
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -36,9 +38,11 @@ use crate::dest::share::Share;
 use crate::dest::{DestError, Destination};
 use crate::digest::{CHUNK, HashingWriter, Sums};
 use crate::keys::{KeyError, SigningKey, Trust};
-use crate::ledger::{self, LandedFile, LandedLookup, Ledger, LedgerError, RunRef, Stored};
+use crate::ledger::{
+    self, JobState, LandedFile, LandedLookup, Ledger, LedgerError, Prior, RunRef, Stored,
+};
 use crate::manifest::{
-    self, ChainHead, Encryption, Manifest, ManifestError, Operator, Tool, Totals,
+    self, ChainHead, Encryption, Manifest, ManifestError, Operator, SourceChange, Tool, Totals,
 };
 use crate::progress::{Notice, Phase, Progress};
 use crate::relpath::RelPath;
@@ -93,6 +97,10 @@ pub struct TransferOptions {
     /// The migration wave this run belongs to (`custody run PLAN --wave`):
     /// recorded in its events and its manifest (version 5).
     pub wave: Option<manifest::Wave>,
+    /// The named job this run belongs to (`--job`): only what is new since
+    /// the job's earlier runs moves, and the manifest links to the job's
+    /// previous one.
+    pub job: Option<JobOptions>,
 }
 
 /// How many violations a refused preflight names (all of them: `custody
@@ -197,6 +205,7 @@ impl TransferError {
                     LedgerError::NewerSchema { .. }
                         | LedgerError::EncryptionMismatch { .. }
                         | LedgerError::WaveMismatch { .. }
+                        | LedgerError::JobMismatch { .. }
                 )
         )
     }
@@ -215,6 +224,9 @@ pub enum Status {
     /// Stopped starting files (window closed, `--max-duration`,
     /// `--max-bytes`); not sealed; a rerun resumes.
     Paused,
+    /// Sealed (and verified when asked), but files the job landed before
+    /// changed at the source and were reported, not sent again.
+    SourceChanged,
 }
 
 /// One failed entry.
@@ -296,6 +308,10 @@ pub struct TransferSummary {
     pub sealed: Option<Sealed>,
     /// The verify report, when verified.
     pub verify: Option<VerifyReport>,
+    /// For a job run (`--job`): what it found against the job's earlier
+    /// runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobSummary>,
 }
 
 /// How many failures a summary lists (all are in the ledger).
@@ -375,6 +391,8 @@ where
 
 enum Item {
     Copy(SourceFile),
+    /// A file the job landed before whose size or mtime differ.
+    Check(SourceFile, Prior),
     Ready(Done),
 }
 
@@ -389,6 +407,15 @@ enum Done {
     Skipped {
         bytes: u64,
     },
+    /// A job's earlier run landed it and it has not changed (`touched`:
+    /// only its mtime has).
+    Unchanged {
+        bytes: u64,
+        touched: bool,
+    },
+    /// A job's earlier landing changed at the source; with what was done
+    /// about it, when something was (the new version's landing).
+    Changed(SourceChange, Option<Box<Done>>),
     Excluded {
         path: String,
         reason: std::borrow::Cow<'static, str>,
@@ -556,6 +583,7 @@ fn copy_one(
         crc64: Some(crate::digest::crc64_hex(sums.crc64)),
         stored,
         dicom,
+        version_of: None,
     };
     Done::Landed(Box::new(landed), note)
 }
@@ -568,8 +596,9 @@ fn plan(
     lookup: Option<&LandedLookup>,
     dest: &dyn Destination,
     encrypted: bool,
+    prior: Option<Prior>,
 ) -> Item {
-    match lookup.map(|l| l.get(f.rel.as_str())) {
+    let item = match lookup.map(|l| l.get(f.rel.as_str())) {
         Some(Ok(Some(rec)))
             if rec.size == f.size
                 && rec.mtime_ns == f.mtime_ns
@@ -581,6 +610,18 @@ fn plan(
             Item::Ready(Done::Skipped { bytes: f.size })
         }
         _ => Item::Copy(f),
+    };
+    // What a job's earlier runs landed is compared by its metadata; only a
+    // difference makes it worth a read.
+    match (item, prior) {
+        (Item::Copy(f), Some(p)) if p.size == f.size && p.mtime_ns == f.mtime_ns => {
+            Item::Ready(Done::Unchanged {
+                bytes: f.size,
+                touched: false,
+            })
+        }
+        (Item::Copy(f), Some(p)) => Item::Check(f, p),
+        (item, _) => item,
     }
 }
 
@@ -638,11 +679,15 @@ fn lint(
 /// Walks the whole tree (names and sizes only) against the destination's
 /// rules and refuses the transfer if anything breaks one. A name the open
 /// run (`own`) landed is its own, not something in the way (see [`lint`]).
+///
+/// In a job's later run, files the job already landed are its own and are
+/// not checked again (`known`): only what is new would move.
 fn preflight(
     source: &Path,
     placement: &Placement,
     existing: Option<Arc<dyn Occupied>>,
     own: Option<(&LandedLookup, &dyn Destination)>,
+    known: Option<&JobState>,
     encrypted: bool,
 ) -> Result<(), TransferError> {
     let mut first = placement.check_destination();
@@ -652,6 +697,9 @@ fn preflight(
         let SourceEntry::File(f) = entry else {
             continue;
         };
+        if known.is_some_and(|k| matches!(k.contains(f.rel.as_str()), Ok(true))) {
+            continue;
+        }
         for v in lint(&mut linter, &f, encrypted, own) {
             count += 1;
             if first.len() < LISTED_VIOLATIONS {
@@ -787,6 +835,11 @@ pub fn transfer(
         })?;
     let stopper = &stopper;
     let mut ledger = Ledger::open(&opts.ledger)?;
+    // What the job's earlier runs landed, to compare the walk against.
+    let job_state = match &opts.job {
+        Some(j) => Some(JobState::load(&opts.ledger, &j.name)?),
+        None => None,
+    };
     if let Some(placement) = opts.placement.as_ref().filter(|_| !opts.skip_violations) {
         let existing = existing(opts, dest)?;
         // What the latest run of this source into this destination landed
@@ -803,6 +856,7 @@ pub fn transfer(
             placement,
             existing,
             own.as_ref().map(|o| (o, dest)),
+            job_state.as_ref(),
             opts.encryption.is_some(),
         )?;
     }
@@ -818,6 +872,7 @@ pub fn transfer(
         key,
         key_id.as_deref(),
         opts.wave.as_ref(),
+        opts.job.as_ref().map(|j| j.name.as_str()),
     )?;
     tracing::info!(
         run = run.id,
@@ -869,7 +924,20 @@ pub fn transfer(
         bytes_reused: None,
         sealed: None,
         verify: None,
+        job: opts.job.as_ref().map(|j| JobSummary {
+            name: j.name.clone(),
+            run: run.job_run.unwrap_or(1),
+            unchanged_files: 0,
+            unchanged_bytes: 0,
+            touched_files: 0,
+            changed: 0,
+            deleted: 0,
+            source_changes: Vec::new(),
+        }),
     };
+    let job_run = run.job_run.unwrap_or(1);
+    let job_state = job_state.map(Mutex::new);
+    let job_state_ref = job_state.as_ref();
 
     // The walker decides what needs copying: a file the ledger recorded for
     // this run, unchanged at the source and present at the destination with
@@ -883,16 +951,34 @@ pub fn transfer(
         None => None,
     };
     let items = source::walk(&source_root).map(move |entry| match entry {
-        SourceEntry::File(f) => match linter.as_mut().and_then(|l| {
-            let own = lookup.as_ref().map(|o| (o, dest_ref));
-            lint(l, &f, encrypted, own).into_iter().next()
-        }) {
-            Some(v) => Item::Ready(Done::Excluded {
-                path: f.rel.to_string(),
-                reason: format!("Data Box rule {}: {}", v.rule, v.detail).into(),
-            }),
-            None => plan(f, lookup.as_ref(), dest_ref, encrypted),
-        },
+        SourceEntry::File(f) => {
+            // Every file the walk meets is marked seen, whatever happens
+            // to it next: what is never seen was deleted at the source.
+            let prior = match job_state_ref.map(|js| {
+                js.lock()
+                    .expect("job state lock poisoned")
+                    .take(f.rel.as_str())
+            }) {
+                Some(Err(e)) => {
+                    return Item::Ready(Done::Failed {
+                        path: f.path.display().to_string(),
+                        error: format!("ledger lookup failed: {e}"),
+                    });
+                }
+                Some(Ok(p)) => p,
+                None => None,
+            };
+            match linter.as_mut().and_then(|l| {
+                let own = lookup.as_ref().map(|o| (o, dest_ref));
+                lint(l, &f, encrypted, own).into_iter().next()
+            }) {
+                Some(v) => Item::Ready(Done::Excluded {
+                    path: f.rel.to_string(),
+                    reason: format!("Data Box rule {}: {}", v.rule, v.detail).into(),
+                }),
+                None => plan(f, lookup.as_ref(), dest_ref, encrypted, prior),
+            }
+        }
         SourceEntry::Excluded { path, reason } => Item::Ready(Done::Excluded {
             path,
             reason: reason.into(),
@@ -904,7 +990,7 @@ pub fn transfer(
     });
     // Past a window's end or a limit, no further file starts.
     let items = items.take_while(|item| match item {
-        Item::Copy(f) => stopper.admit(f.size),
+        Item::Copy(f) | Item::Check(f, _) => stopper.admit(f.size),
         Item::Ready(_) => stopper.stopped().is_none(),
     });
 
@@ -916,11 +1002,40 @@ pub fn transfer(
         items,
         |item| match item {
             Item::Copy(f) => copy_one(&f, dest, opts, stopper, progress),
+            Item::Check(f, prior) => {
+                job::changed(&f, &prior, job_run, dest, opts, stopper, progress)
+            }
             Item::Ready(done) => done,
         },
         |done| {
+            let done = match done {
+                Done::Changed(change, then) => {
+                    if let Some(j) = summary.job.as_mut() {
+                        j.changed += 1;
+                    }
+                    progress.notice(Notice::SourceChanged {
+                        path: &change.path,
+                        change: &change.change,
+                        landed_in: &change.landed_in,
+                        action: &change.action,
+                    });
+                    batch.changes.push(change);
+                    then.map(|d| *d)
+                }
+                done => Some(done),
+            };
             match done {
-                Done::Landed(f, note) => {
+                // (A change's follow-up is a landing, never another change.)
+                None | Some(Done::Changed(..)) => {}
+                Some(Done::Unchanged { bytes, touched }) => {
+                    if let Some(j) = summary.job.as_mut() {
+                        j.unchanged_files += 1;
+                        j.unchanged_bytes += bytes;
+                        j.touched_files += u64::from(touched);
+                    }
+                    progress.bytes(bytes);
+                }
+                Some(Done::Landed(f, note)) => {
                     summary.files_copied += 1;
                     summary.bytes_copied += f.size;
                     summary.dicom_instances += u64::from(f.dicom.is_some());
@@ -933,13 +1048,13 @@ pub fn transfer(
                     }
                     batch.landed.push(*f);
                 }
-                Done::Abandoned => summary.files_abandoned += 1,
-                Done::Skipped { bytes } => {
+                Some(Done::Abandoned) => summary.files_abandoned += 1,
+                Some(Done::Skipped { bytes }) => {
                     summary.files_skipped += 1;
                     summary.bytes_skipped += bytes;
                     progress.bytes(bytes);
                 }
-                Done::Excluded { path, reason } => {
+                Some(Done::Excluded { path, reason }) => {
                     summary.excluded += 1;
                     progress.notice(Notice::Excluded {
                         path: &path,
@@ -947,7 +1062,7 @@ pub fn transfer(
                     });
                     batch.excluded.push((path, reason.into_owned()));
                 }
-                Done::Failed { path, error } => {
+                Some(Done::Failed { path, error }) => {
                     summary.failed += 1;
                     progress.notice(Notice::Failed {
                         path: &path,
@@ -1017,6 +1132,31 @@ pub fn transfer(
         return Ok(summary);
     }
 
+    // The walk met every file (nothing failed, nothing paused): what the
+    // job landed and the walk never met is gone from the source. It is
+    // reported, and stays at the destination.
+    if let (Some(js), Some(j)) = (&job_state, summary.job.as_mut()) {
+        let mut deleted = Vec::new();
+        js.lock()
+            .expect("job state lock poisoned")
+            .for_each_unseen(|path, manifest| deleted.push(job::deleted(path, manifest)))
+            .map_err(|source| LedgerError::Sqlite {
+                path: opts.ledger.clone(),
+                source,
+            })?;
+        deleted.sort_by(|a, b| crate::relpath::cmp_components(&a.path, &b.path));
+        for c in &deleted {
+            progress.notice(Notice::SourceChanged {
+                path: &c.path,
+                change: &c.change,
+                landed_in: &c.landed_in,
+                action: &c.action,
+            });
+        }
+        j.deleted = deleted.len() as u64;
+        ledger.record_source_changes(run.id, &deleted)?;
+    }
+
     let sealing = Instant::now();
     let sealed = seal(&mut ledger, run, &source_str, &dest_str, opts, key)?;
     summary.seal_seconds = sealing.elapsed().as_secs_f64();
@@ -1033,12 +1173,29 @@ pub fn transfer(
             key: None,
             by_study: false,
         };
-        let report = verify::verify(&manifest, dest, &verify_opts, progress)?;
+        // A job run's manifest lists what this run landed, beside what the
+        // job landed before: each is read back by name, and nothing else
+        // is listed (`custody verify --job` checks the whole job).
+        let report = match &opts.job {
+            Some(_) => verify::verify_listed(&manifest, dest, &verify_opts, progress)?,
+            None => verify::verify(&manifest, dest, &verify_opts, progress)?,
+        };
         record_verify(&mut ledger, &manifest.head, &report, key)?;
         if !report.ok() {
             summary.status = Status::VerifyFailed;
         }
         summary.verify = Some(report);
+    }
+    if let Some(j) = summary.job.as_mut() {
+        j.source_changes = ledger.run_source_changes(run.id)?;
+        j.source_changes.truncate(MAX_LISTED_FAILURES);
+        let reported = j
+            .source_changes
+            .iter()
+            .any(|c| c.change == "changed" && c.action == "reported");
+        if reported && summary.status == Status::Complete {
+            summary.status = Status::SourceChanged;
+        }
     }
     Ok(summary)
 }
@@ -1083,6 +1240,7 @@ struct Batch {
     landed: Vec<LandedFile>,
     failed: Vec<(String, String)>,
     excluded: Vec<(String, String)>,
+    changes: Vec<SourceChange>,
     since: Option<Instant>,
     flush_time: Duration,
     ledger_time: Duration,
@@ -1092,7 +1250,7 @@ impl Batch {
     fn due(&mut self) -> bool {
         let since = *self.since.get_or_insert_with(Instant::now);
         self.landed.len() >= BATCH_FILES
-            || self.failed.len() + self.excluded.len() >= BATCH_FILES
+            || self.failed.len() + self.excluded.len() + self.changes.len() >= BATCH_FILES
             || since.elapsed() >= BATCH_AGE
     }
 
@@ -1102,7 +1260,11 @@ impl Batch {
         ledger: &mut Ledger,
         run: u64,
     ) -> Result<(), TransferError> {
-        if self.landed.is_empty() && self.failed.is_empty() && self.excluded.is_empty() {
+        if self.landed.is_empty()
+            && self.failed.is_empty()
+            && self.excluded.is_empty()
+            && self.changes.is_empty()
+        {
             return Ok(());
         }
         // Durable first, recorded second.
@@ -1110,6 +1272,7 @@ impl Batch {
         dest.flush()?;
         let flushed = Instant::now();
         ledger.record_batch(run, &self.landed, &self.failed, &self.excluded)?;
+        ledger.record_source_changes(run, &self.changes)?;
         self.flush_time += flushed - t;
         self.ledger_time += flushed.elapsed();
         tracing::debug!(
@@ -1121,6 +1284,7 @@ impl Batch {
         self.landed.clear();
         self.failed.clear();
         self.excluded.clear();
+        self.changes.clear();
         self.since = None;
         Ok(())
     }
@@ -1153,7 +1317,22 @@ fn seal(
     // The run's wave, as recorded when it started (a later attempt may
     // have been resumed without its plan).
     let wave = ledger.run_wave(run.id)?;
+    // A job's run links to the job's previous manifest, and lists the
+    // source changes its last attempt found.
+    let job = match ledger.run_job(run.id)? {
+        Some((name, n)) => Some(manifest::Job {
+            previous: ledger.job_link(&name, n)?,
+            name,
+            run: n,
+        }),
+        None => None,
+    };
+    let source_changes = match job {
+        Some(_) => Some(ledger.run_source_changes(run.id)?).filter(|c| !c.is_empty()),
+        None => None,
+    };
     let version = match (crc64, &encryption) {
+        (true, _) if job.is_some() => manifest::VERSION_JOB,
         (true, _) if wave.is_some() => manifest::VERSION_WAVE,
         (true, _) => manifest::VERSION_DICOM,
         (false, Some(_)) => manifest::VERSION_ENCRYPTED,
@@ -1185,7 +1364,9 @@ fn seal(
             files: 0,
         },
         version,
-        wave: wave.filter(|_| version == manifest::VERSION_WAVE),
+        wave: wave.filter(|_| version >= manifest::VERSION_WAVE),
+        job,
+        source_changes,
     };
     let json_path = opts.manifest_dir.join(format!("{}.json", m.id));
     let sig_path = manifest::signature_path(&json_path);

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::crypt::{CryptError, DecryptReader, EncryptionKey};
 use crate::dest::{DestError, Destination, Listed};
 use crate::digest::{self, HashingReader};
-use crate::manifest::{KeyMismatch, ManifestError, SignedFile};
+use crate::manifest::{KeyMismatch, Manifest, ManifestError, SignedFile};
 use crate::progress::{Phase, Progress, ProgressReader};
 use crate::relpath::{self, RelPath};
 use index::{Expected, Index};
@@ -107,6 +107,21 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// A report of nothing checked yet.
+    fn new(manifest: &str, dest: &dyn Destination, files_expected: u64) -> Self {
+        VerifyReport {
+            manifest: manifest.to_owned(),
+            destination: dest.describe(),
+            files_expected,
+            files_verified: 0,
+            bytes_read: 0,
+            plaintext_verified: 0,
+            counts: Counts::default(),
+            discrepancies: Vec::new(),
+            by_study: None,
+        }
+    }
+
     /// Whether the destination matches the manifest exactly.
     pub fn ok(&self) -> bool {
         self.discrepancies.is_empty() && self.files_verified == self.files_expected
@@ -231,32 +246,61 @@ pub fn verify(
     opts: &VerifyOptions<'_>,
     progress: &dyn Progress,
 ) -> Result<VerifyReport, VerifyError> {
+    if let Some(k) = opts.key {
+        manifest.head.check_key_id(&k.id_hex())?;
+    }
+    let index = Index::build(manifest)?;
+    verify_index(index, &manifest.head, dest, opts, progress)
+}
+
+/// [`verify`] against the union of several manifests, oldest first (a
+/// job's chain), each opened only while its entries are read: an object a
+/// later manifest lists again supersedes the earlier entry. The report is
+/// named after the last manifest.
+///
+/// # Errors
+/// As [`verify`], and the first error `manifests` yields.
+pub fn verify_chain(
+    manifests: impl IntoIterator<Item = Result<SignedFile, ManifestError>>,
+    dest: &dyn Destination,
+    opts: &VerifyOptions<'_>,
+    progress: &dyn Progress,
+) -> Result<VerifyReport, VerifyError> {
+    let mut index = Index::new()?;
+    let mut last = None;
+    for m in manifests {
+        let m = m?;
+        if let Some(k) = opts.key {
+            m.head.check_key_id(&k.id_hex())?;
+        }
+        index.add(&m)?;
+        last = Some(m.head);
+    }
+    let Some(head) = last else {
+        return Err(VerifyError::Manifest(ManifestError::Malformed {
+            path: "(chain)".into(),
+            reason: "no manifest to verify against".into(),
+        }));
+    };
+    verify_index(index, &head, dest, opts, progress)
+}
+
+fn verify_index(
+    index: Index,
+    head: &Manifest,
+    dest: &dyn Destination,
+    opts: &VerifyOptions<'_>,
+    progress: &dyn Progress,
+) -> Result<VerifyReport, VerifyError> {
     let VerifyOptions {
         jobs,
         key,
         by_study,
     } = *opts;
-    let head = &manifest.head;
-    if let Some(k) = key {
-        head.check_key_id(&k.id_hex())?;
-    }
-    let index = Mutex::new(Index::build(manifest)?);
-    let mut report = VerifyReport {
-        manifest: head.id.clone(),
-        destination: dest.describe(),
-        files_expected: manifest.file_count,
-        files_verified: 0,
-        bytes_read: 0,
-        plaintext_verified: 0,
-        counts: Counts::default(),
-        discrepancies: Vec::new(),
-        by_study: None,
-    };
-    progress.begin(
-        Phase::Verify,
-        Some(head.totals.files),
-        Some(head.totals.bytes),
-    );
+    let (files_expected, bytes_expected) = index.totals()?;
+    let index = Mutex::new(index);
+    let mut report = VerifyReport::new(&head.id, dest, files_expected);
+    progress.begin(Phase::Verify, Some(files_expected), Some(bytes_expected));
     let index_ref = &index;
     let lookup = move |path: &str| {
         index_ref
@@ -360,6 +404,88 @@ pub fn verify(
         });
     })?;
     progress.end(Phase::Verify);
+    finish(&mut report);
+    Ok(report)
+}
+
+/// Re-reads only the objects `manifest` lists, each looked up by name (a
+/// job run's delta, whose destination also holds what earlier runs
+/// landed): nothing is listed, so nothing is reported as extra.
+///
+/// # Errors
+/// The key is not the manifest's, or the manifest cannot be read again.
+pub fn verify_listed(
+    manifest: &SignedFile,
+    dest: &dyn Destination,
+    opts: &VerifyOptions<'_>,
+    progress: &dyn Progress,
+) -> Result<VerifyReport, VerifyError> {
+    let head = &manifest.head;
+    if let Some(k) = opts.key {
+        head.check_key_id(&k.id_hex())?;
+    }
+    let mut report = VerifyReport::new(&head.id, dest, manifest.file_count);
+    progress.begin(
+        Phase::Verify,
+        Some(head.totals.files),
+        Some(head.totals.bytes),
+    );
+    let read = crate::transfer::parallel_map_pushed(
+        opts.jobs,
+        |push| {
+            manifest.for_each_file(|f| {
+                push(Expected::of(f))
+                    .then_some(())
+                    .ok_or_else(|| "stopped".to_owned())
+            })
+        },
+        |(object, e): (String, Expected)| {
+            let bad = |class, detail| {
+                Checked::Bad(Discrepancy {
+                    class,
+                    path: object.clone(),
+                    detail,
+                })
+            };
+            let rel = match RelPath::new(object.as_str()) {
+                Ok(rel) => rel,
+                Err(err) => return bad(Class::Unreadable, format!("not a valid name: {err}")),
+            };
+            match dest.landed_size(&rel) {
+                Ok(None) => bad(
+                    Class::Missing,
+                    format!("{} bytes expected, not found", e.size),
+                ),
+                Ok(Some(size)) if size != e.size => bad(
+                    Class::Size,
+                    format!("expected {} bytes, found {size}", e.size),
+                ),
+                Ok(Some(_)) => check(dest, &rel, &e, opts.key, progress),
+                Err(err) => bad(Class::Unreadable, err.to_string()),
+            }
+        },
+        |checked| {
+            match checked {
+                Checked::Ok {
+                    bytes, plaintext, ..
+                } => {
+                    report.files_verified += 1;
+                    report.plaintext_verified += u64::from(plaintext);
+                    report.bytes_read += bytes;
+                }
+                Checked::Bad(d) => report.discrepancies.push(d),
+            }
+            progress.file_done();
+        },
+    );
+    read?;
+    progress.end(Phase::Verify);
+    finish(&mut report);
+    Ok(report)
+}
+
+/// Sorts the discrepancies into path order and counts them per class.
+fn finish(report: &mut VerifyReport) {
     report
         .discrepancies
         .sort_by(|a, b| relpath::cmp_components(&a.path, &b.path));
@@ -373,5 +499,4 @@ pub fn verify(
             Class::Unreadable => &mut c.unreadable,
         } += 1;
     }
-    Ok(report)
 }

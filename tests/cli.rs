@@ -23,6 +23,8 @@ mod encryption;
 mod faults;
 #[path = "cli/handoff.rs"]
 mod handoff;
+#[path = "cli/jobs.rs"]
+mod jobs;
 #[path = "cli/json.rs"]
 mod json;
 #[path = "cli/ledger.rs"]

@@ -19,16 +19,28 @@ The same signature check with stock OpenSSH:
   ssh-keygen -Y verify -f allowed_signers -I <identity> -n custody-manifest \\
       -s <id>.json.sig < <id>.json
 
-Exit codes: 0 sound, 1 bad signature or inconsistency, 2 usage error.")]
+A job's chain of nightly manifests, back to its first run:
+  custody audit manifests/<newest>.json --chain manifests --allowed-signers allowed_signers
+
+Exit codes: 0 sound, 1 bad signature, inconsistency or broken chain, 2 usage error.")]
 pub struct Args {
     /// The manifest (`<id>.json`; its signature is `<id>.json.sig`).
     #[arg(value_name = "MANIFEST")]
     manifest: PathBuf,
     #[command(flatten)]
     trust: TrustArgs,
+    /// MANIFEST is a job's newest: walk its chain back to the job's first
+    /// run, finding each previous manifest (<id>.json + .sig) in DIR, and
+    /// report any link that is missing, altered, unsigned or out of
+    /// sequence.
+    #[arg(long, value_name = "DIR")]
+    chain: Option<PathBuf>,
 }
 
 pub fn run(args: &Args, g: &Global) -> Outcome {
+    if let Some(dir) = &args.chain {
+        return chain(args, dir, g);
+    }
     let signed = open_manifest_file(&args.manifest, &args.trust)?;
     let findings =
         custody::manifest::audit_file(&signed).map_err(|e| manifest_failure(&args.manifest, e))?;
@@ -39,12 +51,31 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
             "signer": signed.signer,
             "operator": m.operator,
             "totals": m.totals,
+            "job": m.job,
+            "source_changes": m.source_changes,
             "result": if findings.is_empty() { "pass" } else { "fail" },
             "findings": findings,
         }));
     } else {
         for f in &findings {
             println!("PROBLEM    {}: {}", f.at, f.problem);
+        }
+        for c in m.source_changes.iter().flatten() {
+            println!(
+                "SOURCE     {}: {} at source since it landed (manifest {}); {}",
+                c.path, c.change, c.landed_in, c.action
+            );
+        }
+        if let Some(job) = m.job.as_ref().filter(|_| !g.quiet) {
+            println!(
+                "job {:?} run {}{}",
+                job.name,
+                job.run,
+                match &job.previous {
+                    Some(l) => format!(", after manifest {} (sha256 {})", l.id, l.sha256),
+                    None => " (its first)".to_owned(),
+                }
+            );
         }
         if !g.quiet {
             println!(
@@ -69,6 +100,52 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         }
     }
     Ok(if findings.is_empty() {
+        Code::Ok
+    } else {
+        Code::Integrity
+    })
+}
+
+/// Walks and prints a job's chain (`--chain DIR`).
+fn chain(args: &Args, dir: &std::path::Path, g: &Global) -> Outcome {
+    let report = super::verify::walk_chain(&args.manifest, dir, &args.trust)?;
+    if g.json {
+        print_json(&serde_json::json!({
+            "manifest": report.links.last().map(|l| &l.id),
+            "job": report.job,
+            "result": if report.ok() { "pass" } else { "fail" },
+            "links": report.links,
+            "problems": report.problems,
+        }));
+    } else {
+        for p in &report.problems {
+            println!("PROBLEM    {}: {}", p.at, p.problem);
+        }
+        if !g.quiet {
+            for l in &report.links {
+                println!(
+                    "run {:>4}  {}  {} files, {}",
+                    l.job_run,
+                    l.id,
+                    l.files,
+                    render::bytes(l.bytes)
+                );
+            }
+            println!(
+                "{}",
+                if report.ok() {
+                    format!(
+                        "chain intact: job {:?}, {} manifest(s), every link signed and matching, back to run 1",
+                        report.job,
+                        report.links.len()
+                    )
+                } else {
+                    format!("CHAIN BROKEN: {} problem(s)", report.problems.len())
+                }
+            );
+        }
+    }
+    Ok(if report.ok() {
         Code::Ok
     } else {
         Code::Integrity

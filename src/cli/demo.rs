@@ -207,6 +207,7 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         dicom: true,
         limits: custody::transfer::Limits::default(),
         wave: None,
+        job: None,
     };
     let summary = custody::transfer::transfer(&opts, &key, &Renderer::new(g))?;
     if !g.json {

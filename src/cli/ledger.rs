@@ -41,7 +41,8 @@ pub struct VerifyArgs {
 Examples:
   custody log --manifest 20261123T214500Z-3fa9c2d1
   custody log --manifest 20261123T214500Z-3fa9c2d1 --export timeline.json
-      # for an auditor without the ledger: see docs/ledger.md, \"Exported timelines\"")]
+      # for an auditor without the ledger: see docs/ledger.md, \"Exported timelines\"
+  custody log --job pacs-nightly")]
 pub struct LogArgs {
     /// Only the events of this manifest and of the run it sealed.
     #[arg(long, value_name = "ID")]
@@ -51,6 +52,10 @@ pub struct LogArgs {
     /// documented hash, without the ledger.
     #[arg(long, value_name = "FILE", requires = "manifest")]
     export: Option<PathBuf>,
+    /// Show a job's runs instead (`transfer --job NAME`): when each
+    /// started, its result, files and bytes landed, and its manifest.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["manifest", "export"])]
+    job: Option<String>,
 }
 
 pub fn run(cmd: &LedgerCommand, g: &Global) -> Outcome {
@@ -104,6 +109,9 @@ fn verify(a: &VerifyArgs, g: &Global) -> Outcome {
 
 pub fn log(a: &LogArgs, g: &Global) -> Outcome {
     let ledger = Ledger::open_existing(&g.ledger).map_err(Failure::usage)?;
+    if let Some(job) = &a.job {
+        return job_log(&ledger, job, g);
+    }
     if let Some(id) = &a.manifest
         && !ledger.has_manifest(id).map_err(Failure::usage)?
     {
@@ -157,6 +165,53 @@ pub fn log(a: &LogArgs, g: &Global) -> Outcome {
                 .map(|s| format!(" signed {s}"))
                 .unwrap_or_default(),
             serde_json::to_string(&e.payload).unwrap_or_default(),
+        );
+    }
+    Ok(Code::Ok)
+}
+
+/// `custody log --job NAME`: one line per run of the job.
+fn job_log(ledger: &Ledger, job: &str, g: &Global) -> Outcome {
+    let runs = ledger.job_runs(job).map_err(Failure::usage)?;
+    if runs.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "ledger {}: no runs of job {job:?}",
+            g.ledger.display()
+        )));
+    }
+    if g.json {
+        print_json(&serde_json::json!({ "job": job, "runs": runs }));
+        return Ok(Code::Ok);
+    }
+    println!(
+        "{:>4}  {:<30}  {:<10}  {:>8}  {:>10}  {:<25}  {:>7}  {:>7}",
+        "run", "started", "result", "files", "bytes", "manifest", "changes", "ledger"
+    );
+    for r in &runs {
+        let result = match r.status.as_str() {
+            "sealed" if r.source_changes > 0 => "sealed*",
+            "sealed" => "sealed",
+            "incomplete" => "incomplete",
+            _ => "open",
+        };
+        println!(
+            "{:>4}  {:<30}  {:<10}  {:>8}  {:>10}  {:<25}  {:>7}  {:>7}",
+            r.job_run,
+            r.started_at,
+            result,
+            r.files,
+            super::render::bytes(r.bytes),
+            r.manifest.as_deref().unwrap_or("-"),
+            r.source_changes,
+            format!("run {}", r.run),
+        );
+    }
+    if runs
+        .iter()
+        .any(|r| r.status == "sealed" && r.source_changes > 0)
+    {
+        println!(
+            "* sealed with source changes listed in its manifest (`custody audit` shows them)"
         );
     }
     Ok(Code::Ok)

@@ -226,6 +226,20 @@ impl Progress for Renderer {
                 self.counts.errors.fetch_add(1, Ordering::Relaxed);
                 self.line(format!("custody: {path}: {error}"))
             }
+            Notice::SourceChanged {
+                path,
+                change,
+                landed_in,
+                action,
+            } => self.line(format!(
+                "custody: warning: {path}: {} at source since it landed (manifest {landed_in}); {}",
+                change,
+                match (change, action) {
+                    ("deleted", _) => "kept at the destination",
+                    (_, "resent") => "its new content landed as a new version beside it",
+                    _ => "not sent again; the landed copy is kept",
+                }
+            )),
             Notice::Excluded { path, reason } if !self.quiet => {
                 self.line(format!("custody: skipped {path}: {reason}"))
             }

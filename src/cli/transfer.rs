@@ -107,6 +107,25 @@ pub struct Args {
     /// 19:00,off" (bare numbers are KiB/s; K M G T: powers of 1024).
     #[arg(long, value_name = "SPEC")]
     bwlimit: Option<custody::schedule::Bwlimit>,
+    /// Tie this run to a named job: its first run copies everything; each
+    /// later run copies only what is new since the job's earlier runs
+    /// (unchanged files are not read), and its manifest lists just that and
+    /// links to the job's previous manifest (docs/jobs.md).
+    #[arg(long, value_name = "NAME")]
+    job: Option<String>,
+    /// With --job: what a file the job landed before that changed at the
+    /// source leads to. `report` keeps the landed copy, lists the file in
+    /// the manifest, and exits 3; `resend-as-version` lands the new content
+    /// beside it as <name>.custody-v<run>; `fail` fails the file (the run
+    /// is not sealed until the change is resolved).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "POLICY",
+        default_value = "report",
+        requires = "job"
+    )]
+    on_source_change: OnSourceChangeArg,
     /// Pretend it is this local time (RFC 3339 with zone, e.g.
     /// 2026-11-24T05:59:58[Europe/Berlin]) for the window: for tests.
     #[arg(long, env = "CUSTODY_NOW", hide = true)]
@@ -121,6 +140,14 @@ pub struct Args {
 /// A byte count: "500G", "2TiB", "1048576".
 fn bytes(s: &str) -> Result<u64, String> {
     s.parse::<bytesize::ByteSize>().map(|b| b.as_u64())
+}
+
+/// `--on-source-change` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OnSourceChangeArg {
+    Report,
+    ResendAsVersion,
+    Fail,
 }
 
 /// `--overwrite` values.
@@ -189,6 +216,16 @@ pub fn run_in_wave(args: &Args, g: &Global, wave: Option<custody::manifest::Wave
             bwlimit: args.bwlimit.clone(),
         },
         wave,
+        job: args.job.as_ref().map(|name| custody::transfer::JobOptions {
+            name: name.clone(),
+            on_source_change: match args.on_source_change {
+                OnSourceChangeArg::Report => custody::transfer::OnSourceChange::Report,
+                OnSourceChangeArg::ResendAsVersion => {
+                    custody::transfer::OnSourceChange::ResendAsVersion
+                }
+                OnSourceChangeArg::Fail => custody::transfer::OnSourceChange::Fail,
+            },
+        }),
     };
     let renderer = Renderer::new(g);
     let summary = custody::transfer::transfer(&opts, &key, &renderer).map_err(|e| {
@@ -239,7 +276,7 @@ fn code(s: &TransferSummary) -> Code {
     match s.status {
         Status::Complete => Code::Ok,
         Status::VerifyFailed => Code::Integrity,
-        Status::Incomplete => Code::Incomplete,
+        Status::Incomplete | Status::SourceChanged => Code::Incomplete,
         Status::Paused => Code::NotNow,
     }
 }
@@ -286,6 +323,28 @@ pub fn print_summary(s: &TransferSummary) {
             "INCOMPLETE: {} file(s) failed (listed above); the run is not sealed. \
              Run the same command again to resume.",
             s.failed
+        );
+    }
+    if let Some(j) = &s.job {
+        println!(
+            "job {} run {}: {} files unchanged since earlier runs ({}{}); {} changed at source; {} deleted at source",
+            j.name,
+            j.run,
+            j.unchanged_files,
+            render::bytes(j.unchanged_bytes),
+            match j.touched_files {
+                0 => String::new(),
+                n => format!(", {n} only touched"),
+            },
+            j.changed,
+            j.deleted,
+        );
+    }
+    if s.status == Status::SourceChanged {
+        println!(
+            "SOURCE CHANGED: file(s) the job landed before changed at the source (listed above); \
+             the landed copies are kept and the manifest lists them. Find out why; \
+             --on-source-change resend-as-version lands the new content beside the old."
         );
     }
     if let Some(m) = &s.sealed {

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use custody::manifest::chain::ChainReport;
 use custody::manifest::{self, ManifestError, SignedFile, SignedManifest};
 use custody::verify::{Class, VerifyReport};
 
@@ -22,12 +23,31 @@ Example:
   custody verify manifests/20261123T214500Z-3fa9c2d1.json /mnt/databox/acme_BlockBlob/pacs \\
       --allowed-signers allowed_signers
 
-Exit codes: 0 everything matches, 1 discrepancy or bad signature, 2 usage error.")]
+A whole nightly job (every manifest of its chain, as one closed set):
+  custody verify --job pacs-nightly /mnt/databox/acme_BlockBlob/pacs --allowed-signers allowed_signers
+
+Exit codes: 0 everything matches, 1 discrepancy, bad signature or broken chain, 2 usage error.")]
 pub struct Args {
-    #[command(flatten)]
-    at: ManifestAt,
+    /// The manifest (`<id>.json`; its signature is `<id>.json.sig`); with
+    /// --chain, the job's newest. Left out with --job.
+    #[arg(value_name = "MANIFEST", required_unless_present = "job")]
+    manifest: Option<PathBuf>,
+    /// Where it landed: a directory, or a blob container URL (credentials
+    /// from the environment, as for `transfer`).
+    #[arg(value_name = "DEST")]
+    destination: Option<PathBuf>,
     #[command(flatten)]
     trust: TrustArgs,
+    /// Verify a whole job: the union of its manifests (later entries
+    /// superseding earlier ones), from its newest in the ledger back to its
+    /// first, found in --manifest-dir and checked as `audit --chain` does.
+    /// Then only DEST is given.
+    #[arg(long, value_name = "NAME", conflicts_with = "chain")]
+    job: Option<String>,
+    /// MANIFEST is a job's newest: verify against the union of its chain,
+    /// finding each earlier manifest in DIR.
+    #[arg(long, value_name = "DIR")]
+    chain: Option<PathBuf>,
     /// Files checked in parallel [default: number of cores].
     #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
@@ -97,25 +117,95 @@ pub fn manifest_failure(path: &Path, e: ManifestError) -> Failure {
     }
 }
 
-pub fn run(args: &Args, g: &Global) -> Outcome {
-    let signed = open_manifest_file(&args.at.manifest, &args.trust)?;
-    let findings =
-        manifest::audit_file(&signed).map_err(|e| manifest_failure(&args.at.manifest, e))?;
+/// Walks a job's chain from `newest` (`audit --chain`, `verify --chain`).
+pub fn walk_chain(newest: &Path, dir: &Path, trust: &TrustArgs) -> Result<ChainReport, Failure> {
+    manifest::chain::walk(newest, dir, &trust.load()?).map_err(|e| manifest_failure(newest, e))
+}
+
+/// What `verify` checks against: one manifest, or a job's chain.
+enum Against {
+    One(PathBuf),
+    Chain(PathBuf, PathBuf),
+}
+
+impl Args {
+    /// The manifest (or newest of a chain) and the destination, from the
+    /// positional arguments and --job / --chain.
+    fn against(&self, g: &Global) -> Result<(Against, PathBuf), Failure> {
+        let usage = |m: &str| Failure::usage(anyhow::anyhow!("{m}"));
+        match (&self.job, &self.manifest, &self.destination) {
+            (Some(job), Some(dest), None) => {
+                let ledger =
+                    custody::ledger::Ledger::open_existing(&g.ledger).map_err(Failure::usage)?;
+                let id = ledger
+                    .job_head(job)
+                    .map_err(Failure::usage)?
+                    .ok_or_else(|| {
+                        usage(&format!(
+                            "ledger {}: job {job:?} has no sealed run",
+                            g.ledger.display()
+                        ))
+                    })?;
+                let newest = g.manifest_dir.join(format!("{id}.json"));
+                Ok((Against::Chain(newest, g.manifest_dir.clone()), dest.clone()))
+            }
+            (Some(_), _, _) => Err(usage(
+                "with --job, give only DEST (the job names its manifests)",
+            )),
+            (None, Some(m), Some(dest)) => Ok((
+                match &self.chain {
+                    Some(dir) => Against::Chain(m.clone(), dir.clone()),
+                    None => Against::One(m.clone()),
+                },
+                dest.clone(),
+            )),
+            (None, _, _) => Err(usage("give MANIFEST and DEST (or --job NAME and DEST)")),
+        }
+    }
+}
+
+/// Audits one manifest before its data is read: a manifest that is not
+/// sound is not verified against.
+fn audited(path: &Path, trust: &TrustArgs) -> Result<SignedFile, Failure> {
+    let signed = open_manifest_file(path, trust)?;
+    let findings = manifest::audit_file(&signed).map_err(|e| manifest_failure(path, e))?;
     if !findings.is_empty() {
         for f in &findings {
-            eprintln!(
-                "custody: {}: {}: {}",
-                args.at.manifest.display(),
-                f.at,
-                f.problem
-            );
+            eprintln!("custody: {}: {}: {}", path.display(), f.at, f.problem);
         }
         return Err(Failure::integrity(anyhow::anyhow!(
             "{}: manifest is internally inconsistent ({} problem(s)); not verifying data against it",
-            args.at.manifest.display(),
+            path.display(),
             findings.len()
         )));
     }
+    Ok(signed)
+}
+
+pub fn run(args: &Args, g: &Global) -> Outcome {
+    let (against, destination) = args.against(g)?;
+    let (signed, chain) = match &against {
+        Against::One(path) => (audited(path, &args.trust)?, None),
+        Against::Chain(newest, dir) => {
+            let report = walk_chain(newest, dir, &args.trust)?;
+            if !report.ok() {
+                for p in &report.problems {
+                    eprintln!("custody: {}: {}", p.at, p.problem);
+                }
+                return Err(Failure::integrity(anyhow::anyhow!(
+                    "{}: the job's chain is broken ({} problem(s)); not verifying data against it",
+                    newest.display(),
+                    report.problems.len()
+                ))
+                .hint(format!(
+                    "`custody audit {} --chain {}` shows each link",
+                    newest.display(),
+                    dir.display()
+                )));
+            }
+            (open_manifest_file(newest, &args.trust)?, Some(report))
+        }
+    };
     let key = args
         .signing_key
         .as_deref()
@@ -126,7 +216,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         .as_deref()
         .map(super::load_encryption_key)
         .transpose()?;
-    let target = custody::dest::Target::parse(&args.at.destination).map_err(Failure::usage)?;
+    let target = custody::dest::Target::parse(&destination).map_err(Failure::usage)?;
     let options = custody::dest::blob::BlobOptions {
         ca_file: g.ca_file.clone(),
         ..Default::default()
@@ -142,21 +232,38 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         key: decrypt.as_ref(),
         by_study: args.by_study,
     };
-    let report = custody::verify::verify(&signed, share.as_ref(), &opts, &renderer)
-        .map_err(Failure::usage)?;
+    let report = match &chain {
+        None => custody::verify::verify(&signed, share.as_ref(), &opts, &renderer),
+        Some(c) => {
+            let trust = args.trust.load()?;
+            custody::verify::verify_chain(c.reopen(&trust), share.as_ref(), &opts, &renderer)
+        }
+    }
+    .map_err(Failure::usage)?;
     if let Some(key) = &key {
         let mut ledger = custody::ledger::Ledger::open(&g.ledger).map_err(Failure::usage)?;
         custody::transfer::record_verify(&mut ledger, &signed.head, &report, key)
             .map_err(Failure::usage)?;
     }
     if g.json {
-        print_json(&serde_json::json!({
+        let mut out = serde_json::json!({
             "manifest": signed.head.id,
             "signer": signed.signer,
             "result": if report.ok() { "pass" } else { "fail" },
             "report": report,
-        }));
+        });
+        if let Some(c) = &chain {
+            out["chain"] = serde_json::json!({ "job": c.job, "links": c.links });
+        }
+        print_json(&out);
     } else if !g.quiet {
+        if let Some(c) = &chain {
+            println!(
+                "job {:?}: chain of {} manifest(s) intact, verifying their union",
+                c.job,
+                c.links.len()
+            );
+        }
         println!(
             "manifest {}: signature OK ({}{})",
             signed.head.id,

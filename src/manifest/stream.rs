@@ -500,6 +500,8 @@ mod tests {
             },
             version: VERSION_CRC64,
             wave: None,
+            job: None,
+            source_changes: None,
         }
     }
 
@@ -513,6 +515,7 @@ mod tests {
             size: i * 3,
             stored: None,
             dicom: None,
+            version_of: None,
         }
     }
 

@@ -10,7 +10,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::VerifyError;
-use crate::manifest::SignedFile;
+use crate::manifest::{FileEntry, SignedFile};
 
 /// The object a manifest entry expects at the destination: the stored
 /// (encrypted) object when there is one, else the plaintext file.
@@ -48,13 +48,42 @@ impl StudyCompleteness {
     }
 }
 
+impl Expected {
+    /// The object a manifest entry expects, and its name at the destination.
+    pub(crate) fn of(f: FileEntry) -> (String, Self) {
+        let (object, expected) = match f.stored {
+            Some(s) => (
+                s.path,
+                Expected {
+                    size: s.size,
+                    blake3: s.blake3,
+                    plain: Some((f.size, f.blake3)),
+                    crc64: s.crc64,
+                    times: 1,
+                },
+            ),
+            None => (
+                f.path,
+                Expected {
+                    size: f.size,
+                    blake3: f.blake3,
+                    plain: None,
+                    crc64: f.crc64,
+                    times: 1,
+                },
+            ),
+        };
+        (object, expected)
+    }
+}
+
 pub(crate) struct Index {
     conn: Connection,
 }
 
 impl Index {
-    /// Streams `manifest`'s entries into a new index.
-    pub(crate) fn build(manifest: &SignedFile) -> Result<Self, VerifyError> {
+    /// A new, empty index.
+    pub(crate) fn new() -> Result<Self, VerifyError> {
         // An empty name: a private temporary database on disk.
         let conn = Connection::open("")?;
         conn.execute_batch(
@@ -72,34 +101,42 @@ impl Index {
                  study       TEXT,
                  seen        INTEGER NOT NULL DEFAULT 0,
                  verified    INTEGER NOT NULL DEFAULT 0
-             ) WITHOUT ROWID;
-             BEGIN;",
+             ) WITHOUT ROWID;",
         )?;
+        Ok(Index { conn })
+    }
+
+    /// Streams `manifest`'s entries into a new index.
+    pub(crate) fn build(manifest: &SignedFile) -> Result<Self, VerifyError> {
+        let mut index = Self::new()?;
+        index.add(manifest)?;
+        Ok(index)
+    }
+
+    /// Streams `manifest`'s entries in: an object listed before is
+    /// superseded (a job's chain is added oldest first).
+    pub(crate) fn add(&mut self, manifest: &SignedFile) -> Result<(), VerifyError> {
+        let tx = self.conn.transaction()?;
         {
-            let mut insert = conn.prepare(
+            let mut insert = tx.prepare(
                 "INSERT OR REPLACE INTO expected
                      (object, size, blake3, plain_size, plain_hash, crc64, study)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             manifest.for_each_file(|f| {
-                let study = f.dicom.as_ref().and_then(|d| d.study.as_deref());
-                let row = match &f.stored {
-                    Some(s) => params![s.path, s.size, s.blake3, f.size, f.blake3, s.crc64, study],
-                    None => params![
-                        f.path,
-                        f.size,
-                        f.blake3,
-                        None::<u64>,
-                        None::<String>,
-                        f.crc64,
-                        study
-                    ],
-                };
-                insert.execute(row).map(drop).map_err(|e| e.to_string())
+                let study = f.dicom.as_ref().and_then(|d| d.study.clone());
+                let (object, e) = Expected::of(f);
+                let (plain_size, plain_hash) = e.plain.unzip();
+                insert
+                    .execute(params![
+                        object, e.size, e.blake3, plain_size, plain_hash, e.crc64, study
+                    ])
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             })?;
         }
-        conn.execute_batch("COMMIT;")?;
-        Ok(Index { conn })
+        tx.commit()?;
+        Ok(())
     }
 
     /// The entry for `object`, marking it seen; `None` if the manifest does
@@ -152,6 +189,15 @@ impl Index {
             })
         })?;
         rows.collect()
+    }
+
+    /// How many objects are expected, and their bytes.
+    pub(crate) fn totals(&self) -> rusqlite::Result<(u64, u64)> {
+        self.conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM expected",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     /// Every object never seen, with its expected size.

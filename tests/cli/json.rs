@@ -100,6 +100,44 @@ fn every_command_prints_one_object_that_matches_the_documented_schema() {
     valid(&run(&ws, &["ledger", "verify"]), "ledger_verify");
     valid(&run(&ws, &["log", "--manifest", &id]), "log");
     valid(&run(&ws, &["log"]), "log");
+    // A job's runs, chain and union.
+    let job_dest = p("job-dest");
+    let nightly = || {
+        run(
+            &ws,
+            &[
+                "transfer",
+                &src,
+                &job_dest,
+                "--signing-key",
+                &key,
+                "--job",
+                "nightly",
+            ],
+        )
+    };
+    let t = valid(&nightly(), "transfer");
+    assert_eq!(t["job"]["run"], 1);
+    ws.file("PAT2/IM1", b"three");
+    let t = valid(&nightly(), "transfer");
+    assert_eq!(t["job"]["unchanged_files"], 2);
+    let newest = root.join(t["sealed"]["manifest"].as_str().unwrap());
+    let newest = newest.display().to_string();
+    let dir = ws.manifests.display().to_string();
+    let a = valid(
+        &run(&ws, &with(&["audit", &newest, "--chain", &dir], &trust)),
+        "audit_chain",
+    );
+    assert_eq!(a["links"].as_array().unwrap().len(), 2);
+    let v = valid(
+        &run(
+            &ws,
+            &with(&["verify", "--job", "nightly", &job_dest], &trust),
+        ),
+        "verify",
+    );
+    assert_eq!(v["report"]["files_verified"], 3);
+    valid(&run(&ws, &["log", "--job", "nightly"]), "job_log");
     valid(
         &run(
             &ws,

@@ -289,7 +289,7 @@ fn migrates(fixture: &str, from: i64, events: i64) {
         .db()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let backup = ws.root().join(format!("custody.db.v{from}.bak"));
     let old = rusqlite::Connection::open(&backup).unwrap();
     let (v, n): (i64, i64) = (
@@ -323,6 +323,11 @@ fn a_version_1_ledger_is_migrated_with_a_backup_and_still_verifies() {
 #[test]
 fn a_version_2_ledger_is_migrated_with_a_backup_and_still_verifies() {
     migrates("ledger-v2.db", 2, 8);
+}
+
+#[test]
+fn a_version_4_ledger_is_migrated_with_a_backup_and_still_verifies() {
+    migrates("ledger-v4.db", 4, 4);
 }
 
 #[test]
