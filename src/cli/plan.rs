@@ -226,6 +226,9 @@ pub fn run(args: &RunArgs, g: &Global) -> Outcome {
     if let Some(b) = wave.bwlimit.as_ref().filter(|_| !given("--bwlimit")) {
         argv.extend(["--bwlimit".into(), b.to_string()]);
     }
+    if let Some(j) = wave.job.as_ref().filter(|_| !given("--job")) {
+        argv.extend(["--job".into(), j.clone()]);
+    }
     argv.extend(args.transfer.iter().cloned());
     let flags = TransferFlags::try_parse_from(&argv).map_err(|e| {
         Failure::usage(anyhow::anyhow!(

@@ -51,6 +51,7 @@ struct Keys {
     start: Option<String>,
     deadline: Option<String>,
     signing_key: Option<PathBuf>,
+    job: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +88,9 @@ pub struct WavePlan {
     pub deadline: Option<DateTime>,
     /// The operator's signing key, if the plan names it.
     pub signing_key: Option<PathBuf>,
+    /// The named job its runs belong to (`transfer --job`), if the plan
+    /// names one: each run then moves only what is new since the last.
+    pub job: Option<String>,
 }
 
 impl WavePlan {
@@ -151,9 +155,12 @@ impl Plan {
         if file.wave.is_empty() {
             return Err(invalid("no [[wave]]".into()));
         }
-        if file.defaults.name.is_some() || file.defaults.source.is_some() {
+        if file.defaults.name.is_some()
+            || file.defaults.source.is_some()
+            || file.defaults.job.is_some()
+        {
             return Err(invalid(
-                "[defaults] cannot set a wave's name or source".into(),
+                "[defaults] cannot set a wave's name, source or job".into(),
             ));
         }
         // The defaults' specs are checked once, whatever the waves.
@@ -235,6 +242,8 @@ impl Plan {
                     .signing_key
                     .or_else(|| d.signing_key.clone())
                     .map(|k| base.join(k)),
+                // A job is one source into one destination: per wave only.
+                job: w.job,
                 name,
             });
         }

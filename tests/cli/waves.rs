@@ -289,3 +289,49 @@ fn run_keeps_to_the_wave_window_and_seals_the_wave_into_the_manifest() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_wave_with_a_job_moves_only_what_is_new_on_each_run() {
+    let ws = Ws::new();
+    let p = plan(&ws);
+    std::fs::write(
+        &p,
+        std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("name = \"ct\"\n", "name = \"ct\"\njob = \"ct-nightly\"\n"),
+    )
+    .unwrap();
+    let night = "2026-11-24T20:00:00[UTC]";
+    let out = run(&ws, &p, "ct", night, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["job"]["run"], 1);
+    ws.file("CT/IM3", &bytes(4, 1000));
+    let out = run(&ws, &p, "ct", night, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = json(&out);
+    assert_eq!(s["job"]["run"], 2);
+    assert_eq!(s["files_copied"], 1);
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(ws.root().join(s["sealed"]["manifest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m["version"], 6);
+    assert_eq!(m["wave"]["name"], "ct");
+    assert_eq!(m["job"]["name"], "ct-nightly");
+    assert_eq!(m["files"].as_array().unwrap().len(), 1);
+    // A job is one source into one destination: not a default.
+    std::fs::write(
+        &p,
+        std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("[defaults]\n", "[defaults]\njob = \"all\"\n"),
+    )
+    .unwrap();
+    let out = run(&ws, &p, "ct", night, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("[defaults] cannot set a wave's name, source or job"),
+        "{}",
+        stderr(&out)
+    );
+}
