@@ -1,5 +1,5 @@
-//! Destination faults on a real filesystem: a share that fills up, and a
-//! share unmounted under a running transfer. Each uses a small tmpfs
+//! Destination faults on a real filesystem: a share that fills up, one
+//! that turns read-only, and one unmounted under a running transfer. Each uses a small tmpfs
 //! mounted for the test (it needs CAP_SYS_ADMIN, which CI has; without it
 //! the test says so and fails rather than pass untested).
 
@@ -34,6 +34,24 @@ impl Tmpfs {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    /// Remounts it read-only under a running transfer. The kernel refuses
+    /// (EBUSY) while a file is open for writing, so this retries until it
+    /// meets the moment between two files: a few milliseconds.
+    fn remount_read_only(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match rustix::mount::mount_remount(&self.0, rustix::mount::MountFlags::RDONLY, "") {
+                Ok(()) => return,
+                Err(rustix::io::Errno::BUSY) if std::time::Instant::now() < deadline => {}
+                Err(e) => panic!("remount read-only: {e}"),
+            }
+        }
+    }
+
+    fn remount_read_write(&self) {
+        rustix::mount::mount_remount(&self.0, rustix::mount::MountFlags::empty(), "").unwrap();
     }
 }
 
@@ -142,6 +160,45 @@ fn a_share_unmounted_under_a_running_transfer_records_nothing_after_and_the_reru
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let s = json(&out);
     assert_eq!(s["files_copied"], 200, "{s}");
+    assert_eq!(s["verify"]["files_verified"], 200);
+    assert_same_tree(&ws.src, &dest);
+}
+
+#[test]
+fn a_share_turning_read_only_mid_run_fails_cleanly_and_the_rerun_completes() {
+    let ws = Ws::new();
+    let fs = Tmpfs::mount(&ws.root().join("box"), "64m");
+    let dest = ws.root().join("box/pacs");
+    for i in 0..200u64 {
+        ws.file(&format!("S{:02}/IM{i:04}", i / 50), &bytes(i, 64 << 10));
+    }
+    let mut child = ws
+        .slow_transfer_to(&dest)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_while_running(&mut child, "a batch was recorded", || {
+        landed_rows(&ws.ledger) > 0
+    });
+    fs.remount_read_only();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
+    // Nothing is recorded that did not land whole, and the record holds.
+    let recorded = recorded_files_are_whole(&ws, &dest);
+    assert!(recorded > 0 && recorded < 200, "{recorded}");
+    ws.custody(&["ledger", "verify"]).assert().code(0);
+
+    // Writable again: the same command resumes and seals.
+    fs.remount_read_write();
+    let mut c = ws.custody(&["--json", "transfer"]);
+    c.arg(&ws.src).arg(&dest).arg("--signing-key").arg(ws.key());
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let s = json(&out);
+    assert_eq!(s["run"]["resumed"], true);
+    assert_eq!(s["files_skipped"].as_i64().unwrap(), recorded);
     assert_eq!(s["verify"]["files_verified"], 200);
     assert_same_tree(&ws.src, &dest);
 }
