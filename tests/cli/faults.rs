@@ -109,15 +109,37 @@ fn a_share_that_fills_up_fails_what_does_not_fit_and_the_rerun_completes() {
 
     // More room: the same command finishes the run.
     fs.resize("16m");
-    let mut c = ws.custody(&["--json", "transfer"]);
-    c.arg(&ws.src).arg(&dest).arg("--signing-key").arg(ws.key());
-    let out = c.output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let s = json(&out);
+    let s = rerun_into(&ws, &dest);
     assert_eq!(s["run"]["resumed"], true);
     assert_eq!(s["files_skipped"].as_i64().unwrap(), recorded);
     assert_eq!(s["verify"]["files_verified"], 12);
     assert_same_tree(&ws.src, &dest);
+}
+
+/// 200 files of 64 KiB, and a transfer of them into `dest` held to 2 MiB/s
+/// (so about 6 s), once it has recorded a batch.
+fn slow_transfer_under_way(ws: &Ws, dest: &Path) -> std::process::Child {
+    for i in 0..200u64 {
+        ws.file(&format!("S{:02}/IM{i:04}", i / 50), &bytes(i, 64 << 10));
+    }
+    let mut child = ws
+        .slow_transfer_to(dest)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_while_running(&mut child, "a batch was recorded", || {
+        landed_rows(&ws.ledger) > 0
+    });
+    child
+}
+
+/// The same transfer into `dest` again, which must seal: its summary.
+fn rerun_into(ws: &Ws, dest: &Path) -> serde_json::Value {
+    let mut c = ws.custody(&["--json", "transfer"]);
+    c.arg(&ws.src).arg(dest).arg("--signing-key").arg(ws.key());
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    json(&out)
 }
 
 #[test]
@@ -126,17 +148,7 @@ fn a_share_unmounted_under_a_running_transfer_records_nothing_after_and_the_reru
     let fs = Tmpfs::mount(&ws.root().join("box"), "64m");
     let dest = ws.root().join("box/pacs");
     // Held to 2 MiB/s, the run is mid-way when the share goes.
-    for i in 0..200u64 {
-        ws.file(&format!("S{:02}/IM{i:04}", i / 50), &bytes(i, 64 << 10));
-    }
-    let mut child = ws
-        .slow_transfer_to(&dest)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_while_running(&mut child, "a batch was recorded", || {
-        landed_rows(&ws.ledger) > 0
-    });
+    let child = slow_transfer_under_way(&ws, &dest);
     // The share is unmounted (lazily, as a dropped SMB session would be):
     // the path now names the empty mount point.
     drop(fs);
@@ -154,11 +166,7 @@ fn a_share_unmounted_under_a_running_transfer_records_nothing_after_and_the_reru
     // Mounted again (empty: a tmpfs keeps nothing): the rerun finds what
     // it recorded is gone, copies everything again, and seals.
     let _fs = Tmpfs::mount(&ws.root().join("box"), "64m");
-    let mut c = ws.custody(&["--json", "transfer"]);
-    c.arg(&ws.src).arg(&dest).arg("--signing-key").arg(ws.key());
-    let out = c.output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let s = json(&out);
+    let s = rerun_into(&ws, &dest);
     assert_eq!(s["files_copied"], 200, "{s}");
     assert_eq!(s["verify"]["files_verified"], 200);
     assert_same_tree(&ws.src, &dest);
@@ -169,17 +177,7 @@ fn a_share_turning_read_only_mid_run_fails_cleanly_and_the_rerun_completes() {
     let ws = Ws::new();
     let fs = Tmpfs::mount(&ws.root().join("box"), "64m");
     let dest = ws.root().join("box/pacs");
-    for i in 0..200u64 {
-        ws.file(&format!("S{:02}/IM{i:04}", i / 50), &bytes(i, 64 << 10));
-    }
-    let mut child = ws
-        .slow_transfer_to(&dest)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_while_running(&mut child, "a batch was recorded", || {
-        landed_rows(&ws.ledger) > 0
-    });
+    let child = slow_transfer_under_way(&ws, &dest);
     fs.remount_read_only();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -192,11 +190,7 @@ fn a_share_turning_read_only_mid_run_fails_cleanly_and_the_rerun_completes() {
 
     // Writable again: the same command resumes and seals.
     fs.remount_read_write();
-    let mut c = ws.custody(&["--json", "transfer"]);
-    c.arg(&ws.src).arg(&dest).arg("--signing-key").arg(ws.key());
-    let out = c.output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let s = json(&out);
+    let s = rerun_into(&ws, &dest);
     assert_eq!(s["run"]["resumed"], true);
     assert_eq!(s["files_skipped"].as_i64().unwrap(), recorded);
     assert_eq!(s["verify"]["files_verified"], 200);
