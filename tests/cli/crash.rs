@@ -215,5 +215,15 @@ fn a_transfer_killed_again_and_again_into_blob_storage_still_lands_everything_on
         );
     }
     ws.custody(&["ledger", "verify"]).assert().code(0);
+    // An independent listing (the SDK's own pager, not custody's) sees
+    // every blob, each under the run's prefix, and nothing else.
+    let names = az.names("pacs");
+    assert_eq!(
+        names.len() as u64,
+        SMALL_BLOB + LARGE,
+        "{:?}",
+        &names[..5.min(names.len())]
+    );
+    assert!(names.iter().all(|n| n.starts_with("crash/")), "{names:?}");
     assert_bounded(wrote, killed, &last, tree);
 }
