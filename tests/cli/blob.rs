@@ -497,3 +497,43 @@ fn the_same_transfer_again_after_its_run_sealed_is_not_refused_by_its_own_blobs(
     ws.file("s/IM9", b"ours");
     transfer_to(&ws, &url, &[]).assert().code(2);
 }
+
+#[test]
+fn a_nightly_job_into_blob_storage_moves_only_what_is_new_and_verifies_as_a_whole() {
+    let (ws, az) = setup();
+    for i in 0..3u64 {
+        ws.file(&format!("s/IM{i}"), &bytes(i, 30_000));
+    }
+    let url = az.url("pacs/nightly");
+    let job = ["--job", "pacs-nightly"];
+    let s1 = transfer_ok(&ws, &url, &job);
+    assert_eq!(s1["files_copied"], 3);
+    ws.file("s/IM3", &bytes(3, 30_000));
+    // A blob that is not the job's is in the container: tonight's preflight
+    // does not mind it (it is not in tonight's way), the whole-job verify
+    // does (extra).
+    az.put("pacs", "nightly/stranger", b"not the job's");
+    let s2 = transfer_ok(&ws, &url, &job);
+    assert_eq!(s2["files_copied"], 1);
+    assert_eq!(s2["job"]["unchanged_files"], 3);
+    // The night's verify re-read only its own blob, by name.
+    assert_eq!(s2["verify"]["files_verified"], 1);
+    let signers = ws.signers().display().to_string();
+    let verify = |code| {
+        let c = ws.custody(&[
+            "--json",
+            "verify",
+            "--job",
+            "pacs-nightly",
+            &url,
+            "--allowed-signers",
+            &signers,
+        ]);
+        json(&with_key(c).assert().code(code).get_output().clone())
+    };
+    let v = verify(1);
+    assert_eq!(v["report"]["counts"]["extra"], 1, "{v}");
+    assert_eq!(v["report"]["files_verified"], 4);
+    az.delete("pacs", "nightly/stranger");
+    assert_eq!(verify(0)["chain"]["links"].as_array().unwrap().len(), 2);
+}
