@@ -1031,8 +1031,8 @@ impl Ledger {
     }
 
     /// Records a batch: landed files (bound into one `files_landed` event),
-    /// failures (one `file_failed` event each) and exclusions, in one
-    /// transaction.
+    /// failures (path, error, class: one `file_failed` event each) and
+    /// exclusions, in one transaction.
     ///
     /// # Errors
     /// SQLite errors; then nothing of the batch is recorded.
@@ -1040,7 +1040,7 @@ impl Ledger {
         &mut self,
         run: u64,
         landed: &[LandedFile],
-        failed: &[(String, String)],
+        failed: &[(String, String, &str)],
         excluded: &[(String, String)],
     ) -> Result<(), LedgerError> {
         let path = self.path.clone();
@@ -1106,8 +1106,8 @@ impl Ledger {
             )?;
             debug_assert_eq!(ev.seq, seq);
         }
-        for (p, error) in failed {
-            let payload = json!({ "error": error, "path": p });
+        for (p, error, class) in failed {
+            let payload = json!({ "class": class, "error": error, "path": p });
             Self::append(
                 &tx,
                 &path,
@@ -2041,7 +2041,7 @@ mod tests {
         l.record_batch(
             run.id,
             std::slice::from_ref(&f),
-            &[("b".into(), "boom".into())],
+            &[("b".into(), "boom".into(), "destination")],
             &[],
         )
         .unwrap();

@@ -234,7 +234,24 @@ impl Copying {
     }
 }
 
-/// The class of a recorded file failure, from its error text.
+/// The class of a recorded file failure (a `file_failed` payload): the
+/// class it was recorded with, or, for events recorded before failures
+/// carried one, a guess from its error text.
+pub fn failure_class(payload: &Value) -> &'static str {
+    use crate::transfer::FailureClass as C;
+    match payload["class"].as_str().and_then(C::parse) {
+        Some(C::SourceUnreadable) => "source unreadable",
+        Some(C::SourceChanged) => "source changed while copied",
+        Some(C::Destination) => "destination write failed",
+        Some(C::DicomRefused) => "DICOM refused",
+        Some(C::ChangedSinceLanded) => "changed at source since it landed",
+        Some(C::Ledger) => "ledger lookup failed",
+        None => error_class(payload["error"].as_str().unwrap_or("")),
+    }
+}
+
+/// The class of a recorded file failure, from its error text (events
+/// recorded before failures carried a class).
 pub fn error_class(error: &str) -> &'static str {
     let e = error.to_ascii_lowercase();
     if e.starts_with("abandoned") {
@@ -282,10 +299,7 @@ fn summary(kind: &str, p: &Value) -> String {
                 n("files_copied")
             ),
         },
-        "file_failed" => format!(
-            "a file failed: {}",
-            error_class(p["error"].as_str().unwrap_or(""))
-        ),
+        "file_failed" => format!("a file failed: {}", failure_class(p)),
         "sealed" => format!("sealed: {} files, {} bytes", n("files"), n("bytes")),
         "verified" => format!(
             "verified at {}: {} ({} files proven)",
@@ -411,9 +425,7 @@ pub fn build(
                 continue;
             }
             "file_failed" => {
-                *errors
-                    .entry(error_class(p["error"].as_str().unwrap_or("")).to_owned())
-                    .or_default() += 1;
+                *errors.entry(failure_class(&p).to_owned()).or_default() += 1;
             }
             "sealed" => timing.sealed = Some(at_text.clone()),
             "verified" | "bom_checked" | "copylog_checked" => verifications.push(Verification {
@@ -543,6 +555,24 @@ mod tests {
             "given up at a stop"
         );
         assert_eq!(error_class("something new"), "other");
+    }
+
+    #[test]
+    fn a_recorded_class_wins_over_the_text_and_old_events_fall_back_to_it() {
+        use serde_json::json;
+        // The text alone would say "destination write failed".
+        let recorded =
+            json!({"class": "source_unreadable", "error": "destination write failed: x"});
+        assert_eq!(failure_class(&recorded), "source unreadable");
+        let job = json!({"class": "changed_since_landed", "error": "…"});
+        assert_eq!(failure_class(&job), "changed at source since it landed");
+        let old = json!({"error": "read failed: Input/output error"});
+        assert_eq!(failure_class(&old), "source unreadable");
+        let unknown = json!({"class": "from_a_newer_custody", "error": "read failed"});
+        assert_eq!(failure_class(&unknown), "source unreadable");
+        for c in crate::transfer::FailureClass::ALL {
+            assert_eq!(crate::transfer::FailureClass::parse(c.as_str()), Some(c));
+        }
     }
 
     #[test]

@@ -236,6 +236,59 @@ pub struct Failure {
     pub path: String,
     /// The cause, one line.
     pub error: String,
+    /// What kind of failure it is.
+    pub class: FailureClass,
+}
+
+/// What kind of failure a file met, recorded with it (the `class` of its
+/// `file_failed` event), so that a report counts them without reading
+/// error texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureClass {
+    /// The source could not be listed, opened or read.
+    SourceUnreadable,
+    /// The source changed between its listing and the end of its read.
+    SourceChanged,
+    /// The destination refused a write or a commit.
+    Destination,
+    /// `--require-deidentified` refused it.
+    DicomRefused,
+    /// A job landed it before, and its content changed since
+    /// (`--on-source-change fail`).
+    ChangedSinceLanded,
+    /// The ledger could not be asked about it.
+    Ledger,
+}
+
+impl FailureClass {
+    /// Every class.
+    pub const ALL: [FailureClass; 6] = [
+        FailureClass::SourceUnreadable,
+        FailureClass::SourceChanged,
+        FailureClass::Destination,
+        FailureClass::DicomRefused,
+        FailureClass::ChangedSinceLanded,
+        FailureClass::Ledger,
+    ];
+
+    /// Its name in events and `--json` (`source_unreadable`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::SourceUnreadable => "source_unreadable",
+            FailureClass::SourceChanged => "source_changed",
+            FailureClass::Destination => "destination",
+            FailureClass::DicomRefused => "dicom_refused",
+            FailureClass::ChangedSinceLanded => "changed_since_landed",
+            FailureClass::Ledger => "ledger",
+        }
+    }
+
+    /// The class named `name` ([`FailureClass::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
+    }
 }
 
 /// Where the sealed manifest went.
@@ -423,6 +476,7 @@ enum Done {
     Failed {
         path: String,
         error: String,
+        class: FailureClass,
     },
 }
 
@@ -489,46 +543,55 @@ fn copy_one(
     progress: &dyn Progress,
 ) -> Done {
     let key = opts.encryption.as_ref();
-    let fail = |error: String| Done::Failed {
+    let fail = |class: FailureClass, error: String| Done::Failed {
         path: f.path.display().to_string(),
         error,
+        class,
+    };
+    use FailureClass::{
+        Destination as Dest, SourceChanged as Changed, SourceUnreadable as Unreadable,
     };
     let mut file = match File::open(&f.path) {
         Ok(file) => file,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail(Unreadable, e.to_string()),
     };
     let same = |m: &std::fs::Metadata| {
         m.len() == f.size && m.modified().map(source::mtime_ns).ok() == Some(f.mtime_ns)
     };
     match file.metadata() {
         Ok(m) if same(&m) => {}
-        Ok(_) => return fail("changed after it was listed (size or mtime differ)".into()),
-        Err(e) => return fail(e.to_string()),
+        Ok(_) => {
+            return fail(
+                Changed,
+                "changed after it was listed (size or mtime differ)".into(),
+            );
+        }
+        Err(e) => return fail(Unreadable, e.to_string()),
     }
     let landing = match dest.create(&object_rel(&f.rel, key.is_some()), f.mtime_ns) {
         Ok(l) => l,
-        Err(e) => return fail(format!("destination {e}")),
+        Err(e) => return fail(Dest, format!("destination {e}")),
     };
     let mut landing = match key {
         None => Sink::Plain(landing),
         Some(k) => match EncryptWriter::new(HashingWriter::new(landing), k, crypt::DEFAULT_CHUNK) {
             Ok(w) => Sink::Encrypted(Box::new(w)),
-            Err(e) => return fail(format!("destination write failed: {e}")),
+            Err(e) => return fail(Dest, format!("destination write failed: {e}")),
         },
     };
     let mut sums = Sums::new();
     // The DICOM header, from the same bytes (no second read).
     let mut probe = (opts.dicom || opts.require_deidentified).then(Probe::new);
-    let read = BUF.with_borrow_mut(|buf| -> Result<(), String> {
+    let read = BUF.with_borrow_mut(|buf| -> Result<(), (FailureClass, String)> {
         loop {
             if stopper.abandon() {
-                return Err(ABANDONED.to_owned());
+                return Err((Dest, ABANDONED.to_owned()));
             }
             let n = match file.read(buf) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("read failed: {e}")),
+                Err(e) => return Err((Unreadable, format!("read failed: {e}"))),
             };
             sums.update(&buf[..n]);
             if let Some(p) = probe.as_mut() {
@@ -537,34 +600,40 @@ fn copy_one(
             stopper.throttle(n);
             landing
                 .write_all(&buf[..n])
-                .map_err(|e| format!("destination write failed: {e}"))?;
+                .map_err(|e| (Dest, format!("destination write failed: {e}")))?;
             progress.bytes(n as u64);
         }
     });
     match read {
         // Dropped unfinished: nothing visible, nothing recorded.
-        Err(e) if e == ABANDONED => return Done::Abandoned,
-        Err(e) => return fail(e),
+        Err((_, e)) if e == ABANDONED => return Done::Abandoned,
+        Err((class, e)) => return fail(class, e),
         Ok(()) => {}
     }
     let sums = sums.finish();
     match file.metadata() {
         Ok(m) if same(&m) && sums.len == f.size => {}
         Ok(_) => {
-            return fail("changed while being read (size or mtime differ before and after)".into());
+            return fail(
+                Changed,
+                "changed while being read (size or mtime differ before and after)".into(),
+            );
         }
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return fail(Unreadable, e.to_string()),
     }
     let outcome = probe.map_or(Outcome::NotDicom, Probe::finish);
     if opts.require_deidentified
         && let Some(why) = outcome.refusal()
     {
         // Changed since the check before the run: never made visible.
-        return fail(format!("{why} (--require-deidentified)"));
+        return fail(
+            FailureClass::DicomRefused,
+            format!("{why} (--require-deidentified)"),
+        );
     }
     let stored = match landing.commit() {
         Ok(s) => s,
-        Err(e) => return fail(e),
+        Err(e) => return fail(Dest, e),
     };
     let (dicom, note) = match outcome {
         Outcome::Dicom(h) if h.instance.is_empty() => (None, None),
@@ -963,6 +1032,7 @@ pub fn transfer(
                     return Item::Ready(Done::Failed {
                         path: f.path.display().to_string(),
                         error: format!("ledger lookup failed: {e}"),
+                        class: FailureClass::Ledger,
                     });
                 }
                 Some(Ok(p)) => p,
@@ -986,6 +1056,7 @@ pub fn transfer(
         SourceEntry::Failed { path, error } => Item::Ready(Done::Failed {
             path: path.display().to_string(),
             error: error.to_string(),
+            class: FailureClass::SourceUnreadable,
         }),
     });
     // Past a window's end or a limit, no further file starts.
@@ -1062,7 +1133,7 @@ pub fn transfer(
                     });
                     batch.excluded.push((path, reason.into_owned()));
                 }
-                Some(Done::Failed { path, error }) => {
+                Some(Done::Failed { path, error, class }) => {
                     summary.failed += 1;
                     progress.notice(Notice::Failed {
                         path: &path,
@@ -1072,9 +1143,10 @@ pub fn transfer(
                         summary.failures.push(Failure {
                             path: path.clone(),
                             error: error.clone(),
+                            class,
                         });
                     }
-                    batch.failed.push((path, error));
+                    batch.failed.push((path, error, class.as_str()));
                 }
             }
             progress.file_done();
@@ -1238,7 +1310,7 @@ pub fn record_verify(
 #[derive(Default)]
 struct Batch {
     landed: Vec<LandedFile>,
-    failed: Vec<(String, String)>,
+    failed: Vec<(String, String, &'static str)>,
     excluded: Vec<(String, String)>,
     changes: Vec<SourceChange>,
     since: Option<Instant>,

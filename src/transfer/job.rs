@@ -11,7 +11,7 @@ use std::fs::File;
 
 use serde::Serialize;
 
-use super::{Done, TransferOptions, copy_one, stop};
+use super::{Done, FailureClass, TransferOptions, copy_one, stop};
 use crate::dest::Destination;
 use crate::ledger::Prior;
 use crate::manifest::{self, SourceChange};
@@ -97,6 +97,7 @@ pub(super) fn changed(
                 return Done::Failed {
                     path: f.path.display().to_string(),
                     error: format!("read failed: {e}"),
+                    class: FailureClass::SourceUnreadable,
                 };
             }
         }
@@ -116,6 +117,7 @@ pub(super) fn changed(
                  (--on-source-change fail)",
                 prior.manifest
             ),
+            class: FailureClass::ChangedSinceLanded,
         },
         OnSourceChange::ResendAsVersion => {
             let versioned = SourceFile {

@@ -380,6 +380,23 @@ fn a_source_file_changed_after_landing_is_reported_not_resent_or_resent_as_a_ver
             .contains("changed at source since it landed"),
         "{s3}"
     );
+    // Recorded with its class, for reports.
+    assert_eq!(s3["failures"][0]["class"], "changed_since_landed");
+    let log = json(
+        &ws.custody(&["--json", "log"])
+            .assert()
+            .code(0)
+            .get_output()
+            .clone(),
+    );
+    let failed: Vec<&serde_json::Value> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "file_failed")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["payload"]["class"], "changed_since_landed");
 
     // `resend-as-version`: the new content lands beside the old one; the
     // same run (resumed) seals with it.
