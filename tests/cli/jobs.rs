@@ -548,3 +548,38 @@ fn an_interrupted_nightly_run_resumes_and_its_delta_manifest_is_exact() {
         .code(0);
     assert_same_tree(&ws.src, &ws.dest);
 }
+
+/// The worked example of a job's chain (`manifests/job-example/`, quoted
+/// in docs/manifest.md): custody audits it back to run 1, and stock tools
+/// check each link.
+#[test]
+fn the_example_chain_audits_with_custody_and_with_stock_tools() {
+    let ws = Ws::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("manifests/job-example");
+    let first = dir.join("20261124T124747Z-293a5b37.json");
+    let second = dir.join("20261124T124748Z-2c7d3c36.json");
+    let signers = root.join("keys-example/allowed_signers");
+    let out = ws
+        .custody(&["audit"])
+        .arg(&second)
+        .arg("--chain")
+        .arg(&dir)
+        .arg("--allowed-signers")
+        .arg(&signers)
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    assert!(stdout(&out).contains("chain intact"), "{}", stdout(&out));
+    for m in [&first, &second] {
+        assert_eq!(crate::audit::schema_errors(m), "");
+        let ok = ssh_keygen_verify(&signers, "demo-operator@custody.example", m);
+        assert!(ok.status.success(), "{}", stderr(&ok));
+    }
+    let m2: serde_json::Value = serde_json::from_slice(&std::fs::read(&second).unwrap()).unwrap();
+    assert_eq!(
+        m2["job"]["previous"]["sha256"].as_str().unwrap(),
+        sha256sum(&first)
+    );
+}
