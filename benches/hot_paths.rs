@@ -153,7 +153,7 @@ fn ledger_insert(c: &mut Criterion) {
     let mut grp = c.benchmark_group("ledger");
     grp.throughput(Throughput::Elements(batch.len() as u64));
     grp.bench_function("record a batch of 1024 landed files", |b| {
-        b.iter(|| ledger.record_batch(run.id, &batch, &[], &[]).unwrap())
+        b.iter(|| ledger.record_batch(run.id, &batch, &[], &[], &[]).unwrap())
     });
     grp.finish();
 }

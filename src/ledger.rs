@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 
 use crate::digest::frame;
 use crate::keys::{self, KeyError, SigningKey, Trust};
-use crate::manifest::{self, ChainHead, Excluded, FileEntry, Manifest, StoredEntry, Wave, Written};
+use crate::manifest::{
+    self, ChainHead, Excluded, FileEntry, Manifest, SourceChange, StoredEntry, Wave, Written,
+};
 use crate::relpath;
 use crate::source::dicom::Instance;
 use crate::source::mtime_rfc3339;
@@ -1031,7 +1033,8 @@ impl Ledger {
     }
 
     /// Records a batch: landed files (bound into one `files_landed` event),
-    /// failures (path, error, class: one `file_failed` event each) and
+    /// failures (path, error, class: one `file_failed` event each), source
+    /// changes a job's run found (one `source_changed` event each) and
     /// exclusions, in one transaction.
     ///
     /// # Errors
@@ -1042,6 +1045,7 @@ impl Ledger {
         landed: &[LandedFile],
         failed: &[(String, String, &str)],
         excluded: &[(String, String)],
+        changes: &[SourceChange],
     ) -> Result<(), LedgerError> {
         let path = self.path.clone();
         let sql = |source| LedgerError::Sqlite {
@@ -1112,6 +1116,18 @@ impl Ledger {
                 &tx,
                 &path,
                 kind::FILE_FAILED,
+                Some(run),
+                None,
+                &payload,
+                None,
+            )?;
+        }
+        for c in changes {
+            let payload = serde_json::to_value(c).expect("a source change serialises");
+            Self::append(
+                &tx,
+                &path,
+                kind::SOURCE_CHANGED,
                 Some(run),
                 None,
                 &payload,
@@ -2043,6 +2059,7 @@ mod tests {
             std::slice::from_ref(&f),
             &[("b".into(), "boom".into(), "destination")],
             &[],
+            &[],
         )
         .unwrap();
         assert!(l.run_has_crc64(run.id).unwrap());
@@ -2053,13 +2070,13 @@ mod tests {
             crc64: None,
             ..f.clone()
         };
-        l.record_batch(run.id, &[old], &[], &[]).unwrap();
+        l.record_batch(run.id, &[old], &[], &[], &[]).unwrap();
         assert!(!l.run_has_crc64(run.id).unwrap());
         let again = LandedFile {
             path: "c".into(),
             ..f.clone()
         };
-        l.record_batch(run.id, &[again], &[], &[]).unwrap();
+        l.record_batch(run.id, &[again], &[], &[], &[]).unwrap();
         assert!(l.run_has_crc64(run.id).unwrap());
         l.mark_incomplete(run.id, &json!({})).unwrap();
         assert!(matches!(

@@ -1226,7 +1226,7 @@ pub fn transfer(
             });
         }
         j.deleted = deleted.len() as u64;
-        ledger.record_source_changes(run.id, &deleted)?;
+        ledger.record_batch(run.id, &[], &[], &[], &deleted)?;
     }
 
     let sealing = Instant::now();
@@ -1343,8 +1343,13 @@ impl Batch {
         let t = Instant::now();
         dest.flush()?;
         let flushed = Instant::now();
-        ledger.record_batch(run, &self.landed, &self.failed, &self.excluded)?;
-        ledger.record_source_changes(run, &self.changes)?;
+        ledger.record_batch(
+            run,
+            &self.landed,
+            &self.failed,
+            &self.excluded,
+            &self.changes,
+        )?;
         self.flush_time += flushed - t;
         self.ledger_time += flushed.elapsed();
         tracing::debug!(

@@ -229,43 +229,6 @@ impl Ledger {
         Ok(runs)
     }
 
-    /// Records source changes a run found, one `source_changed` event each,
-    /// in one transaction.
-    ///
-    /// # Errors
-    /// SQLite errors; then none is recorded.
-    pub fn record_source_changes(
-        &mut self,
-        run: u64,
-        changes: &[SourceChange],
-    ) -> Result<(), LedgerError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
-        let path = self.path.clone();
-        let sql = |source| LedgerError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sql)?;
-        for c in changes {
-            let payload = serde_json::to_value(c).expect("a source change serialises");
-            Self::append(
-                &tx,
-                &path,
-                kind::SOURCE_CHANGED,
-                Some(run),
-                None,
-                &payload,
-                None,
-            )?;
-        }
-        tx.commit().map_err(sql)
-    }
-
     /// The source changes the run's latest attempt recorded, in path
     /// order (what its manifest lists).
     ///
