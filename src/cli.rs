@@ -5,6 +5,28 @@
 //! or one JSON object with `--json`). Errors become one line naming what and
 //! where, a hint line, and a documented exit code.
 
+// Every human line the face prints goes through `render::print_line`,
+// which escapes control characters: a file name holding a newline or an
+// escape sequence must not forge a line ("verified: 999 of 999 files
+// match") or drive the terminal. One `println!` is one line; a command that
+// wants two lines prints twice.
+macro_rules! println {
+    () => {
+        $crate::cli::render::print_line(false, format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::render::print_line(false, format_args!($($arg)*))
+    };
+}
+macro_rules! eprintln {
+    () => {
+        $crate::cli::render::print_line(true, format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::render::print_line(true, format_args!($($arg)*))
+    };
+}
+
 mod audit;
 mod databox;
 mod decrypt;
@@ -235,11 +257,18 @@ fn init_logging(g: &Global) -> Result<(), Failure> {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
         .with_ansi(ansi);
     match g.log_format {
-        LogFormat::Human => builder.with_target(false).init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // Human lines escape control characters (JSON escapes them itself).
+        LogFormat::Human => builder
+            .with_writer(render::Escaping::new(writer, ansi))
+            .with_target(false)
+            .init(),
+        LogFormat::Json => builder
+            .with_writer(writer)
+            .json()
+            .flatten_event(true)
+            .init(),
     }
     Ok(())
 }
@@ -257,6 +286,12 @@ fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 
 /// Parses the command line, runs the command, returns the exit code.
 pub fn main() -> ExitCode {
+    // Everything custody writes (ledgers, manifests, reports, exports,
+    // restored plaintext, locks) names patient files or holds their bytes:
+    // never readable by others, never writable by the group, whatever the
+    // caller's umask (docs/SECURITY.md).
+    let inherited = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o027));
+    rustix::process::umask(inherited | rustix::fs::Mode::from_raw_mode(0o027));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -307,10 +342,9 @@ pub fn main() -> ExitCode {
             if g.json && !PRINTED.load(std::sync::atomic::Ordering::Relaxed) {
                 print_error_json(f.code, &one_line(&f.error), f.hint.as_deref());
             }
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "custody: error: {}", one_line(&f.error));
+            eprintln!("custody: error: {}", one_line(&f.error));
             if let Some(h) = f.hint {
-                let _ = writeln!(err, "custody: hint: {h}");
+                eprintln!("custody: hint: {h}");
             }
             f.code
         }

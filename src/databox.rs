@@ -435,13 +435,48 @@ pub trait Occupied: fmt::Debug + Send + Sync {
     fn occupied(&self, path: &str) -> Option<String>;
 }
 
-/// A directory (a mounted share): a name is taken if anything is there.
+/// A directory (a mounted share), for `custody scan --dest` before the
+/// destination exists: a name is taken if anything is there.
 impl Occupied for std::path::PathBuf {
     fn occupied(&self, path: &str) -> Option<String> {
         let at = self.join(path);
         at.symlink_metadata()
             .is_ok()
             .then(|| format!("{} already exists", at.display()))
+    }
+}
+
+/// What stands in the way of landing files in a directory destination,
+/// seen without following links: a symbolic link (or a file) where a
+/// directory of the path should be is always in the way; so is anything
+/// but a regular file under the file's own name; a regular file there is
+/// in the way unless landings may replace it (`--overwrite`).
+#[derive(Debug)]
+pub struct ShareNames {
+    share: crate::dest::share::Share,
+    replace: bool,
+}
+
+impl ShareNames {
+    /// The names in the way in `share`; `replace`: regular files may be
+    /// replaced.
+    pub fn new(share: crate::dest::share::Share, replace: bool) -> Self {
+        ShareNames { share, replace }
+    }
+}
+
+impl Occupied for ShareNames {
+    fn occupied(&self, path: &str) -> Option<String> {
+        use crate::dest::share::Kind;
+        let rel = crate::relpath::RelPath::new(path).ok()?;
+        let at = || self.share.root().join(path).display().to_string();
+        match self.share.kind(&rel) {
+            Ok(None) => None,
+            Ok(Some(Kind::File)) if self.replace => None,
+            Ok(Some(Kind::File)) => Some(format!("{} already exists", at())),
+            Ok(Some(kind)) => Some(format!("{} is {}", at(), kind.describe())),
+            Err(e) => Some(e.to_string()),
+        }
     }
 }
 
@@ -452,7 +487,9 @@ impl Occupied for std::path::PathBuf {
 /// already holds, names that are taken there.
 #[derive(Debug)]
 pub struct Linter {
-    placement: Placement,
+    /// The Data Box rules; `None` for a plain directory, where only names
+    /// in the way count.
+    placement: Option<Placement>,
     existing: Option<std::sync::Arc<dyn Occupied>>,
     /// The folders on the current path, root first.
     open: Vec<Folder>,
@@ -463,21 +500,34 @@ impl Linter {
     /// file's name is already taken at the destination.
     pub fn new(placement: Placement, existing: Option<std::sync::Arc<dyn Occupied>>) -> Self {
         Linter {
-            placement,
+            placement: Some(placement),
             existing,
             open: Vec::new(),
         }
     }
 
-    /// The placement checked against.
-    pub fn placement(&self) -> &Placement {
-        &self.placement
+    /// Checks only that no file's name is taken (or blocked) at the
+    /// destination: a plain directory, which has no Data Box rules.
+    pub fn names_only(existing: std::sync::Arc<dyn Occupied>) -> Self {
+        Linter {
+            placement: None,
+            existing: Some(existing),
+            open: Vec::new(),
+        }
+    }
+
+    /// The placement checked against (`None`: names only).
+    pub fn placement(&self) -> Option<&Placement> {
+        self.placement.as_ref()
     }
 
     /// Every rule the next file breaks.
     pub fn check(&mut self, path: &str, size: u64) -> Vec<Violation> {
-        let mut out = self.placement.check(path, size);
-        out.extend(self.case(path));
+        let mut out = Vec::new();
+        if let Some(p) = &self.placement {
+            out = p.check(path, size);
+            out.extend(self.case(path));
+        }
         if let Some(detail) = self.existing.as_ref().and_then(|e| e.occupied(path)) {
             out.push(Violation {
                 path: path.to_owned(),

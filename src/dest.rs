@@ -74,6 +74,23 @@ pub enum DestError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A path under a share passes through something that is not a real
+    /// directory (a symbolic link planted in the destination, a file), or
+    /// ends at something that is not a regular file: never followed.
+    #[error("{}: is {what}; custody never writes, reads or removes through one", path.display())]
+    Blocked {
+        /// The component in the way (absolute).
+        path: PathBuf,
+        /// What it is.
+        what: &'static str,
+    },
+    /// The name is taken and this destination does not replace files
+    /// (`custody decrypt` without `--overwrite`).
+    #[error("{}: already exists; not overwritten (see --overwrite)", path.display())]
+    Exists {
+        /// The path.
+        path: PathBuf,
+    },
     /// The destination cannot be used at all (missing, not a directory,
     /// not writable).
     #[error("{path}: {reason}")]
@@ -86,6 +103,16 @@ pub enum DestError {
 }
 
 impl DestError {
+    /// The path (or object name) the error concerns.
+    pub fn path(&self) -> &Path {
+        match self {
+            DestError::Io { path, .. }
+            | DestError::Blocked { path, .. }
+            | DestError::Exists { path }
+            | DestError::Unusable { path, .. } => path,
+        }
+    }
+
     /// Whether retrying the same operation may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -93,7 +120,9 @@ impl DestError {
                 source.kind(),
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
             ),
-            DestError::Unusable { .. } => false,
+            DestError::Unusable { .. } | DestError::Blocked { .. } | DestError::Exists { .. } => {
+                false
+            }
         }
     }
 }

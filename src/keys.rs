@@ -74,6 +74,14 @@ pub enum KeyError {
         /// The file.
         path: PathBuf,
     },
+    /// An operator identity that an `allowed_signers` line cannot carry.
+    #[error("identity {identity:?}: {reason}")]
+    Identity {
+        /// The identity given.
+        identity: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A signature could not be made.
     #[error("signing failed: {0}")]
     Sign(ssh_key::Error),
@@ -115,12 +123,48 @@ pub struct GeneratedKey {
     pub fingerprint: String,
 }
 
+/// Checks that `identity` can stand as the principal of an
+/// `allowed_signers` line, as custody and `ssh-keygen` read it: one token
+/// (no white space, quote or control character), one principal (no
+/// comma), and no pattern (`*`, `?`, `!`), which would trust other names.
+///
+/// # Errors
+/// [`KeyError::Identity`] saying what is wrong.
+pub fn check_identity(identity: &str) -> Result<(), KeyError> {
+    let reason = if identity.is_empty() {
+        Some("is empty")
+    } else if identity
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        Some("has white space or a control character")
+    } else if identity.contains('"') {
+        Some("has a double quote")
+    } else if identity.contains(',') {
+        Some("has a comma (allowed_signers reads it as two principals)")
+    } else if identity.contains(['*', '?', '!']) {
+        Some("has *, ? or ! (allowed_signers reads it as a pattern)")
+    } else if identity.starts_with('#') {
+        Some("starts with # (allowed_signers reads it as a comment)")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(KeyError::Identity {
+            identity: identity.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Generates an Ed25519 key pair in `dir` (created if missing): the private
 /// key (mode 0600), the public key, and an `allowed_signers` file.
 ///
 /// # Errors
 /// Refuses if any of the three files exists; returns I/O errors with paths.
 pub fn generate(dir: &Path, identity: &str) -> Result<GeneratedKey, KeyError> {
+    check_identity(identity)?;
     let private_path = dir.join(PRIVATE_KEY_FILE);
     let public_path = dir.join(PUBLIC_KEY_FILE);
     let signers_path = dir.join(ALLOWED_SIGNERS_FILE);
@@ -339,7 +383,46 @@ fn sshsig_hash(alg: HashAlg, reader: &mut dyn std::io::Read) -> std::io::Result<
 struct AllowedSigner {
     principals: Vec<String>,
     namespaces: Option<Vec<String>>,
+    /// `valid-after=`: the key signs nothing before this.
+    valid_after: Option<jiff::Timestamp>,
+    /// `valid-before=`: the key signs nothing after this.
+    valid_before: Option<jiff::Timestamp>,
     key: PublicKey,
+}
+
+/// Reads an `allowed_signers` time as OpenSSH does (`ssh-keygen(1)`,
+/// ALLOWED SIGNERS): `YYYYMMDD` or `YYYYMMDDHHMM[SS]`, in UTC with a
+/// trailing `Z`, otherwise in the system's local time zone.
+fn openssh_time(value: &str) -> Option<jiff::Timestamp> {
+    let (digits, utc) = match value.strip_suffix(['Z', 'z']) {
+        Some(d) => (d, true),
+        None => (value, false),
+    };
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| digits.get(r)?.parse::<i16>().ok();
+    let (hour, minute, second) = match digits.len() {
+        8 => (0, 0, 0),
+        12 => (n(8..10)?, n(10..12)?, 0),
+        14 => (n(8..10)?, n(10..12)?, n(12..14)?),
+        _ => return None,
+    };
+    let civil = jiff::civil::DateTime::new(
+        n(0..4)?,
+        i8::try_from(n(4..6)?).ok()?,
+        i8::try_from(n(6..8)?).ok()?,
+        i8::try_from(hour).ok()?,
+        i8::try_from(minute).ok()?,
+        i8::try_from(second).ok()?,
+        0,
+    )
+    .ok()?;
+    let zone = match utc {
+        true => jiff::tz::TimeZone::UTC,
+        false => jiff::tz::TimeZone::system(),
+    };
+    zone.to_timestamp(civil).ok()
 }
 
 /// The keys a verifier trusts.
@@ -380,7 +463,9 @@ impl Trust {
 
     /// Reads an OpenSSH `allowed_signers` file (see `ssh-keygen(1)`,
     /// "ALLOWED SIGNERS"). `cert-authority` lines are not supported and are
-    /// skipped; `namespaces="…"` is honoured.
+    /// skipped; `namespaces="…"`, `valid-after="…"` and `valid-before="…"`
+    /// are honoured as OpenSSH honours them; any other option is refused,
+    /// so that no restriction is silently dropped.
     ///
     /// # Errors
     /// Names the path and line of a malformed entry; a file with no usable
@@ -401,6 +486,7 @@ impl Trust {
             let mut it = tokens.iter().map(String::as_str);
             let principals = it.next().ok_or_else(|| malformed("empty"))?;
             let mut namespaces = None;
+            let (mut valid_after, mut valid_before) = (None, None);
             let mut cert_authority = false;
             let mut rest: Vec<&str> = it.collect();
             // Options precede the key type; a key type is the first token that
@@ -410,12 +496,29 @@ impl Trust {
                     break;
                 }
                 for opt in split_options(tok) {
-                    let lower = opt.to_ascii_lowercase();
-                    if lower == "cert-authority" {
-                        cert_authority = true;
-                    } else if let Some(v) = lower.strip_prefix("namespaces=") {
-                        let v = v.trim_matches('"');
-                        namespaces = Some(v.split(',').map(str::to_owned).collect());
+                    let (name, value) = match opt.split_once('=') {
+                        Some((n, v)) => (n.to_ascii_lowercase(), Some(v.trim_matches('"'))),
+                        None => (opt.to_ascii_lowercase(), None),
+                    };
+                    let time = |v: Option<&str>| {
+                        v.and_then(openssh_time).ok_or_else(|| {
+                            malformed(&format!(
+                                "option {name}: expected YYYYMMDD or YYYYMMDDHHMM[SS], with Z for UTC"
+                            ))
+                        })
+                    };
+                    match (name.as_str(), value) {
+                        ("cert-authority", None) => cert_authority = true,
+                        ("namespaces", Some(v)) => {
+                            namespaces = Some(v.split(',').map(str::to_owned).collect());
+                        }
+                        ("valid-after", v) => valid_after = Some(time(v)?),
+                        ("valid-before", v) => valid_before = Some(time(v)?),
+                        _ => {
+                            return Err(malformed(&format!(
+                                "unsupported option {opt:?} (custody honours cert-authority, namespaces, valid-after and valid-before, as OpenSSH does)"
+                            )));
+                        }
                     }
                 }
                 rest.remove(0);
@@ -431,6 +534,8 @@ impl Trust {
             entries.push(AllowedSignerEntry(AllowedSigner {
                 principals: principals.split(',').map(str::to_owned).collect(),
                 namespaces,
+                valid_after,
+                valid_before,
                 key,
             }));
         }
@@ -460,25 +565,33 @@ impl Trust {
 
     /// Checks an armored SSHSIG over `msg` in `namespace`, made by a trusted
     /// key bound to `identity` (the identity matters only for an
-    /// `allowed_signers` trust, as with `ssh-keygen -Y verify -I`).
+    /// `allowed_signers` trust, as with `ssh-keygen -Y verify -I`), at the
+    /// time `at` (the signing time the signed data records; `None`: now)
+    /// for the `valid-after` and `valid-before` options.
     ///
     /// # Errors
     /// [`KeyError::BadSignature`] saying why: malformed, wrong namespace,
-    /// signed by an untrusted key, or not matching the message.
+    /// signed by an untrusted key, outside the key's validity, or not
+    /// matching the message.
     pub fn verify(
         &self,
         identity: &str,
         namespace: &str,
+        at: Option<jiff::Timestamp>,
         msg: &[u8],
         armored: &str,
     ) -> Result<Signer, KeyError> {
-        self.verify_reader(identity, namespace, &mut { msg }, armored)
+        self.verify_reader(identity, namespace, at, &mut { msg }, armored)
             .map(|(signer, _)| signer)
     }
 
     /// As [`Trust::verify`], reading the message from `msg` (once, to its
     /// end) so it need not fit in memory. Also returns the number of bytes
     /// read.
+    ///
+    /// As `ssh-keygen -Y verify`, the first `allowed_signers` line whose
+    /// principals match `identity` and whose key made the signature
+    /// decides: its `namespaces` and its validity must allow the signature.
     ///
     /// # Errors
     /// As [`Trust::verify`], and [`KeyError::BadSignature`] naming a read
@@ -487,6 +600,7 @@ impl Trust {
         &self,
         identity: &str,
         namespace: &str,
+        at: Option<jiff::Timestamp>,
         msg: &mut dyn std::io::Read,
         armored: &str,
     ) -> Result<(Signer, u64), KeyError> {
@@ -498,32 +612,55 @@ impl Trust {
                 sig.namespace()
             )));
         }
-        let candidates: Vec<(&PublicKey, Option<&str>)> = match self {
-            Trust::PublicKey(k) => vec![(k, None)],
-            Trust::AllowedSigners(entries) => entries
-                .iter()
-                .map(|e| &e.0)
-                .filter(|e| principal_matches(&e.principals, identity))
-                .filter(|e| {
-                    e.namespaces
-                        .as_ref()
-                        .is_none_or(|ns| ns.iter().any(|n| glob(n, namespace)))
-                })
-                .map(|e| (&e.key, Some(identity)))
-                .collect(),
-        };
-        if candidates.is_empty() {
-            return Err(KeyError::BadSignature(format!(
-                "no trusted key for identity {identity:?} and namespace {namespace:?}"
-            )));
-        }
-        let Some((key, principal)) = candidates
-            .into_iter()
-            .find(|(k, _)| k.key_data() == sig.public_key())
-        else {
-            return Err(KeyError::BadSignature(
-                "signature was made by a key that is not trusted".into(),
-            ));
+        let (key, principal) = match self {
+            Trust::PublicKey(k) if k.key_data() == sig.public_key() => (k, None),
+            Trust::PublicKey(_) => {
+                return Err(KeyError::BadSignature(
+                    "signature was made by a key that is not trusted".into(),
+                ));
+            }
+            Trust::AllowedSigners(entries) => {
+                let named: Vec<&AllowedSigner> = entries
+                    .iter()
+                    .map(|e| &e.0)
+                    .filter(|e| principal_matches(&e.principals, identity))
+                    .collect();
+                let Some(line) = named.iter().find(|e| e.key.key_data() == sig.public_key()) else {
+                    return Err(KeyError::BadSignature(match named.is_empty() {
+                        true => format!(
+                            "no trusted key for identity {identity:?} and namespace {namespace:?}"
+                        ),
+                        false => "signature was made by a key that is not trusted".into(),
+                    }));
+                };
+                if let Some(ns) = &line.namespaces
+                    && !ns.iter().any(|n| glob(n, namespace))
+                {
+                    return Err(KeyError::BadSignature(format!(
+                        "no trusted key for identity {identity:?} and namespace {namespace:?} (the key's namespaces= does not allow it)"
+                    )));
+                }
+                let when = at.unwrap_or_else(jiff::Timestamp::now);
+                let said = match at {
+                    Some(_) => "signed",
+                    None => "checked",
+                };
+                if let Some(after) = line.valid_after
+                    && when < after
+                {
+                    return Err(KeyError::BadSignature(format!(
+                        "key for {identity:?} is not yet valid: valid-after {after}, {said} {when}"
+                    )));
+                }
+                if let Some(before) = line.valid_before
+                    && when > before
+                {
+                    return Err(KeyError::BadSignature(format!(
+                        "key for {identity:?} has expired: valid-before {before}, {said} {when}"
+                    )));
+                }
+                (&line.key, Some(identity))
+            }
         };
         if !matches!(sig.hash_alg(), HashAlg::Sha256 | HashAlg::Sha512) {
             return Err(KeyError::BadSignature(format!(
@@ -665,14 +802,14 @@ mod tests {
             assert_eq!(whole, hashed);
             let trust = Trust::PublicKey(key.public_key().clone());
             let (_, n) = trust
-                .verify_reader("", MANIFEST_NAMESPACE, &mut { msg }, &hashed)
+                .verify_reader("", MANIFEST_NAMESPACE, None, &mut { msg }, &hashed)
                 .unwrap();
             assert_eq!(n, msg.len() as u64);
             let mut other = msg.to_vec();
             other.push(0);
             assert!(
                 trust
-                    .verify_reader("", MANIFEST_NAMESPACE, &mut &other[..], &hashed)
+                    .verify_reader("", MANIFEST_NAMESPACE, None, &mut &other[..], &hashed)
                     .is_err()
             );
         }
@@ -718,27 +855,79 @@ mod tests {
 
         let signers = Trust::allowed_signers(&g.allowed_signers).unwrap();
         let who = signers
-            .verify("op@example", MANIFEST_NAMESPACE, b"hello", &sig)
+            .verify("op@example", MANIFEST_NAMESPACE, None, b"hello", &sig)
             .unwrap();
         assert_eq!(who.fingerprint, key.fingerprint());
         // Wrong message, wrong identity, wrong namespace all fail.
         assert!(
             signers
-                .verify("op@example", MANIFEST_NAMESPACE, b"hellO", &sig)
+                .verify("op@example", MANIFEST_NAMESPACE, None, b"hellO", &sig)
                 .is_err()
         );
         assert!(
             signers
-                .verify("eve@example", MANIFEST_NAMESPACE, b"hello", &sig)
+                .verify("eve@example", MANIFEST_NAMESPACE, None, b"hello", &sig)
                 .is_err()
         );
         assert!(
             signers
-                .verify("op@example", "file", b"hello", &sig)
+                .verify("op@example", "file", None, b"hello", &sig)
                 .is_err()
         );
         let pk = Trust::public_key(&g.public_key).unwrap();
-        assert!(pk.verify("x", MANIFEST_NAMESPACE, b"hello", &sig).is_ok());
+        assert!(
+            pk.verify("x", MANIFEST_NAMESPACE, None, b"hello", &sig)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn validity_options_are_checked_at_the_signing_time_and_unknown_options_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let g = generate(dir.path(), "op@example").unwrap();
+        let key = SigningKey::load(&g.private_key).unwrap();
+        let sig = key.sign(MANIFEST_NAMESPACE, b"hello").unwrap();
+        let public = fs::read_to_string(&g.public_key).unwrap();
+        let with = |options: &str| {
+            let path = dir.path().join("signers");
+            fs::write(&path, format!("op@example {options} {public}")).unwrap();
+            Trust::allowed_signers(&path)
+        };
+        let t = |s: &str| Some(s.parse::<jiff::Timestamp>().unwrap());
+        let check =
+            |trust: &Trust, at| trust.verify("op@example", MANIFEST_NAMESPACE, at, b"hello", &sig);
+        let window = with(r#"valid-after="20200101Z",valid-before="202012312359Z""#).unwrap();
+        assert!(check(&window, t("2020-06-01T00:00:00Z")).is_ok());
+        // The edges are inclusive, as in OpenSSH.
+        assert!(check(&window, t("2020-12-31T23:59:00Z")).is_ok());
+        let late = check(&window, t("2021-01-01T00:00:00Z"))
+            .unwrap_err()
+            .to_string();
+        assert!(late.contains("has expired"), "{late}");
+        let early = check(&window, t("2019-12-31T23:59:59Z"))
+            .unwrap_err()
+            .to_string();
+        assert!(early.contains("not yet valid"), "{early}");
+        // Without a recorded time, now: this window is in the past.
+        assert!(check(&window, None).is_err());
+        // Seconds, and local time without Z, parse; nonsense does not.
+        assert!(with(r#"valid-before="20261231235959""#).is_ok());
+        for bad in [
+            r#"valid-before="2026-12-31""#,
+            r#"valid-after="2026""#,
+            "valid-after",
+        ] {
+            assert!(
+                matches!(with(bad), Err(KeyError::Malformed { .. })),
+                "{bad}"
+            );
+        }
+        // An option nobody here understands is refused, not dropped.
+        let e = with(r#"verify-required"#).unwrap_err().to_string();
+        assert!(e.contains("unsupported option"), "{e}");
+        // namespaces= on the deciding line is binding.
+        let ledger_only = with(r#"namespaces="custody-ledger""#).unwrap();
+        assert!(check(&ledger_only, None).is_err());
     }
 
     #[test]

@@ -545,11 +545,16 @@ impl Ledger {
         // both created the schema, and one failed. An OS lock (`flock`,
         // which does not touch SQLite's own locks) on the ledger file
         // orders them; the second finds the work done.
+        // Created readable by owner and group only: the ledger names every
+        // file (docs/SECURITY.md), and SQLite gives its -wal and -shm files
+        // the database file's mode.
+        use std::os::unix::fs::OpenOptionsExt;
         let setup = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o640)
             .open(path)
             .and_then(|f| f.lock().map(|()| f))
             .map_err(|e| LedgerError::Sqlite {
@@ -1647,7 +1652,7 @@ impl Ledger {
             let must_sign = kind::SIGNED.contains(&kind.as_str());
             match (signer, signature) {
                 (Some(fpr), Some(sig)) => {
-                    match self.check_event_signature(&fpr, &hash, &sig, trust) {
+                    match self.check_event_signature(&fpr, &hash, &sig, at.parse().ok(), trust) {
                         Ok(()) => signatures += 1,
                         Err(why) => {
                             add(Some(seq), format!("event {seq} ({kind}): signature {why}"))
@@ -1710,6 +1715,7 @@ impl Ledger {
         fingerprint: &str,
         hash: &str,
         signature: &str,
+        at: Option<jiff::Timestamp>,
         trust: Option<&Trust>,
     ) -> Result<(), String> {
         let registered: Option<String> = self
@@ -1731,15 +1737,32 @@ impl Ledger {
                 "names key {fingerprint}, but the stored key differs"
             ));
         }
-        if let Some(t) = trust
-            && !t.trusts_key(&key)
-        {
-            return Err(format!(
-                "was made by {fingerprint}, which the given trust file does not list"
-            ));
+        if let Some(t) = trust {
+            if !t.trusts_key(&key) {
+                return Err(format!(
+                    "was made by {fingerprint}, which the given trust file does not list"
+                ));
+            }
+            // As the trust file binds the key: to its principal (the
+            // identity the key carries), the ledger namespace, and its
+            // validity at the event's time.
+            let identity = match key.comment().trim() {
+                "" => "custody",
+                c => c,
+            };
+            return t
+                .verify(
+                    identity,
+                    keys::LEDGER_NAMESPACE,
+                    at,
+                    hash.as_bytes(),
+                    signature,
+                )
+                .map(|_| ())
+                .map_err(|e| format!("does not verify against the trust file: {e}"));
         }
         Trust::PublicKey(key)
-            .verify("", keys::LEDGER_NAMESPACE, hash.as_bytes(), signature)
+            .verify("", keys::LEDGER_NAMESPACE, None, hash.as_bytes(), signature)
             .map(|_| ())
             .map_err(|e| format!("does not verify: {e}"))
     }

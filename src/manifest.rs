@@ -423,12 +423,14 @@ pub fn read_signed(path: &Path, trust: &Trust) -> Result<SignedManifest, Manifes
     })?;
     // The identity the signature must be bound to is inside the manifest;
     // read just that field before trusting anything else.
-    let identity = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()
-        .and_then(|v| v.pointer("/operator/identity")?.as_str().map(str::to_owned))
-        .unwrap_or_default();
+    // So is the time it was signed, which the key's validity (an
+    // allowed_signers valid-after / valid-before) is checked against.
+    let top = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+    let field = |p: &str| top.as_ref()?.pointer(p)?.as_str().map(str::to_owned);
+    let identity = field("/operator/identity").unwrap_or_default();
+    let created = field("/created").and_then(|t| t.parse().ok());
     let signer = trust
-        .verify(&identity, keys::MANIFEST_NAMESPACE, &bytes, &sig)
+        .verify(&identity, keys::MANIFEST_NAMESPACE, created, &bytes, &sig)
         .map_err(|source| ManifestError::Signature {
             path: sig_path,
             source,

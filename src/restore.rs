@@ -5,6 +5,11 @@
 //! temporary name and renamed only after the final chunk authenticated (and,
 //! with a manifest, after the plaintext's size and BLAKE3 matched), so a
 //! tampered or truncated object leaves nothing under its final name.
+//!
+//! The destination is written as a share is (`dest::share`): nothing is
+//! ever written through a symbolic link found under it, and a file already
+//! under a plaintext's name is left alone (that object fails, named)
+//! unless the caller allows overwriting.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
@@ -170,6 +175,8 @@ fn describe(e: &std::io::Error) -> String {
 /// Decrypts every encrypted object under `source` into `destination`.
 /// With `manifest`, the set is closed: each restored file's plaintext must
 /// match its entry, and entries with no object under `source` are reported.
+/// Without `overwrite`, a file already under a plaintext's name is a
+/// problem for that object, and is left as it is.
 ///
 /// # Errors
 /// Unusable source or destination, or a key that is not the manifest's.
@@ -179,13 +186,14 @@ pub fn restore(
     key: &EncryptionKey,
     manifest: Option<&Manifest>,
     jobs: usize,
+    overwrite: bool,
     progress: &dyn Progress,
 ) -> Result<RestoreReport, RestoreError> {
     if let Some(m) = manifest {
         m.check_key_id(&key.id_hex())?;
     }
     let src = Share::existing(source)?;
-    let dst = Share::for_writing(destination)?;
+    let dst = Share::for_writing(destination)?.replacing(overwrite);
     let expected: Option<HashMap<&str, &FileEntry>> = manifest.map(|m| {
         m.files
             .iter()

@@ -9,6 +9,11 @@
 //! read before hashing. Anything else is left and reported; nothing the
 //! manifest does not list is ever touched. Without acting (a dry run), the
 //! same checks report what would be removed.
+//!
+//! Before any of that, [`check_target`] makes sure the place named is the
+//! manifest's destination and has nothing to do with its source: the
+//! source always matches the manifest's hashes, so a rollback pointed at it
+//! would find everything "unchanged" and delete the archive.
 
 use serde::Serialize;
 use serde_json::json;
@@ -29,6 +34,86 @@ pub struct RollbackOptions {
     pub jobs: usize,
     /// Remove; `false` only reports what would be removed.
     pub act: bool,
+}
+
+/// Why a rollback refuses the place it was pointed at, before it reads
+/// anything there.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TargetError {
+    /// The place is the manifest's source, inside it or above it.
+    #[error(
+        "{dest}: {relation} {source_root}, the source this manifest was copied from; rollback removes only from the destination it records ({destination})"
+    )]
+    Source {
+        /// The place given.
+        dest: String,
+        /// How it relates to the source.
+        relation: &'static str,
+        /// The manifest's source.
+        source_root: String,
+        /// The manifest's destination.
+        destination: String,
+    },
+    /// The place is not the destination the manifest records.
+    #[error("{dest}: is not the destination this manifest records ({destination})")]
+    Elsewhere {
+        /// The place given.
+        dest: String,
+        /// The manifest's destination.
+        destination: String,
+    },
+}
+
+/// Checks that `dest` may be rolled back by `manifest`: never the source
+/// (the same directory, one inside it or one holding it, links resolved),
+/// and only the destination the manifest records, unless `moved` says it
+/// was remounted elsewhere (a share's new mount point; the source check
+/// still holds).
+///
+/// # Errors
+/// [`TargetError`] saying which rule the place breaks.
+pub fn check_target(
+    manifest: &Manifest,
+    dest: &dyn Destination,
+    moved: bool,
+) -> Result<(), TargetError> {
+    let given = dest.describe();
+    let resolve = |p: &str| {
+        let p = std::path::Path::new(p);
+        std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+    };
+    if !crate::dest::blob::is_blob_url(&given) {
+        let (here, source) = (resolve(&given), resolve(&manifest.source));
+        let relation = if here == source {
+            Some("is")
+        } else if here.starts_with(&source) {
+            Some("is inside")
+        } else if source.starts_with(&here) {
+            Some("holds")
+        } else {
+            None
+        };
+        if let Some(relation) = relation {
+            return Err(TargetError::Source {
+                dest: given,
+                relation,
+                source_root: manifest.source.clone(),
+                destination: manifest.destination.clone(),
+            });
+        }
+    }
+    let recorded = match crate::dest::blob::is_blob_url(&manifest.destination) {
+        true => manifest.destination.clone(),
+        false => resolve(&manifest.destination).display().to_string(),
+    };
+    if given != recorded && given != manifest.destination && !moved {
+        return Err(TargetError::Elsewhere {
+            dest: given,
+            destination: manifest.destination.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// Why an object was left.

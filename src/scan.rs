@@ -19,7 +19,6 @@ pub mod dicom;
 
 use std::collections::BTreeMap;
 
-use std::fs::File;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -276,7 +275,7 @@ fn read_file(
     dicom: bool,
     progress: &dyn Progress,
 ) -> std::io::Result<FileRead> {
-    let f = File::open(abs)?;
+    let f = source::open(abs)?;
     let (sums, dicom) = match (hash, dicom) {
         (true, true) => {
             let mut r = Probed {
@@ -328,7 +327,11 @@ pub fn scan(
         .clone()
         .map(|p| Linter::new(p, opts.existing.clone()));
     if let Some(l) = &linter {
-        for v in l.placement().check_destination() {
+        for v in l
+            .placement()
+            .map(Placement::check_destination)
+            .unwrap_or_default()
+        {
             inv.violation(&v);
             sink.violation(&v);
         }

@@ -68,6 +68,38 @@ pub fn mtime_rfc3339(ns: i64) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
+/// Opens a file the walk listed, for reading, as it is now: the final
+/// component is never followed (a file replaced by a link since the walk is
+/// refused), and the open never blocks (a file replaced by a FIFO or a
+/// device would otherwise hang the worker, and the run with it): it is
+/// opened non-blocking, checked to be a regular file, then set back to
+/// blocking reads.
+///
+/// # Errors
+/// The open failed, or what is there is not a regular file (said in
+/// words).
+pub fn open(path: &Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) => {
+            return Err(std::io::Error::other(
+                "is now a symbolic link (not followed)",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(std::io::Error::other(
+            "is no longer a regular file (a FIFO, socket or device now stands under its name)",
+        ));
+    }
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+    Ok(std::fs::File::from(fd))
+}
+
 /// Walks `root`, yielding entries in component order.
 pub fn walk(root: &Path) -> impl Iterator<Item = SourceEntry> + Send + use<> {
     let root = root.to_path_buf();

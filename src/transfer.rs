@@ -30,7 +30,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::crypt::{self, EncryptWriter, EncryptionKey};
-use crate::databox::{Linter, Occupied, Placement, Rule, Violation};
+use crate::databox::{Linter, Occupied, Placement, Rule, ShareNames, Violation};
 use crate::dest::Target;
 use crate::dest::blob::{Blob, BlobOptions, Overwrite};
 use crate::dest::names::Names;
@@ -101,6 +101,10 @@ pub struct TransferOptions {
     /// the job's earlier runs moves, and the manifest links to the job's
     /// previous one.
     pub job: Option<JobOptions>,
+    /// Seal a source with no file to carry; without it such a source is
+    /// refused ([`TransferError::EmptySource`]): an unmounted mount point
+    /// is an empty directory.
+    pub allow_empty: bool,
 }
 
 /// How many violations a refused preflight names (all of them: `custody
@@ -120,9 +124,18 @@ pub enum TransferError {
         /// Why.
         reason: String,
     },
-    /// Files break the destination's Data Box rules; nothing moved.
+    /// The source holds no file to carry (and `allow_empty` is off).
     #[error(
-        "preflight: {count} violation(s) of the destination's Data Box rules, first: {}",
+        "source {path}: holds no file to carry (an unmounted share's mount point looks like this); nothing was copied"
+    )]
+    EmptySource {
+        /// The source root.
+        path: PathBuf,
+    },
+    /// Files break the destination's rules (Data Box rules, or names in the
+    /// way at a directory); nothing moved.
+    #[error(
+        "preflight: {count} violation(s) of the destination's rules, first: {}",
         first.iter().map(|v| format!("{} ({}: {})", if v.path.is_empty() { "destination" } else { &v.path }, v.rule, v.detail)).collect::<Vec<_>>().join("; ")
     )]
     Preflight {
@@ -196,6 +209,7 @@ impl TransferError {
         matches!(
             self,
             TransferError::Source { .. }
+                | TransferError::EmptySource { .. }
                 | TransferError::Preflight { .. }
                 | TransferError::NotDeidentified { .. }
                 | TransferError::Lock(lock::LockError::Io { .. })
@@ -551,7 +565,7 @@ fn copy_one(
     use FailureClass::{
         Destination as Dest, SourceChanged as Changed, SourceUnreadable as Unreadable,
     };
-    let mut file = match File::open(&f.path) {
+    let mut file = match source::open(&f.path) {
         Ok(file) => file,
         Err(e) => return fail(Unreadable, e.to_string()),
     };
@@ -695,16 +709,22 @@ fn plan(
 }
 
 /// What the destination already holds, for the preflight's
-/// `exists-at-destination` rule: a directory is asked name by name; a
-/// container is listed once into an on-disk set, unless `--overwrite`
-/// already says that existing blobs may be replaced.
+/// `exists-at-destination` rule: a directory is asked name by name, never
+/// following links (and a link or file in the way of a path is always
+/// named, whatever `--overwrite` says); a container is listed once into an
+/// on-disk set, unless `--overwrite` already says that existing blobs may
+/// be replaced.
 fn existing(
     opts: &TransferOptions,
     dest: &dyn Destination,
 ) -> Result<Option<Arc<dyn Occupied>>, TransferError> {
+    let never = opts.blob.overwrite == Overwrite::Never;
     Ok(match &opts.destination {
-        Target::Share(path) => Some(Arc::new(path.clone())),
-        Target::Blob(_) if opts.blob.overwrite == Overwrite::Never => {
+        Target::Share(_) => {
+            let share = Share::existing(Path::new(&dest.describe()))?;
+            Some(Arc::new(ShareNames::new(share, !never)))
+        }
+        Target::Blob(_) if never => {
             let names = Names::list(dest)?;
             tracing::debug!(
                 names = names.len(),
@@ -714,6 +734,26 @@ fn existing(
         }
         Target::Blob(_) => None,
     })
+}
+
+/// The rules every file is checked against before it moves: the Data Box
+/// rules of its placement, and names already taken at the destination
+/// (every directory destination has those, Data Box or not). `None`:
+/// nothing to check.
+fn linter(opts: &TransferOptions, dest: &dyn Destination) -> Result<Option<Linter>, TransferError> {
+    let existing = existing(opts, dest)?;
+    Ok(match (opts.placement.clone(), existing) {
+        (Some(p), existing) => Some(Linter::new(p, existing)),
+        (None, Some(existing)) => Some(Linter::names_only(existing)),
+        (None, None) => None,
+    })
+}
+
+/// Whether a directory holds nothing (or only custody's own lock): no name
+/// can be taken there, so the preflight's walk can be skipped.
+fn is_empty_dir(root: &Path) -> bool {
+    std::fs::read_dir(root)
+        .is_ok_and(|mut entries| entries.all(|e| e.is_ok_and(|e| e.file_name() == lock::DEST_LOCK)))
 }
 
 /// The rules `f` breaks, as the object it lands as (encrypted objects carry
@@ -753,15 +793,16 @@ fn lint(
 /// not checked again (`known`): only what is new would move.
 fn preflight(
     source: &Path,
-    placement: &Placement,
-    existing: Option<Arc<dyn Occupied>>,
+    mut linter: Linter,
     own: Option<(&LandedLookup, &dyn Destination)>,
     known: Option<&JobState>,
     encrypted: bool,
 ) -> Result<(), TransferError> {
-    let mut first = placement.check_destination();
+    let mut first = linter
+        .placement()
+        .map(Placement::check_destination)
+        .unwrap_or_default();
     let mut count = first.len() as u64;
-    let mut linter = Linter::new(placement.clone(), existing);
     for entry in source::walk(source) {
         let SourceEntry::File(f) = entry else {
             continue;
@@ -798,7 +839,7 @@ fn require_deidentified(source: &Path, jobs: usize) -> Result<(), TransferError>
         jobs,
         files,
         |f| {
-            let refusal = File::open(&f.path)
+            let refusal = source::open(&f.path)
                 .and_then(crate::source::dicom::probe_reader)
                 .ok()
                 .and_then(|o| o.refusal());
@@ -820,12 +861,24 @@ fn require_deidentified(source: &Path, jobs: usize) -> Result<(), TransferError>
     }
 }
 
-/// Absolute, normalised form of a user path (without resolving a missing
-/// final component).
+/// Absolute, normalised form of a user path: its longest existing
+/// ancestor with links resolved, then the components that do not exist yet.
 fn absolute(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p)
-        .or_else(|_| std::path::absolute(p))
-        .unwrap_or_else(|_| p.to_path_buf())
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut missing = Vec::new();
+    let mut at = abs.as_path();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(at) {
+            return missing.iter().rev().fold(real, |acc, c| acc.join(c));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_owned());
+                at = parent;
+            }
+            _ => return abs,
+        }
+    }
 }
 
 fn check_source(source: &Path) -> Result<PathBuf, TransferError> {
@@ -868,21 +921,27 @@ pub fn transfer(
     progress: &dyn Progress,
 ) -> Result<TransferSummary, TransferError> {
     let source_root = check_source(&opts.source)?;
+    if !opts.allow_empty && !source::walk(&source_root).any(|e| matches!(e, SourceEntry::File(_))) {
+        return Err(TransferError::EmptySource { path: source_root });
+    }
     let (share, blob);
     let mut blob_stats = None;
     let dest: &dyn Destination = match &opts.destination {
         Target::Share(path) => {
-            share = Share::for_writing(path)?;
-            let dest_root = share.root();
-            if dest_root.starts_with(&source_root) || source_root.starts_with(dest_root) {
+            // Before anything is created: a destination inside the source
+            // (or holding it) is refused as it stands.
+            let dest_root = absolute(path);
+            if dest_root.starts_with(&source_root) || source_root.starts_with(&dest_root) {
                 return Err(TransferError::Source {
                     path: source_root,
                     reason: format!("overlaps the destination {}", dest_root.display()),
                 });
             }
-            &share
+            share = Some(Share::for_writing(path)?);
+            share.as_ref().expect("just set")
         }
         Target::Blob(url) => {
+            share = None;
             blob = Blob::open(url, true, &opts.blob)?;
             blob_stats = Some(blob.stats());
             &blob
@@ -890,8 +949,18 @@ pub fn transfer(
     };
     check_manifest_dir(&opts.manifest_dir)?;
     // Held until the run ends: a second transfer into the same place with
-    // the same ledger is refused, naming this one.
+    // the same ledger is refused, naming this one; and a directory is
+    // locked in itself, so that no transfer with another ledger (or from
+    // another host) writes into it at the same time.
     let _lock = lock::RunLock::acquire(&opts.ledger, &dest.describe())?;
+    let _dest_lock = match &share {
+        Some(s) => Some(lock::RunLock::in_destination(
+            s.root(),
+            &dest.describe(),
+            &opts.ledger,
+        )?),
+        None => None,
+    };
     let stopper =
         stop::Stopper::start(&opts.limits).map_err(|opens| TransferError::OutsideWindow {
             window: opts
@@ -909,8 +978,14 @@ pub fn transfer(
         Some(j) => Some(JobState::load(&opts.ledger, &j.name)?),
         None => None,
     };
-    if let Some(placement) = opts.placement.as_ref().filter(|_| !opts.skip_violations) {
-        let existing = existing(opts, dest)?;
+    // A directory that holds nothing has no name in the way and breaks
+    // no rule a walk could find (Data Box rules still apply).
+    let fresh = share.as_ref().is_some_and(|s| is_empty_dir(s.root())) && opts.placement.is_none();
+    let checks = match opts.skip_violations || fresh {
+        true => None,
+        false => linter(opts, dest)?,
+    };
+    if let Some(linter) = checks {
         // What the latest run of this source into this destination landed
         // (open, or sealed: the same command run again, say by a nightly
         // timer after a run that was killed during its verify) is its own,
@@ -922,8 +997,7 @@ pub fn transfer(
         };
         preflight(
             &source_root,
-            placement,
-            existing,
+            linter,
             own.as_ref().map(|o| (o, dest)),
             job_state.as_ref(),
             opts.encryption.is_some(),
@@ -1015,9 +1089,13 @@ pub fn transfer(
     let encrypted = opts.encryption.is_some();
     // With --skip-violations, files that break a rule are excluded as the
     // walk meets them (in walk order, as the case check needs).
-    let mut linter = match opts.placement.clone().filter(|_| opts.skip_violations) {
-        Some(p) => Some(Linter::new(p, existing(opts, dest)?)),
-        None => None,
+    let mut linter = match opts.skip_violations {
+        true => linter(opts, dest)?,
+        false => None,
+    };
+    let rules = match opts.placement {
+        Some(_) => "Data Box rule",
+        None => "destination rule",
     };
     let items = source::walk(&source_root).map(move |entry| match entry {
         SourceEntry::File(f) => {
@@ -1044,7 +1122,7 @@ pub fn transfer(
             }) {
                 Some(v) => Item::Ready(Done::Excluded {
                     path: f.rel.to_string(),
-                    reason: format!("Data Box rule {}: {}", v.rule, v.detail).into(),
+                    reason: format!("{rules} {}: {}", v.rule, v.detail).into(),
                 }),
                 None => plan(f, lookup.as_ref(), dest_ref, encrypted, prior),
             }
@@ -1507,7 +1585,17 @@ pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), ManifestError> {
         ".{}.tmp",
         path.file_name().unwrap_or_default().to_string_lossy()
     ));
-    let mut f = File::create(&tmp).map_err(io)?;
+    // Readable by owner and group only: a manifest names every file.
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(&tmp)
+            .map_err(io)?
+    };
     f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)

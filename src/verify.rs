@@ -348,11 +348,7 @@ fn verify_index(
             },
             Err(err) => Item::Report(Discrepancy {
                 class: Class::Unreadable,
-                path: match &err {
-                    DestError::Io { path, .. } | DestError::Unusable { path, .. } => {
-                        path.display().to_string()
-                    }
-                },
+                path: err.path().display().to_string(),
                 detail: err.to_string(),
             }),
         };

@@ -41,6 +41,8 @@ mod report;
 mod resume;
 #[path = "cli/rollback.rs"]
 mod rollback;
+#[path = "cli/safety.rs"]
+mod safety;
 #[path = "cli/scan.rs"]
 mod scan;
 #[path = "cli/transfer.rs"]

@@ -181,7 +181,9 @@ fn print_copylog(report: &CopyLogReport) {
             Some(new) => format!("renamed to {new}"),
             None => c.message.clone().unwrap_or_default(),
         };
-        let path = if c.path == "*" {
+        let path = if c.path == "*" && c.entity.is_empty() {
+            "ALL FILES".to_owned()
+        } else if c.path == "*" {
             format!("ALL FILES (container or folder {})", c.entity)
         } else {
             c.path.clone()

@@ -16,6 +16,10 @@ use super::{Code, Failure, Global, Outcome, print_result};
 /// BLAKE3, and the set is closed (objects missing from SRC or absent from the
 /// manifest are reported); give --allowed-signers or --public-key to check
 /// the manifest's signature first.
+///
+/// Nothing is written through a symbolic link under DEST, and a file
+/// already there under a plaintext's name is left as it is (that object
+/// fails, exit 1) unless --overwrite.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Example:
@@ -39,6 +43,10 @@ pub struct Args {
     manifest: Option<PathBuf>,
     #[command(flatten)]
     trust: OptionalTrust,
+    /// Replace files already in DEST under a plaintext's name (without it,
+    /// each such object fails, named, and the file is left as it is).
+    #[arg(long)]
+    overwrite: bool,
     /// Files decrypted in parallel [default: number of cores].
     #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
@@ -96,6 +104,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         &key,
         manifest.as_ref(),
         jobs,
+        args.overwrite,
         &Renderer::new(g),
     )
     // Every whole-run failure (unusable directories, a key or manifest that

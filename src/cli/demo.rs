@@ -111,7 +111,8 @@ macro_rules! say {
 }
 
 fn step(n: u32, title: &str) {
-    say!("\n[{n}/6] {title}");
+    say!();
+    say!("[{n}/6] {title}");
 }
 
 pub fn run(args: &Args, g: &Global) -> Outcome {
@@ -208,6 +209,7 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         limits: custody::transfer::Limits::default(),
         wave: None,
         job: None,
+        allow_empty: false,
     };
     let summary = custody::transfer::transfer(&opts, &key, &Renderer::new(g))?;
     if !g.json {

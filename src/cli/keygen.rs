@@ -51,11 +51,6 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         let user = std::env::var("USER").unwrap_or_else(|_| "custody".into());
         format!("{user}@{}", custody::host_name())
     });
-    if identity.is_empty() || identity.chars().any(|c| c.is_whitespace() || c == ',') {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "--identity {identity:?}: must be non-empty, without spaces or commas"
-        )));
-    }
     let key = custody::keys::generate(&args.out, &identity).map_err(Failure::usage)?;
     if g.json {
         print_json(&key);

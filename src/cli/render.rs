@@ -12,6 +12,100 @@ use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, Prog
 
 use super::{Global, LogFormat};
 
+/// `s` with every control character (newline, carriage return, escape,
+/// the C1 range…) written as a Rust escape (`\n`, `\u{1b}`): a file name
+/// cannot start a line of its own, rewrite one, or drive the terminal.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c.is_control() {
+            true => out.extend(c.escape_debug()),
+            false => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Writes one human line to stdout or stderr, control characters escaped
+/// (every `println!` and `eprintln!` of the face comes here; see `cli.rs`).
+/// A closed stdout is not an error: the line is dropped.
+pub fn print_line(to_stderr: bool, args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let text = match args.as_str() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(args.to_string()),
+    };
+    let line = escape_controls(&text);
+    let _ = match to_stderr {
+        true => writeln!(std::io::stderr().lock(), "{line}"),
+        false => writeln!(std::io::stdout().lock(), "{line}"),
+    };
+}
+
+/// A log writer for the human log format that escapes control characters
+/// inside each event (tracing writes one event per call and ends it with a
+/// newline, which stays). `tracing` already escapes ESC in field values;
+/// this adds newlines and carriage returns, which would let a file name
+/// forge a log line. ESC itself passes only when `ansi` is on, where it is
+/// the formatter's own colouring.
+pub struct EscapingWriter<W> {
+    inner: W,
+    ansi: bool,
+}
+
+/// Makes an [`EscapingWriter`] around each writer `inner` makes.
+pub struct Escaping<M> {
+    inner: M,
+    ansi: bool,
+}
+
+impl<M> Escaping<M> {
+    /// Wraps `inner`; `ansi`: the formatter colours its output.
+    pub fn new(inner: M, ansi: bool) -> Self {
+        Escaping { inner, ansi }
+    }
+}
+
+impl<'a, M: tracing_subscriber::fmt::MakeWriter<'a>> tracing_subscriber::fmt::MakeWriter<'a>
+    for Escaping<M>
+{
+    type Writer = EscapingWriter<M::Writer>;
+    fn make_writer(&'a self) -> Self::Writer {
+        EscapingWriter {
+            inner: self.inner.make_writer(),
+            ansi: self.ansi,
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for EscapingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let (body, end) = match buf.strip_suffix(b"\n") {
+            Some(b) => (b, &b"\n"[..]),
+            None => (buf, &b""[..]),
+        };
+        let text = String::from_utf8_lossy(body);
+        let mut clean = String::with_capacity(text.len());
+        for c in text.chars() {
+            match c.is_control() && !(self.ansi && c == '\x1b') {
+                true => clean.extend(c.escape_debug()),
+                false => clean.push(c),
+            }
+        }
+        self.inner.write_all(clean.as_bytes())?;
+        self.inner.write_all(end)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Renders engine progress for a person or a log.
 pub struct Renderer {
     bar: Mutex<Option<ProgressBar>>,
@@ -275,24 +369,28 @@ pub fn rate(n: u64, seconds: f64) -> String {
     format!("{}/s", HumanBytes((n as f64 / seconds) as u64))
 }
 
-const EXAMPLE_WARNING: &str = "\
-custody: WARNING: ****************************************************************
-custody: WARNING: this is the PUBLIC DEMO KEY from keys-example/. Its private half is
-custody: WARNING: published, so anyone can forge signatures made with it: they prove
-custody: WARNING: nothing. Generate your own with `custody keygen --out DIR`.
-custody: WARNING: ****************************************************************";
+const EXAMPLE_WARNING: [&str; 5] = [
+    "custody: WARNING: ****************************************************************",
+    "custody: WARNING: this is the PUBLIC DEMO KEY from keys-example/. Its private half is",
+    "custody: WARNING: published, so anyone can forge signatures made with it: they prove",
+    "custody: WARNING: nothing. Generate your own with `custody keygen --out DIR`.",
+    "custody: WARNING: ****************************************************************",
+];
 
 /// Warns that the signing key is the published demo key.
 pub fn warn_example_key(path: &Path) {
-    eprintln!(
-        "{EXAMPLE_WARNING}\ncustody: WARNING: key file: {}",
-        path.display()
-    );
+    for line in EXAMPLE_WARNING {
+        eprintln!("{line}");
+    }
+    eprintln!("custody: WARNING: key file: {}", path.display());
 }
 
 /// Warns when a trust anchor includes the published demo key.
 pub fn warn_if_example_trust(trust: &custody::keys::Trust) {
     if trust.trusts_example_key() {
-        eprintln!("{EXAMPLE_WARNING}\ncustody: WARNING: (it is listed as a trusted key)");
+        for line in EXAMPLE_WARNING {
+            eprintln!("{line}");
+        }
+        eprintln!("custody: WARNING: (it is listed as a trusted key)");
     }
 }

@@ -116,8 +116,25 @@ fn rate(bps: f64) -> String {
 }
 
 /// A Markdown table cell: no pipes or line breaks from the data.
+/// A value as Markdown text: every character Markdown (CommonMark, and
+/// GitHub's tables) would read as markup is backslash-escaped, so that an
+/// operator identity, a handoff field or a file name shows as written and
+/// cannot add emphasis, a link, an image, raw HTML or a table column; line
+/// breaks and other control characters become spaces or escapes.
 fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '~' | '&' | '#' | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() => out.extend(c.escape_debug()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The figures both formats show, as (label, value).
@@ -206,7 +223,7 @@ fn markdown(r: &Report) -> String {
         o.push_str(&s);
         o.push('\n');
     };
-    line(format!("# Custody report: {}", r.manifest.id));
+    line(format!("# Custody report: {}", cell(&r.manifest.id)));
     line(String::new());
     line(format!("**{}**", verdict(r)));
     line(String::new());
@@ -248,7 +265,7 @@ fn markdown(r: &Report) -> String {
         line("| class | files |".into());
         line("| --- | ---: |".into());
         for (c, n) in &r.errors {
-            line(format!("| {c} | {n} |"));
+            line(format!("| {} | {n} |", cell(c)));
         }
         line(String::new());
         line("(Each failed file was copied by a later attempt: the manifest is sealed.)".into());
@@ -262,11 +279,11 @@ fn markdown(r: &Report) -> String {
         line(format!(
             "| {} | {} | {} | {} | {} | {} |",
             when(&v.at),
-            v.kind,
-            v.result,
+            cell(&v.kind),
+            cell(&v.result),
             cell(v.destination.as_deref().unwrap_or("")),
             v.files_verified.map(|n| n.to_string()).unwrap_or_default(),
-            v.signer.as_deref().unwrap_or("")
+            cell(v.signer.as_deref().unwrap_or(""))
         ));
     }
     line(String::new());
@@ -279,9 +296,9 @@ fn markdown(r: &Report) -> String {
             "| {} | {} | {} | {} | {} |",
             e.seq,
             when(&e.at),
-            e.kind,
+            cell(&e.kind),
             cell(&e.summary),
-            e.signer.as_deref().unwrap_or("")
+            cell(e.signer.as_deref().unwrap_or(""))
         ));
     }
     line(String::new());
@@ -290,7 +307,7 @@ fn markdown(r: &Report) -> String {
     line("| key | events signed |".into());
     line("| --- | ---: |".into());
     for s in &r.signers {
-        line(format!("| {} | {} |", s.fingerprint, s.events));
+        line(format!("| {} | {} |", cell(&s.fingerprint), s.events));
     }
     o
 }

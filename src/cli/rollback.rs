@@ -19,6 +19,11 @@ use super::{Code, Failure, Global, Outcome, print_json};
 /// refuses, exit 4, while a transfer into DEST runs with this ledger) and
 /// is recorded as a signed `rolled_back` custody event. On a share,
 /// directories the removals leave empty are removed too.
+///
+/// DEST must be the destination the manifest records (its `destination`),
+/// and is never its source, a folder inside the source or one holding it:
+/// those are refused (exit 2) before anything is read, dry run or not. On
+/// a share nothing is removed, or read, through a symbolic link.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Example:
@@ -41,6 +46,11 @@ pub struct Args {
     /// With --yes: the operator's key, which signs the `rolled_back` event.
     #[arg(long, value_name = "KEY", env = "CUSTODY_SIGNING_KEY")]
     signing_key: Option<PathBuf>,
+    /// DEST is the manifest's destination remounted at another path (the
+    /// share's new mount point): accept it although the manifest records
+    /// another. The manifest's source is refused all the same.
+    #[arg(long)]
+    destination_moved: bool,
     /// Objects checked in parallel [default: number of cores].
     #[arg(long, short = 'j', value_name = "N")]
     jobs: Option<usize>,
@@ -74,17 +84,34 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         ..Default::default()
     };
     let dest = target.open_existing(&options).map_err(Failure::usage)?;
+    custody::rollback::check_target(&signed.head, dest.as_ref(), args.destination_moved)
+        .map_err(|e| {
+            let hint = match e {
+                custody::rollback::TargetError::Elsewhere { .. } => {
+                    "nothing was removed; name the destination the manifest records, or add --destination-moved if the share was remounted at another path"
+                }
+                _ => "nothing was removed; name the destination the manifest records",
+            };
+            Failure::usage(e).hint(hint)
+        })?;
     // Not while a transfer lands files there.
-    let _lock = if args.yes {
-        Some(RunLock::acquire(&g.ledger, &dest.describe()).map_err(|e| {
-            match e {
-                LockError::Busy { .. } => Failure::not_now(e)
-                    .hint("nothing was removed; run it again once that transfer has ended"),
-                _ => Failure::usage(e),
-            }
-        })?)
-    } else {
-        None
+    let busy = |e: LockError| match e {
+        LockError::Busy { .. } => Failure::not_now(e)
+            .hint("nothing was removed; run it again once that transfer has ended"),
+        _ => Failure::usage(e),
+    };
+    let _lock = match args.yes {
+        true => Some(RunLock::acquire(&g.ledger, &dest.describe()).map_err(busy)?),
+        false => None,
+    };
+    // A directory is also locked in itself, against transfers with any
+    // ledger.
+    let _dest_lock = match (args.yes, &target) {
+        (true, custody::dest::Target::Share(_)) => {
+            let root = PathBuf::from(dest.describe());
+            Some(RunLock::in_destination(&root, &dest.describe(), &g.ledger).map_err(busy)?)
+        }
+        _ => None,
     };
     let jobs = args
         .jobs

@@ -22,7 +22,14 @@ use super::{Code, Failure, Global, Outcome, duration, print_json};
 /// _PageBlob or _AzFile) or a blob URL is first checked against its
 /// naming and size rules (as `custody scan SRC --dest DEST` reports them):
 /// any violation refuses the transfer before anything moves, unless
-/// --skip-violations.
+/// --skip-violations. Into any directory, a name already taken there (by
+/// another run, or anyone) refuses it too, unless --overwrite says
+/// otherwise; and nothing is ever written through a symbolic link found in
+/// DEST. A directory DEST is locked while the transfer runs (DEST/.custody-lock,
+/// removed at the end): a second transfer into it, with any ledger, gets exit 4.
+///
+/// A source that holds no file is refused (exit 2): an unmounted mount
+/// point looks like that. --allow-empty seals it anyway.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Example:
@@ -46,10 +53,16 @@ pub struct Args {
     /// Blob destinations: block size in MiB (memory: jobs × block size).
     #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
     block_size: u32,
-    /// Blob destinations: what to do when a blob of the same name exists.
-    /// `never` fails that file unless the blob holds exactly the same bytes.
+    /// What to do when DEST already holds a file or blob of the same name
+    /// (not landed by this run). `never` refuses the transfer before
+    /// anything moves (a blob holding exactly the same bytes is taken as
+    /// landed); `if-different` and `always` replace it (on a directory both
+    /// replace: a share has no cheap content check).
     #[arg(long, value_enum, default_value = "never")]
     overwrite: OverwriteArg,
+    /// Seal a source that holds no file (otherwise refused, exit 2).
+    #[arg(long)]
+    allow_empty: bool,
     /// The operator's OpenSSH Ed25519 private key (mode 0600). An encrypted
     /// key takes its passphrase from CUSTODY_KEY_PASSPHRASE.
     #[arg(long, value_name = "KEY", env = "CUSTODY_SIGNING_KEY")]
@@ -226,6 +239,7 @@ pub fn run_in_wave(args: &Args, g: &Global, wave: Option<custody::manifest::Wave
                 OnSourceChangeArg::Fail => custody::transfer::OnSourceChange::Fail,
             },
         }),
+        allow_empty: args.allow_empty,
     };
     let renderer = Renderer::new(g);
     let summary = custody::transfer::transfer(&opts, &key, &renderer).map_err(|e| {

@@ -21,7 +21,8 @@ use crate::manifest::{Manifest, SignedFile};
 use crate::verify::index::Index;
 
 /// The copy log as Data Box writes it (elements it does not list are
-/// ignored; the root element's name is not checked).
+/// ignored; the root element's name and the document's depth are checked
+/// first, by [`shape`]).
 #[derive(Debug, Deserialize)]
 struct CopyLogXml {
     #[serde(rename = "Status", default)]
@@ -169,8 +170,93 @@ pub fn summarise(bytes: &[u8]) -> Result<CopyLogSummary, String> {
     })
 }
 
+/// How deep a copy log's elements nest at most: Data Box writes three
+/// levels (`CopyLog`, `ErroredEntity`, its children).
+const MAX_DEPTH: usize = 16;
+
+/// Checks what a copy log must look like before its content is believed:
+/// one root element named `CopyLog`, nested no deeper than [`MAX_DEPTH`].
+fn shape(bytes: &[u8]) -> Result<(), String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(bytes);
+    let (mut depth, mut root) = (0usize, None::<String>);
+    let mut buf = Vec::new();
+    loop {
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| e.to_string())?;
+        let name = match &event {
+            Event::Start(e) | Event::Empty(e) => Some(e.name().into_inner().to_owned()),
+            _ => None,
+        };
+        if let Some(name) = name {
+            if depth == 0 {
+                if root.is_some() {
+                    return Err("more than one root element".into());
+                }
+                if name != "CopyLog" {
+                    return Err(format!("its root element is <{name}>, not <CopyLog>"));
+                }
+                root = Some(name);
+            }
+            if matches!(event, Event::Start(_)) {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(format!("elements nest deeper than {MAX_DEPTH} levels"));
+                }
+            }
+        }
+        match event {
+            Event::End(_) => depth = depth.saturating_sub(1),
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    root.map(|_| ()).ok_or_else(|| "no root element".into())
+}
+
 fn parse(bytes: &[u8]) -> Result<CopyLogXml, String> {
-    quick_xml::de::from_reader(BufReader::new(bytes)).map_err(|e| e.to_string())
+    shape(bytes)?;
+    let log: CopyLogXml =
+        quick_xml::de::from_reader(BufReader::new(bytes)).map_err(|e| e.to_string())?;
+    let (Some(_), Some(total), Some(errored)) = (&log.status, log.total, log.errored) else {
+        return Err(
+            "its summary (Status, TotalFiles_Blobs and FilesErrored) is missing or incomplete"
+                .into(),
+        );
+    };
+    if errored > total {
+        return Err(format!(
+            "its summary counts {errored} errored files of {total} (FilesErrored exceeds TotalFiles_Blobs)"
+        ));
+    }
+    Ok(log)
+}
+
+/// What the summary says that the entities do not explain: a failed upload
+/// that names no entity, or more errored files than entities naming files.
+/// Either way the manifest's files cannot be shown unaffected.
+fn unexplained(log: &CopyLogXml) -> Option<String> {
+    let status = log.status.as_deref().unwrap_or_default();
+    let errored = log.errored.unwrap_or_default();
+    let named = log
+        .entities
+        .iter()
+        .filter(|e| {
+            !e.kind
+                .as_deref()
+                .is_some_and(|k| k.eq_ignore_ascii_case("container"))
+        })
+        .count() as u64;
+    let failed = !status.eq_ignore_ascii_case("succeeded");
+    if errored > named || (failed && log.entities.is_empty()) {
+        return Some(format!(
+            "the copy log reports upload status {status} and {errored} errored file(s) but names {named}: \
+             the manifest's files cannot be shown to be unaffected"
+        ));
+    }
+    None
 }
 
 /// Maps every entity of the copy log at `copylog` onto `manifest`'s files:
@@ -198,6 +284,7 @@ pub fn check(manifest: &SignedFile, copylog: &Path) -> Result<CopyLogReport, Cop
         path: copylog.to_path_buf(),
         reason,
     })?;
+    let unexplained = unexplained(&log);
     let under: Vec<&str> = folders.iter().map(String::as_str).collect();
     let index = Index::build(manifest).map_err(|e| CopyLogError::Index(e.to_string()))?;
     let mut report = CopyLogReport {
@@ -210,6 +297,18 @@ pub fn check(manifest: &SignedFile, copylog: &Path) -> Result<CopyLogReport, Cop
         concerns: Vec::new(),
         outside: 0,
     };
+    if let Some(why) = unexplained {
+        report.concerns.push(Concern {
+            path: "*".into(),
+            entity: String::new(),
+            category: "Summary".into(),
+            code: None,
+            message: Some(why),
+            renamed_to: None,
+            cloud_format: None,
+            kind: None,
+        });
+    }
     for e in log.entities {
         let comps: Vec<&str> = e
             .path
@@ -293,8 +392,53 @@ mod tests {
     }
 
     #[test]
+    fn only_a_copy_log_shaped_document_is_read() {
+        let summary = "<Status>Succeeded</Status><TotalFiles_Blobs>2</TotalFiles_Blobs><FilesErrored>0</FilesErrored>";
+        assert!(parse(format!("<CopyLog>{summary}</CopyLog>").as_bytes()).is_ok());
+        let deep = format!(
+            "<CopyLog>{summary}{}{}</CopyLog>",
+            "<x>".repeat(100_000),
+            "</x>".repeat(100_000)
+        );
+        for (doc, why) in [
+            ("<foo/>".to_owned(), "root element is <foo>"),
+            (format!("<Other>{summary}</Other>"), "root element is <Other>"),
+            ("<CopyLog/>".to_owned(), "summary"),
+            ("<CopyLog><Status>Succeeded</Status></CopyLog>".to_owned(), "summary"),
+            (deep, "nest deeper"),
+            (
+                "<CopyLog><Status>Succeeded</Status><TotalFiles_Blobs>1</TotalFiles_Blobs><FilesErrored>2</FilesErrored></CopyLog>".to_owned(),
+                "exceeds",
+            ),
+            ("".to_owned(), "no root element"),
+        ] {
+            let e = parse(doc.as_bytes()).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_summary_the_entities_do_not_explain_is_a_concern() {
+        let log = |status: &str, errored: u64, entities: &str| {
+            parse(format!(
+                "<CopyLog><Status>{status}</Status><TotalFiles_Blobs>5</TotalFiles_Blobs><FilesErrored>{errored}</FilesErrored>{entities}</CopyLog>"
+            ).as_bytes()).unwrap()
+        };
+        let file = r#"<ErroredEntity Path="c/a"><Category>UploadErrorCloudHttp</Category><Type>File</Type></ErroredEntity>"#;
+        let container = r#"<ErroredEntity Path="c"><Category>ContainerRenamed</Category><Type>Container</Type></ErroredEntity>"#;
+        assert_eq!(unexplained(&log("Succeeded", 0, "")), None);
+        assert!(unexplained(&log("Failed", 5, "")).is_some());
+        assert!(unexplained(&log("Failed", 0, "")).is_some());
+        assert!(unexplained(&log("Succeeded", 2, file)).is_some());
+        assert_eq!(unexplained(&log("Failed", 1, file)), None);
+        assert_eq!(unexplained(&log("Succeeded", 0, container)), None);
+        assert!(unexplained(&log("Succeeded", 1, container)).is_some());
+    }
+
+    #[test]
     fn malformed_xml_is_an_error_not_a_panic() {
-        let good = r#"<?xml version="1.0"?><CopyLog Summary="Summary"><Status>Failed</Status><ErroredEntity Path="c/a"><Category>BlobRenamed</Category></ErroredEntity></CopyLog>"#;
+        let good = r#"<?xml version="1.0"?><CopyLog Summary="Summary"><Status>Failed</Status><TotalFiles_Blobs>1</TotalFiles_Blobs><FilesErrored>1</FilesErrored><ErroredEntity Path="c/a"><Category>BlobRenamed</Category></ErroredEntity></CopyLog>"#;
+        assert!(parse(good.as_bytes()).is_ok());
         assert!(quick_xml::de::from_str::<CopyLogXml>(good).is_ok());
         let bytes = good.as_bytes();
         for i in 0..bytes.len() {

@@ -19,11 +19,18 @@
 //! Either way nothing is reported durable by `flush` that a power loss
 //! could take back, and the ledger records a batch only after its `flush`.
 
+mod beneath;
+
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+pub use beneath::Kind;
+use beneath::Root;
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 
 use super::{DestError, Destination, Landing, Listed, Removal, Version};
 use crate::relpath::RelPath;
@@ -31,6 +38,11 @@ use crate::relpath::RelPath;
 /// The prefix of temporary names; anything with it under a share is a
 /// landing that never committed.
 pub const PARTIAL_PREFIX: &str = ".custody-partial.";
+
+/// The lock a transfer or rollback holds at a share's root while it writes
+/// there (`transfer::lock`). The listing leaves it out: it is custody's
+/// own bookkeeping, removed when the run ends, not something landed.
+pub const LOCK_NAME: &str = ".custody-lock";
 
 /// How landings are made durable; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +57,7 @@ impl Durability {
     /// The mode for the filesystem holding `dir`: batched only where
     /// `syncfs` is known to flush file data to stable storage (local Linux
     /// filesystems), per file elsewhere.
-    fn detect(dir: &File) -> Self {
+    fn detect(dir: impl std::os::fd::AsFd) -> Self {
         #[cfg(target_os = "linux")]
         {
             // Magic numbers from linux/magic.h.
@@ -58,7 +70,7 @@ impl Durability {
                 0x0102_1994, // tmpfs
                 0x794C_7630, // overlayfs (syncs its upper, local, layer)
             ];
-            if let Ok(st) = rustix::fs::fstatfs(dir) {
+            if let Ok(st) = rustix::fs::fstatfs(&dir) {
                 #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
                 let kind = i64::from(st.f_type as i64);
                 if LOCAL.contains(&kind) {
@@ -75,11 +87,18 @@ impl Durability {
 #[derive(Debug)]
 pub struct Share {
     root: PathBuf,
+    /// The root, open: every path under it is resolved from here without
+    /// following links (see [`beneath`]).
+    dir: Root,
     durability: Durability,
-    /// Directories whose entries changed since the last flush (per-file mode).
-    touched: Mutex<HashSet<PathBuf>>,
-    /// Committed partials waiting for the next flush (batched mode).
-    pending: Mutex<Vec<(PathBuf, PathBuf)>>,
+    /// Whether a landing may replace a file already under its name.
+    replace: bool,
+    /// Directories (relative, `""` the root) whose entries changed since
+    /// the last flush (per-file mode).
+    touched: Mutex<HashSet<String>>,
+    /// Committed partials waiting for the next flush (batched mode): the
+    /// partial's name and the final path.
+    pending: Mutex<Vec<(String, RelPath)>>,
     /// The root's device and inode when opened: a share unmounted under a
     /// run leaves its mount point, a different directory at the same path.
     root_id: (u64, u64),
@@ -112,10 +131,17 @@ impl Share {
             reason,
         };
         fs::create_dir_all(root).map_err(|e| unusable(format!("cannot create directory: {e}")))?;
-        let probe = root.join(format!("{PARTIAL_PREFIX}probe-{}", std::process::id()));
-        File::create(&probe).map_err(|e| unusable(format!("not writable: {e}")))?;
-        let _ = fs::remove_file(&probe);
-        Self::existing(root)
+        let share = Self::existing(root)?;
+        let probe = format!("{PARTIAL_PREFIX}probe-{}", std::process::id());
+        rustix::fs::openat(
+            share.dir.fd(),
+            probe.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| unusable(format!("not writable: {}", io::Error::from(e))))?;
+        let _ = rustix::fs::unlinkat(share.dir.fd(), probe.as_str(), AtFlags::empty());
+        Ok(share)
     }
 
     /// Opens an existing directory for reading (verify).
@@ -134,13 +160,14 @@ impl Share {
             });
         }
         let root = fs::canonicalize(root).map_err(io(root))?;
-        let durability = File::open(&root)
-            .map(|d| Durability::detect(&d))
-            .map_err(io(&root))?;
+        let dir = Root::open(&root).map_err(io(&root))?;
+        let durability = Durability::detect(dir.fd());
         let root_id = identity(&root)?;
         Ok(Share {
             root,
+            dir,
             durability,
+            replace: true,
             touched: Mutex::new(HashSet::new()),
             pending: Mutex::new(Vec::new()),
             root_id,
@@ -154,6 +181,15 @@ impl Share {
         self
     }
 
+    /// Whether landings may replace files already under their names
+    /// (`true` unless set): without it, [`Destination::create`] refuses a
+    /// taken name with [`DestError::Exists`], and the rename that makes a
+    /// landing visible never replaces one that appeared since.
+    pub fn replacing(mut self, replace: bool) -> Self {
+        self.replace = replace;
+        self
+    }
+
     /// How this share makes landings durable.
     pub fn durability(&self) -> Durability {
         self.durability
@@ -164,17 +200,81 @@ impl Share {
         &self.root
     }
 
-    fn partial_name(final_path: &Path) -> PathBuf {
-        let name = final_path.file_name().unwrap_or_default();
-        let tag = blake3::hash(name.as_encoded_bytes()).to_hex();
-        final_path.with_file_name(format!("{PARTIAL_PREFIX}{}", &tag[..16]))
+    /// What is at `rel`, not following links on the way or at the end
+    /// (`None`: nothing).
+    ///
+    /// # Errors
+    /// [`DestError::Io`] naming `rel`; a component on the way that is not
+    /// a real directory is [`DestError::Blocked`].
+    pub fn kind(&self, rel: &RelPath) -> Result<Option<Kind>, DestError> {
+        self.dir
+            .stat(rel)
+            .map(|s| s.map(|(k, _)| k))
+            .map_err(|e| self.error(rel.as_str(), e))
+    }
+
+    fn error(&self, rel: &str, e: beneath::Error) -> DestError {
+        match e {
+            beneath::Error::Blocked(b) => DestError::Blocked {
+                path: self.dir.display(&b.at),
+                what: b.what,
+            },
+            beneath::Error::Io(source) => DestError::Io {
+                path: self.dir.display(rel),
+                source,
+            },
+        }
+    }
+
+    fn io_at(&self, rel: &str) -> impl FnOnce(rustix::io::Errno) -> DestError + '_ {
+        let path = self.dir.display(rel);
+        move |e| DestError::Io {
+            path,
+            source: e.into(),
+        }
+    }
+
+    fn partial_name(name: &str) -> String {
+        let tag = blake3::hash(name.as_bytes()).to_hex();
+        format!("{PARTIAL_PREFIX}{}", &tag[..16])
+    }
+
+    fn touch(&self, dir: &str) {
+        if self.durability == Durability::PerFile {
+            self.touched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(dir.to_owned());
+        }
+    }
+
+    /// Makes `partial` in `dir` visible as `target`: replacing what is
+    /// there only if this share replaces.
+    fn rename(&self, dir: &OwnedFd, partial: &str, target: &RelPath) -> Result<(), DestError> {
+        let (_, name) = beneath::split(target);
+        let flags = match self.replace {
+            true => RenameFlags::empty(),
+            false => RenameFlags::NOREPLACE,
+        };
+        match rustix::fs::renameat_with(dir, partial, dir, name, flags) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::EXIST) if !self.replace => {
+                let _ = rustix::fs::unlinkat(dir, partial, AtFlags::empty());
+                Err(DestError::Exists {
+                    path: self.dir.display(target.as_str()),
+                })
+            }
+            Err(e) => Err(self.io_at(target.as_str())(e)),
+        }
     }
 }
 
 struct ShareLanding<'a> {
     file: File,
-    partial: PathBuf,
-    target: PathBuf,
+    /// The directory the file lands in, opened without following links.
+    dir: OwnedFd,
+    partial: String,
+    target: RelPath,
     mtime_ns: i64,
     share: &'a Share,
     committed: bool,
@@ -195,16 +295,16 @@ impl Write for ShareLanding<'_> {
 impl Landing for ShareLanding<'_> {
     fn commit(mut self: Box<Self>) -> Result<(), DestError> {
         let t = system_time(self.mtime_ns);
-        self.file.set_modified(t).map_err(io(&self.partial))?;
+        let at = self.target.to_string();
+        self.file
+            .set_modified(t)
+            .map_err(|e| self.share.error(&at, beneath::Error::Io(e)))?;
         match self.share.durability {
             Durability::Batched => {
                 // The next flush syncs and renames it; until then it stays
                 // a partial, which a resumed run sweeps if we die first.
                 self.committed = true;
-                let entry = (
-                    std::mem::take(&mut self.partial),
-                    std::mem::take(&mut self.target),
-                );
+                let entry = (std::mem::take(&mut self.partial), self.target.clone());
                 self.share
                     .pending
                     .lock()
@@ -212,12 +312,12 @@ impl Landing for ShareLanding<'_> {
                     .push(entry);
             }
             Durability::PerFile => {
-                self.file.sync_data().map_err(io(&self.partial))?;
-                fs::rename(&self.partial, &self.target).map_err(io(&self.target))?;
+                self.file
+                    .sync_data()
+                    .map_err(|e| self.share.error(&at, beneath::Error::Io(e)))?;
                 self.committed = true;
-                if let Some(dir) = self.target.parent() {
-                    self.share.touch(dir);
-                }
+                self.share.rename(&self.dir, &self.partial, &self.target)?;
+                self.share.touch(beneath::split(&self.target).0);
             }
         }
         Ok(())
@@ -227,18 +327,7 @@ impl Landing for ShareLanding<'_> {
 impl Drop for ShareLanding<'_> {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = fs::remove_file(&self.partial);
-        }
-    }
-}
-
-impl Share {
-    fn touch(&self, dir: &Path) {
-        if self.durability == Durability::PerFile {
-            self.touched
-                .lock()
-                .expect("touched set poisoned")
-                .insert(dir.to_path_buf());
+            let _ = rustix::fs::unlinkat(&self.dir, self.partial.as_str(), AtFlags::empty());
         }
     }
 }
@@ -252,94 +341,136 @@ fn system_time(ns: i64) -> std::time::SystemTime {
     }
 }
 
+/// A stat's version string: size, mtime, ctime, device and inode.
+fn version_of(st: &rustix::fs::Stat) -> Version {
+    Version(format!(
+        "{}:{}.{}:{}.{}:{}:{}",
+        st.st_size,
+        st.st_mtime,
+        st.st_mtime_nsec,
+        st.st_ctime,
+        st.st_ctime_nsec,
+        st.st_dev,
+        st.st_ino
+    ))
+}
+
 impl Destination for Share {
     fn describe(&self) -> String {
         self.root.display().to_string()
     }
 
     fn version(&self, rel: &RelPath) -> Result<Option<Version>, DestError> {
-        use std::os::unix::fs::MetadataExt;
-        let p = rel.to_fs(&self.root);
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_file() => Ok(Some(Version(format!(
-                "{}:{}.{}:{}.{}:{}:{}",
-                m.len(),
-                m.mtime(),
-                m.mtime_nsec(),
-                m.ctime(),
-                m.ctime_nsec(),
-                m.dev(),
-                m.ino()
-            )))),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(DestError::Io { path: p, source: e }),
+        match self.dir.stat(rel) {
+            Ok(Some((Kind::File, st))) => Ok(Some(version_of(&st))),
+            Ok(Some((kind, _))) => Err(DestError::Blocked {
+                path: self.dir.display(rel.as_str()),
+                what: kind.describe(),
+            }),
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.error(rel.as_str(), e)),
         }
     }
 
     fn remove_if(&self, rel: &RelPath, version: &Version) -> Result<Removal, DestError> {
         // A file changed between this check and the unlink would be lost:
         // the window is one stat, and a share has no conditional delete.
-        match self.version(rel)? {
-            None => return Ok(Removal::Gone),
-            Some(v) if v != *version => return Ok(Removal::Changed),
-            Some(_) => {}
+        // The stat and the unlink use the same directory descriptor, so
+        // what is removed is what was checked, never something a link
+        // points at.
+        let (dir, name) = self
+            .dir
+            .parent(rel, false)
+            .map_err(|e| self.error(rel.as_str(), e))?;
+        match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(rustix::io::Errno::NOENT) => return Ok(Removal::Gone),
+            Err(e) => return Err(self.io_at(rel.as_str())(e)),
+            Ok(st) if beneath::Kind::of_stat(&st) != Kind::File || version_of(&st) != *version => {
+                return Ok(Removal::Changed);
+            }
+            Ok(_) => {}
         }
-        let p = rel.to_fs(&self.root);
-        match fs::remove_file(&p) {
+        match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removal::Gone),
-            Err(e) => return Err(DestError::Io { path: p, source: e }),
+            Err(rustix::io::Errno::NOENT) => return Ok(Removal::Gone),
+            Err(e) => return Err(self.io_at(rel.as_str())(e)),
         }
         // Remove the directories this emptied (only empty ones: anything
-        // else stops the climb); `flush` syncs the first one left.
-        let mut left = p.parent().unwrap_or(&self.root);
-        while left.starts_with(&self.root) && left != self.root && fs::remove_dir(left).is_ok() {
-            left = left.parent().unwrap_or(&self.root);
+        // else stops the climb; never the root); `flush` syncs the first
+        // one left.
+        let mut left = beneath::split(rel).0;
+        while !left.is_empty() {
+            let (up, last) = left.rsplit_once('/').unwrap_or(("", left));
+            let Ok((parent, _)) = self.dir.dir(up, false) else {
+                break;
+            };
+            if rustix::fs::unlinkat(&parent, last, AtFlags::REMOVEDIR).is_err() {
+                break;
+            }
+            left = up;
         }
         self.touched
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(left.to_path_buf());
+            .insert(left.to_owned());
         Ok(Removal::Removed)
     }
 
     fn landed_size(&self, rel: &RelPath) -> Result<Option<u64>, DestError> {
-        let p = rel.to_fs(&self.root);
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_file() => Ok(Some(m.len())),
+        match self.dir.stat(rel) {
+            Ok(Some((Kind::File, st))) => Ok(Some(st.st_size as u64)),
             Ok(_) => Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(DestError::Io { path: p, source: e }),
+            Err(e) => Err(self.error(rel.as_str(), e)),
         }
     }
 
     fn create(&self, rel: &RelPath, mtime_ns: i64) -> Result<Box<dyn Landing + '_>, DestError> {
-        let target = rel.to_fs(&self.root);
-        if let Some(dir) = target.parent()
-            && !dir.is_dir()
-        {
-            fs::create_dir_all(dir).map_err(io(dir))?;
-            // A new directory's own entry lives in its parent: sync
-            // every ancestor up to the root at the next flush.
-            for a in dir.ancestors().skip(1) {
-                self.touch(a);
-                if a == self.root {
-                    break;
+        let (dir_rel, name) = beneath::split(rel);
+        let (dir, made) = self
+            .dir
+            .dir(dir_rel, true)
+            .map_err(|e| self.error(rel.as_str(), e))?;
+        if made > 0 {
+            // A new directory's own entry lives in its parent: sync every
+            // ancestor up to the root at the next flush.
+            let mut up = dir_rel;
+            while let Some((parent, _)) = up.rsplit_once('/') {
+                self.touch(parent);
+                up = parent;
+            }
+            self.touch("");
+        }
+        if !self.replace {
+            match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(self.io_at(rel.as_str())(e)),
+                Ok(_) => {
+                    return Err(DestError::Exists {
+                        path: self.dir.display(rel.as_str()),
+                    });
                 }
             }
         }
-        let partial = Self::partial_name(&target);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&partial)
-            .map_err(io(&partial))?;
+        let partial = Self::partial_name(name);
+        let fd = rustix::fs::openat(
+            &dir,
+            partial.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            // Patient data: readable by owner and group only.
+            Mode::from_raw_mode(0o640),
+        )
+        .map_err(|e| {
+            let at = match dir_rel {
+                "" => partial.clone(),
+                d => format!("{d}/{partial}"),
+            };
+            self.io_at(&at)(e)
+        })?;
         Ok(Box::new(ShareLanding {
-            file,
+            file: File::from(fd),
+            dir,
             partial,
-            target,
+            target: rel.clone(),
             mtime_ns,
             share: self,
             committed: false,
@@ -347,8 +478,10 @@ impl Destination for Share {
     }
 
     fn open(&self, rel: &RelPath) -> Result<Box<dyn Read + Send + '_>, DestError> {
-        let p = rel.to_fs(&self.root);
-        let f = File::open(&p).map_err(io(&p))?;
+        let f = self
+            .dir
+            .open_file(rel)
+            .map_err(|e| self.error(rel.as_str(), e))?;
         // Landed files were synced, so their cached pages are clean: drop
         // them so a verify reads what the device stores, not what the page
         // cache still holds from the copy.
@@ -357,9 +490,11 @@ impl Destination for Share {
     }
 
     fn list(&self) -> Box<dyn Iterator<Item = Result<Listed, DestError>> + Send + '_> {
-        Box::new(crate::source::walk(&self.root).map(|e| {
+        let lock = RelPath::new(LOCK_NAME).expect("a valid name");
+        Box::new(crate::source::walk(&self.root).filter_map(move |e| {
             use crate::source::{REASON_SPECIAL, REASON_SYMLINK, SourceEntry};
-            match e {
+            Some(match e {
+                SourceEntry::File(f) if f.rel == lock => return None,
                 SourceEntry::File(f) => Ok(Listed::Object {
                     rel: f.rel,
                     size: f.size,
@@ -376,7 +511,7 @@ impl Destination for Share {
                     path,
                     source: error,
                 }),
-            }
+            })
         }))
     }
 
@@ -394,10 +529,20 @@ impl Destination for Share {
                     .file_name()
                     .as_encoded_bytes()
                     .starts_with(PARTIAL_PREFIX.as_bytes());
-            if partial {
-                fs::remove_file(entry.path()).map_err(io(entry.path()))?;
-                removed += 1;
-            }
+            let Some(rel) = partial
+                .then(|| RelPath::from_fs(&self.root, entry.path()))
+                .flatten()
+            else {
+                continue;
+            };
+            // Removed through the directory descriptor, never a link that
+            // replaced a directory since the walk saw it.
+            let (dir, name) = self
+                .dir
+                .parent(&rel, false)
+                .map_err(|e| self.error(rel.as_str(), e))?;
+            rustix::fs::unlinkat(&dir, name, AtFlags::empty()).map_err(self.io_at(rel.as_str()))?;
+            removed += 1;
         }
         Ok(removed)
     }
@@ -416,27 +561,31 @@ impl Destination for Share {
             });
         }
         let pending = std::mem::take(&mut *self.pending.lock().expect("pending list poisoned"));
-        let dirs: Vec<PathBuf> = self
+        let dirs: Vec<String> = self
             .touched
             .lock()
             .expect("touched set poisoned")
             .drain()
             .collect();
         if !pending.is_empty() {
-            let root = File::open(&self.root).map_err(io(&self.root))?;
-            let syncfs = || rustix::fs::syncfs(&root).map_err(|e| io(&self.root)(e.into()));
+            let syncfs = || rustix::fs::syncfs(self.dir.fd()).map_err(|e| io(&self.root)(e.into()));
             // Data first: once this returns, every partial's bytes are on
             // the device, so a final name never holds less than its file.
             syncfs()?;
             for (partial, target) in &pending {
-                fs::rename(partial, target).map_err(io(target))?;
+                let (dir, _) = self
+                    .dir
+                    .parent(target, false)
+                    .map_err(|e| self.error(target.as_str(), e))?;
+                self.rename(&dir, partial, target)?;
             }
             // Then the renames (and any new directories) themselves.
             syncfs()?;
             return Ok(());
         }
         for d in dirs {
-            File::open(&d).and_then(|f| f.sync_all()).map_err(io(&d))?;
+            let (fd, _) = self.dir.dir(&d, false).map_err(|e| self.error(&d, e))?;
+            rustix::fs::fsync(&fd).map_err(self.io_at(&d))?;
         }
         Ok(())
     }

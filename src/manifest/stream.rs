@@ -396,6 +396,10 @@ pub fn open_signed(path: &Path, trust: &Trust) -> Result<SignedFile, ManifestErr
         .as_ref()
         .map(|(m, _)| m.operator.identity.clone())
         .unwrap_or_default();
+    let created = parsed
+        .as_ref()
+        .ok()
+        .and_then(|(m, _)| m.created.parse().ok());
     file.rewind().map_err(io)?;
     let mut hasher = blake3::Hasher::new();
     let mut reader = HashRead {
@@ -403,7 +407,13 @@ pub fn open_signed(path: &Path, trust: &Trust) -> Result<SignedFile, ManifestErr
         hasher: &mut hasher,
     };
     let (signer, len) = trust
-        .verify_reader(&identity, keys::MANIFEST_NAMESPACE, &mut reader, &sig)
+        .verify_reader(
+            &identity,
+            keys::MANIFEST_NAMESPACE,
+            created,
+            &mut reader,
+            &sig,
+        )
         .map_err(|source| ManifestError::Signature {
             path: sig_path,
             source,

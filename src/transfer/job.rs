@@ -7,8 +7,6 @@
 //! read and hashed: the same content means it was only touched. What a
 //! change leads to is the `--on-source-change` policy ([`OnSourceChange`]).
 
-use std::fs::File;
-
 use serde::Serialize;
 
 use super::{Done, FailureClass, TransferOptions, copy_one, stop};
@@ -85,7 +83,7 @@ pub(super) fn changed(
         .map(|j| j.on_source_change)
         .unwrap_or_default();
     if f.size == prior.size {
-        match File::open(&f.path).and_then(crate::digest::hash_reader) {
+        match crate::source::open(&f.path).and_then(crate::digest::hash_reader) {
             Ok((_, h)) if h.to_hex().as_str() == prior.blake3 => {
                 return Done::Unchanged {
                     bytes: f.size,

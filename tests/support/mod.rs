@@ -208,12 +208,16 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Every file under `root` (relative paths, sorted).
+/// Every file under `root` (relative paths, sorted), but for the lock a
+/// killed transfer leaves at a directory destination's root
+/// (`.custody-lock`, custody's own bookkeeping, which verify leaves out
+/// too and the next run removes).
 pub fn files_under(root: &Path) -> Vec<String> {
     let mut v: Vec<String> = walkdir::WalkDir::new(root)
         .into_iter()
         .map(|e| e.unwrap())
         .filter(|e| !e.file_type().is_dir())
+        .filter(|e| !(e.depth() == 1 && e.file_name() == ".custody-lock"))
         .map(|e| {
             e.path()
                 .strip_prefix(root)
@@ -224,6 +228,37 @@ pub fn files_under(root: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// A digest of everything under `root` as it stands, links not followed:
+/// each entry's path, type and mode, a file's bytes, a link's target. Equal
+/// digests: nothing under `root` was created, changed or removed.
+pub fn tree_digest(root: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = blake3::Hasher::new();
+    let mut entries: Vec<walkdir::DirEntry> = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .collect();
+    entries.sort_by(|a, b| a.path().cmp(b.path()));
+    for e in entries {
+        let meta = e.path().symlink_metadata().unwrap();
+        h.update(e.path().as_os_str().as_encoded_bytes());
+        h.update(&meta.mode().to_le_bytes());
+        if meta.is_file() {
+            h.update(&std::fs::read(e.path()).unwrap());
+        } else if meta.file_type().is_symlink() {
+            h.update(
+                std::fs::read_link(e.path())
+                    .unwrap()
+                    .as_os_str()
+                    .as_encoded_bytes(),
+            );
+        }
+        h.update(b"\0");
+    }
+    h.finalize().to_hex().to_string()
 }
 
 /// Asserts the two trees hold the same regular files with the same bytes.

@@ -68,6 +68,11 @@ impl BlobUrl {
     pub fn parse(s: &str) -> Result<Self, BlobError> {
         let bad = |why: &str| BlobError::Url(format!("{}: {why}", redact(s)));
         let url = Url::parse(s).map_err(|e| bad(&e.to_string()))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad(
+                "has a user name or password in it; credentials come from AZURE_STORAGE_SAS_TOKEN, AZURE_STORAGE_KEY or AZURE_STORAGE_CONNECTION_STRING, never the URL",
+            ));
+        }
         if url.query().is_some() {
             return Err(bad(
                 "has a query string; pass a SAS token in AZURE_STORAGE_SAS_TOKEN, not in the URL",
@@ -133,7 +138,19 @@ impl fmt::Display for BlobUrl {
 
 /// A URL with any query string (where a SAS would be) cut off, for messages.
 pub fn redact(s: &str) -> String {
-    s.split('?').next().unwrap_or_default().to_owned()
+    let s = s.split('?').next().unwrap_or_default();
+    // A user part (`user:password@`) is a secret too: keep the scheme and
+    // what follows the last `@` before the path.
+    match s.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+                None => s.to_owned(),
+            }
+        }
+        None => s.to_owned(),
+    }
 }
 
 /// How requests are authorised.
@@ -320,6 +337,23 @@ mod tests {
         );
         assert!(BlobUrl::parse("https://a.blob.core.windows.net/").is_err());
         assert!(BlobUrl::parse("http://[::1]:1/a/c").is_ok());
+        // A password in the user part is refused and never repeated.
+        for url in [
+            "http://user:hunter2@127.0.0.1:1/acct/c",
+            "https://u:hunter2@a.blob.core.windows.net/c?sig=x",
+            "https://hunter2@a.blob.core.windows.net/c",
+        ] {
+            let e = BlobUrl::parse(url).unwrap_err().to_string();
+            assert!(
+                e.contains("user name or password") && !e.contains("hunter2"),
+                "{e}"
+            );
+            assert!(!redact(url).contains("hunter2"), "{}", redact(url));
+        }
+        assert_eq!(
+            redact("https://u:p@h.example/c/p@x?sig=1"),
+            "https://***@h.example/c/p@x"
+        );
     }
 
     #[test]
