@@ -17,6 +17,7 @@ pub mod digest;
 pub mod keys;
 pub mod ledger;
 pub mod manifest;
+pub mod pool;
 pub mod progress;
 pub mod relpath;
 pub mod report;

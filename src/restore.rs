@@ -226,7 +226,7 @@ pub fn restore(
     });
     let mut report = RestoreReport::default();
     progress.begin(Phase::Restore, manifest.map(|m| m.totals.files), None);
-    crate::transfer::parallel_map(
+    crate::pool::parallel_map(
         jobs,
         items,
         |item| match item {

@@ -267,7 +267,7 @@ pub fn rollback(
     );
     // The manifest's entries stream into the workers: nothing holds the
     // whole list.
-    let read = crate::transfer::parallel_map_pushed(
+    let read = crate::pool::parallel_map_pushed(
         opts.jobs,
         |push| {
             manifest.for_each_file(|f| {

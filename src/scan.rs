@@ -372,7 +372,7 @@ pub fn scan(
         true => Some(dicom::Tally::new().map_err(std::io::Error::other)?),
         false => None,
     };
-    crate::transfer::parallel_map(
+    crate::pool::parallel_map(
         if hash || dicom { opts.jobs } else { 1 },
         items,
         |item| match item {

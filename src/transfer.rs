@@ -51,12 +51,7 @@ use crate::source::{self, SourceEntry, SourceFile};
 use crate::verify::{self, VerifyReport};
 
 /// Landed files recorded per ledger transaction (at most).
-const BATCH_FILES: usize = 4096;
-/// Items queued for the workers.
-const QUEUE_IN: usize = 256;
-/// Results queued for the ledger writer: a batch's worth, so workers go on
-/// while it syncs and records.
-const QUEUE_OUT: usize = BATCH_FILES;
+const BATCH_FILES: usize = crate::pool::QUEUE_OUT;
 /// Longest a landed file waits before it is recorded, when files keep coming.
 const BATCH_AGE: Duration = Duration::from_millis(250);
 
@@ -383,78 +378,6 @@ pub struct TransferSummary {
 
 /// How many failures a summary lists (all are in the ledger).
 pub const MAX_LISTED_FAILURES: usize = 1000;
-
-/// Maps `items` through `work` on `jobs` threads and feeds the results to
-/// `sink` on the calling thread, with bounded queues both ways. If `sink`
-/// returns an error, the pipeline winds down and that error is returned.
-pub(crate) fn parallel_map<T, R, E>(
-    jobs: usize,
-    items: impl Iterator<Item = T> + Send,
-    work: impl Fn(T) -> R + Sync,
-    mut sink: impl FnMut(R) -> Result<(), E>,
-) -> Result<(), E>
-where
-    T: Send,
-    R: Send,
-{
-    let jobs = jobs.max(1);
-    // Deep enough that neither side waits on the other for small items
-    // (a worker finding its queue empty spins and yields before it sleeps).
-    let (tx_in, rx_in) = crossbeam_channel::bounded::<T>(QUEUE_IN);
-    let (tx_out, rx_out) = crossbeam_channel::bounded::<R>(QUEUE_OUT);
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            for item in items {
-                if tx_in.send(item).is_err() {
-                    break;
-                }
-            }
-        });
-        for _ in 0..jobs {
-            let (rx, tx, work) = (rx_in.clone(), tx_out.clone(), &work);
-            s.spawn(move || {
-                for item in rx {
-                    if tx.send(work(item)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop((tx_out, rx_in));
-        let result = rx_out.iter().try_for_each(&mut sink);
-        // Dropping the receiver makes blocked workers (and then the walker)
-        // stop, so the scope can join them.
-        drop(rx_out);
-        result
-    })
-}
-
-/// [`parallel_map`] over items a callback-style source pushes (a
-/// manifest's streamed entries, say) from a thread of its own, through a
-/// bounded queue; returns what the source returned, once it is done.
-pub(crate) fn parallel_map_pushed<T, R, P>(
-    jobs: usize,
-    produce: impl FnOnce(&dyn Fn(T) -> bool) -> P + Send,
-    work: impl Fn(T) -> R + Sync,
-    mut sink: impl FnMut(R),
-) -> P
-where
-    T: Send,
-    R: Send,
-    P: Send,
-{
-    let (tx, rx) = crossbeam_channel::bounded::<T>(QUEUE_IN);
-    std::thread::scope(|s| {
-        let producer = s.spawn(move || produce(&|item| tx.send(item).is_ok()));
-        let _ = parallel_map(jobs, rx.into_iter(), work, |r| {
-            sink(r);
-            Ok::<(), ()>(())
-        });
-        producer
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
 
 enum Item {
     Copy(SourceFile),
@@ -835,7 +758,7 @@ fn require_deidentified(source: &Path, jobs: usize) -> Result<(), TransferError>
         SourceEntry::File(f) => Some(f),
         _ => None,
     });
-    parallel_map(
+    crate::pool::parallel_map(
         jobs,
         files,
         |f| {
@@ -1146,7 +1069,7 @@ pub fn transfer(
     let started = Instant::now();
     progress.begin(Phase::Transfer, None, None);
     let mut batch = Batch::default();
-    let result = parallel_map(
+    let result = crate::pool::parallel_map(
         opts.jobs,
         items,
         |item| match item {
@@ -1599,39 +1522,4 @@ pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), ManifestError> {
     f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parallel_map_delivers_everything_and_stops_on_sink_error() {
-        let mut got = Vec::new();
-        parallel_map(
-            3,
-            0..1000u32,
-            |x| x * 2,
-            |r| {
-                got.push(r);
-                Ok::<(), ()>(())
-            },
-        )
-        .unwrap();
-        got.sort();
-        assert_eq!(got, (0..1000).map(|x| x * 2).collect::<Vec<_>>());
-
-        let mut n = 0;
-        let r = parallel_map(
-            2,
-            0..1_000_000u32,
-            |x| x,
-            |_| {
-                n += 1;
-                if n == 10 { Err("stop") } else { Ok(()) }
-            },
-        );
-        assert_eq!(r, Err("stop"));
-        assert_eq!(n, 10);
-    }
 }

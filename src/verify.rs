@@ -354,7 +354,7 @@ fn verify_index(
         };
         Some(item)
     });
-    crate::transfer::parallel_map(
+    crate::pool::parallel_map(
         jobs,
         items,
         |item| match item {
@@ -426,7 +426,7 @@ pub fn verify_listed(
         Some(head.totals.files),
         Some(head.totals.bytes),
     );
-    let read = crate::transfer::parallel_map_pushed(
+    let read = crate::pool::parallel_map_pushed(
         opts.jobs,
         |push| {
             manifest.for_each_file(|f| {
