@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::keys::Signer;
+use crate::ledger::{Copying, kind};
 use crate::manifest::{ManifestError, SignedFile};
 
 /// Bars in the throughput chart (at most).
@@ -188,57 +189,11 @@ pub struct SignerEntry {
     pub events: u64,
 }
 
-/// Time spent copying, from a run's events in order: each attempt from its
-/// `run_started`/`run_resumed` to its last `files_landed` batch (the gaps
-/// between attempts, e.g. the days between nightly windows, do not count),
-/// and the bytes those batches recorded.
-#[derive(Debug, Clone, Default)]
-pub struct Copying {
-    attempt: Option<(Timestamp, Timestamp)>,
-    /// Seconds spent copying, over the attempts closed so far.
-    pub seconds: f64,
-    /// Bytes recorded as landed.
-    pub bytes: u64,
-}
-
-impl Copying {
-    /// Takes the next event of the run: its kind, time, and (for
-    /// `files_landed`) bytes.
-    pub fn event(&mut self, kind: &str, at: Timestamp, bytes: u64) {
-        match kind {
-            "run_started" | "run_resumed" => {
-                self.close();
-                self.attempt = Some((at, at));
-            }
-            "files_landed" => {
-                if let Some((_, end)) = self.attempt.as_mut() {
-                    *end = at;
-                }
-                self.bytes += bytes;
-            }
-            "sealed" | "run_incomplete" => self.close(),
-            _ => {}
-        }
-    }
-
-    /// Ends the attempt in progress, if any (at the end of a run's events).
-    pub fn close(&mut self) {
-        if let Some((start, end)) = self.attempt.take() {
-            self.seconds += (end - start).as_secs_f64().max(0.0);
-        }
-    }
-
-    /// Bytes per second, once some copying was timed.
-    pub fn rate(&self) -> Option<f64> {
-        (self.seconds > 0.0 && self.bytes > 0).then(|| self.bytes as f64 / self.seconds)
-    }
-}
-
 /// The class of a recorded file failure (a `file_failed` payload): the
 /// class it was recorded with, or, for events recorded before failures
 /// carried one, a guess from its error text.
 pub fn failure_class(payload: &Value) -> &'static str {
-    use crate::transfer::FailureClass as C;
+    use crate::ledger::FailureClass as C;
     match payload["class"].as_str().and_then(C::parse) {
         Some(C::SourceUnreadable) => "source unreadable",
         Some(C::SourceChanged) => "source changed while copied",
@@ -285,13 +240,13 @@ fn summary(kind: &str, p: &Value) -> String {
     let s = |k: &str| p[k].as_str().unwrap_or("").to_owned();
     let n = |k: &str| p[k].as_u64().unwrap_or(0);
     match kind {
-        "run_started" | "run_resumed" => format!(
+        kind::RUN_STARTED | kind::RUN_RESUMED => format!(
             "attempt {} on {} by {}",
             n("attempt"),
             s("host"),
             s("operator")
         ),
-        "run_incomplete" => match p.get("paused").and_then(Value::as_str) {
+        kind::RUN_INCOMPLETE => match p.get("paused").and_then(Value::as_str) {
             Some(reason) => format!("paused: {reason}"),
             None => format!(
                 "ended with {} failed file(s); copied {}",
@@ -299,18 +254,18 @@ fn summary(kind: &str, p: &Value) -> String {
                 n("files_copied")
             ),
         },
-        "file_failed" => format!("a file failed: {}", failure_class(p)),
-        "sealed" => format!("sealed: {} files, {} bytes", n("files"), n("bytes")),
-        "verified" => format!(
+        kind::FILE_FAILED => format!("a file failed: {}", failure_class(p)),
+        kind::SEALED => format!("sealed: {} files, {} bytes", n("files"), n("bytes")),
+        kind::VERIFIED => format!(
             "verified at {}: {} ({} files proven)",
             s("destination"),
             s("result"),
             n("files_verified")
         ),
-        "bom_checked" => format!("Data Box BOM checked: {}", s("result")),
-        "copylog_checked" => format!("Data Box copy log checked: {}", s("result")),
-        "handoff" => format!("handed from {} to {}: {}", s("from"), s("to"), s("purpose")),
-        "rolled_back" => format!(
+        kind::BOM_CHECKED => format!("Data Box BOM checked: {}", s("result")),
+        kind::COPYLOG_CHECKED => format!("Data Box copy log checked: {}", s("result")),
+        kind::HANDOFF => format!("handed from {} to {}: {}", s("from"), s("to"), s("purpose")),
+        kind::ROLLED_BACK => format!(
             "rolled back from {}: {} removed, {} left",
             s("destination"),
             n("removed"),
@@ -390,13 +345,13 @@ pub fn build(
             copying.event(kind, t, p["bytes"].as_u64().unwrap_or(0));
         }
         match kind {
-            "run_started" | "run_resumed" => {
+            kind::RUN_STARTED | kind::RUN_RESUMED => {
                 timing.attempts += 1;
                 if let Some(t) = when {
                     first.get_or_insert(t);
                 }
             }
-            "files_landed" => {
+            kind::FILES_LANDED => {
                 if let Some(t) = when {
                     landed.push((t, p["bytes"].as_u64().unwrap_or(0)));
                 }
@@ -405,7 +360,7 @@ pub fn build(
                     p["files"].as_u64().unwrap_or(0),
                     p["bytes"].as_u64().unwrap_or(0),
                 );
-                batches = match timeline.last_mut().filter(|l| l.kind == "files_landed") {
+                batches = match timeline.last_mut().filter(|l| l.kind == kind::FILES_LANDED) {
                     Some(last) => {
                         let (f, b, n) = (batches.0 + files, batches.1 + bytes, batches.2 + 1);
                         last.summary = landed_summary(f, b, n);
@@ -424,19 +379,21 @@ pub fn build(
                 };
                 continue;
             }
-            "file_failed" => {
+            kind::FILE_FAILED => {
                 *errors.entry(failure_class(&p).to_owned()).or_default() += 1;
             }
-            "sealed" => timing.sealed = Some(at_text.clone()),
-            "verified" | "bom_checked" | "copylog_checked" => verifications.push(Verification {
-                at: at_text.clone(),
-                kind: kind.into(),
-                result: p["result"].as_str().unwrap_or("").into(),
-                destination: p["destination"].as_str().map(str::to_owned),
-                files_verified: p["files_verified"].as_u64(),
-                counts: p.get("counts").cloned(),
-                signer: signer.clone(),
-            }),
+            kind::SEALED => timing.sealed = Some(at_text.clone()),
+            kind::VERIFIED | kind::BOM_CHECKED | kind::COPYLOG_CHECKED => {
+                verifications.push(Verification {
+                    at: at_text.clone(),
+                    kind: kind.into(),
+                    result: p["result"].as_str().unwrap_or("").into(),
+                    destination: p["destination"].as_str().map(str::to_owned),
+                    files_verified: p["files_verified"].as_u64(),
+                    counts: p.get("counts").cloned(),
+                    signer: signer.clone(),
+                })
+            }
             _ => {}
         }
         timeline.push(TimelineEntry {
@@ -570,8 +527,8 @@ mod tests {
         assert_eq!(failure_class(&old), "source unreadable");
         let unknown = json!({"class": "from_a_newer_custody", "error": "read failed"});
         assert_eq!(failure_class(&unknown), "source unreadable");
-        for c in crate::transfer::FailureClass::ALL {
-            assert_eq!(crate::transfer::FailureClass::parse(c.as_str()), Some(c));
+        for c in crate::ledger::FailureClass::ALL {
+            assert_eq!(crate::ledger::FailureClass::parse(c.as_str()), Some(c));
         }
     }
 

@@ -18,6 +18,8 @@ mod throttle;
 
 pub use job::{JobOptions, JobSummary, OnSourceChange};
 pub use stop::Limits;
+// Moved to the ledger, which records them; named here too for the face.
+pub use crate::ledger::{Failure, FailureClass};
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -42,7 +44,8 @@ use crate::ledger::{
     self, JobState, LandedFile, LandedLookup, Ledger, LedgerError, Prior, RunRef, Stored,
 };
 use crate::manifest::{
-    self, ChainHead, Encryption, Manifest, ManifestError, Operator, SourceChange, Tool, Totals,
+    self, ChainHead, Encryption, Excluded, Manifest, ManifestError, Operator, SourceChange, Tool,
+    Totals,
 };
 use crate::progress::{Notice, Phase, Progress};
 use crate::relpath::RelPath;
@@ -236,68 +239,6 @@ pub enum Status {
     /// Sealed (and verified when asked), but files the job landed before
     /// changed at the source and were reported, not sent again.
     SourceChanged,
-}
-
-/// One failed entry.
-#[derive(Debug, Clone, Serialize)]
-pub struct Failure {
-    /// The path concerned.
-    pub path: String,
-    /// The cause, one line.
-    pub error: String,
-    /// What kind of failure it is.
-    pub class: FailureClass,
-}
-
-/// What kind of failure a file met, recorded with it (the `class` of its
-/// `file_failed` event), so that a report counts them without reading
-/// error texts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum FailureClass {
-    /// The source could not be listed, opened or read.
-    SourceUnreadable,
-    /// The source changed between its listing and the end of its read.
-    SourceChanged,
-    /// The destination refused a write or a commit.
-    Destination,
-    /// `--require-deidentified` refused it.
-    DicomRefused,
-    /// A job landed it before, and its content changed since
-    /// (`--on-source-change fail`).
-    ChangedSinceLanded,
-    /// The ledger could not be asked about it.
-    Ledger,
-}
-
-impl FailureClass {
-    /// Every class.
-    pub const ALL: [FailureClass; 6] = [
-        FailureClass::SourceUnreadable,
-        FailureClass::SourceChanged,
-        FailureClass::Destination,
-        FailureClass::DicomRefused,
-        FailureClass::ChangedSinceLanded,
-        FailureClass::Ledger,
-    ];
-
-    /// Its name in events and `--json` (`source_unreadable`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureClass::SourceUnreadable => "source_unreadable",
-            FailureClass::SourceChanged => "source_changed",
-            FailureClass::Destination => "destination",
-            FailureClass::DicomRefused => "dicom_refused",
-            FailureClass::ChangedSinceLanded => "changed_since_landed",
-            FailureClass::Ledger => "ledger",
-        }
-    }
-
-    /// The class named `name` ([`FailureClass::as_str`]).
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.as_str() == name)
-    }
 }
 
 /// Where the sealed manifest went.
@@ -1132,7 +1073,10 @@ pub fn transfer(
                         path: &path,
                         reason: &reason,
                     });
-                    batch.excluded.push((path, reason.into_owned()));
+                    batch.excluded.push(Excluded {
+                        path,
+                        reason: reason.into_owned(),
+                    });
                 }
                 Some(Done::Failed { path, error, class }) => {
                     summary.failed += 1;
@@ -1140,14 +1084,11 @@ pub fn transfer(
                         path: &path,
                         error: &error,
                     });
+                    let failure = Failure { path, error, class };
                     if summary.failures.len() < MAX_LISTED_FAILURES {
-                        summary.failures.push(Failure {
-                            path: path.clone(),
-                            error: error.clone(),
-                            class,
-                        });
+                        summary.failures.push(failure.clone());
                     }
-                    batch.failed.push((path, error, class.as_str()));
+                    batch.failed.push(failure);
                 }
             }
             progress.file_done();
@@ -1311,8 +1252,8 @@ pub fn record_verify(
 #[derive(Default)]
 struct Batch {
     landed: Vec<LandedFile>,
-    failed: Vec<(String, String, &'static str)>,
-    excluded: Vec<(String, String)>,
+    failed: Vec<Failure>,
+    excluded: Vec<Excluded>,
     changes: Vec<SourceChange>,
     since: Option<Instant>,
     flush_time: Duration,

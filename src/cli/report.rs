@@ -202,7 +202,12 @@ fn figures(r: &Report) -> Vec<(&'static str, String)> {
 
 /// The verdict line: the latest verification's result.
 fn verdict(r: &Report) -> String {
-    match r.verifications.iter().rev().find(|v| v.kind == "verified") {
+    match r
+        .verifications
+        .iter()
+        .rev()
+        .find(|v| v.kind == custody::ledger::kind::VERIFIED)
+    {
         Some(v) if v.result == "pass" => format!(
             "VERIFIED: every file re-read and matched at {} ({})",
             v.destination.as_deref().unwrap_or("?"),

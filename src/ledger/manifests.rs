@@ -1,0 +1,220 @@
+//! Sealed manifests: sealing a run (its manifest's exact bytes and
+//! signature, with the signed `sealed` event), and reading a run's files,
+//! exclusions and manifests back.
+
+use std::io::Read;
+
+use rusqlite::blob::ZeroBlob;
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use serde_json::json;
+
+use super::chain::hex;
+use super::runs::dicom_column;
+use super::{COMPONENTS, Event, Ledger, LedgerError, kind};
+use crate::keys::SigningKey;
+use crate::manifest::{Excluded, FileEntry, Manifest, StoredEntry, Written};
+use crate::relpath;
+use crate::source::mtime_rfc3339;
+
+impl Ledger {
+    /// The run's landed files for its manifest (the latest record per path,
+    /// in component order), handed to `use_files` as an iterator so that
+    /// they need not fit in memory: SQLite sorts them, spilling to disk.
+    ///
+    /// # Errors
+    /// SQLite errors (also those met while iterating, through the items).
+    pub fn with_manifest_files<R>(
+        &self,
+        run: u64,
+        use_files: impl FnOnce(&mut dyn Iterator<Item = Result<FileEntry, LedgerError>>) -> R,
+    ) -> Result<R, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT path, size, mtime_ns, blake3, stored_size, stored_blake3, crc64, stored_crc64,
+                        dicom, version_of
+                 FROM landed
+                 WHERE id IN (SELECT MAX(id) FROM landed WHERE run_id = ?1 GROUP BY path)
+                 ORDER BY path COLLATE {COMPONENTS}"
+            ))
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([run], |r| {
+                let path: String = r.get(0)?;
+                let stored: Option<(u64, String)> = match (r.get(4)?, r.get(5)?) {
+                    (Some(size), Some(blake3)) => Some((size, blake3)),
+                    _ => None,
+                };
+                let stored_crc64: Option<String> = r.get(7)?;
+                Ok(FileEntry {
+                    stored: stored.map(|(size, blake3)| StoredEntry {
+                        blake3,
+                        crc64: stored_crc64,
+                        path: format!("{path}{}", crate::crypt::SUFFIX),
+                        size,
+                    }),
+                    path,
+                    size: r.get(1)?,
+                    mtime: mtime_rfc3339(r.get(2)?),
+                    blake3: r.get(3)?,
+                    crc64: r.get(6)?,
+                    dicom: dicom_column(r, 8)?,
+                    version_of: r.get(9)?,
+                })
+            })
+            .map_err(self.err())?;
+        let err = self.err();
+        Ok(use_files(&mut rows.map(|r| r.map_err(&err))))
+    }
+
+    /// The run's landed files for its manifest, in memory (tests and small
+    /// runs; sealing streams them with [`Ledger::with_manifest_files`]).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn manifest_files(&self, run: u64) -> Result<Vec<FileEntry>, LedgerError> {
+        self.with_manifest_files(run, |files| files.collect())?
+    }
+
+    /// The run's excluded entries from its latest attempt, in path order.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn manifest_excluded(&self, run: u64) -> Result<Vec<Excluded>, LedgerError> {
+        let mut out = self.query_all(
+            "SELECT path, reason FROM excluded WHERE run_id = ?1",
+            [run],
+            |r| {
+                Ok(Excluded {
+                    path: r.get(0)?,
+                    reason: r.get(1)?,
+                })
+            },
+        )?;
+        out.sort_by(|a, b| relpath::cmp_components(&a.path, &b.path));
+        Ok(out)
+    }
+
+    /// Stores a sealed manifest (exact bytes and signature) and appends the
+    /// signed `sealed` event, in one transaction.
+    ///
+    /// # Errors
+    /// SQLite or signing errors; then the run stays unsealed.
+    pub fn seal(
+        &mut self,
+        manifest: &Manifest,
+        written: &Written,
+        bytes: &mut dyn Read,
+        signature: &str,
+        key: &SigningKey,
+    ) -> Result<Event, LedgerError> {
+        let path = self.path.clone();
+        let sql = |source| LedgerError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let digest = hex(written.blake3);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        tx.execute(
+            "INSERT INTO manifests (id, run_id, created_at, signature, blake3, bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                manifest.id,
+                manifest.run,
+                manifest.created,
+                signature,
+                digest,
+                ZeroBlob(written.len),
+            ],
+        )
+        .map_err(sql)?;
+        // The bytes, streamed in (a manifest of a million files is ~200 MB).
+        {
+            let mut blob = tx
+                .blob_open(c"main", "manifests", "bytes", tx.last_insert_rowid(), false)
+                .map_err(sql)?;
+            let copied =
+                std::io::copy(bytes, &mut blob).map_err(|source| LedgerError::ManifestBytes {
+                    path: path.clone(),
+                    source,
+                })?;
+            if copied != written.len {
+                return Err(LedgerError::Corrupt {
+                    path: path.clone(),
+                    reason: format!(
+                        "manifest {}: {copied} bytes stored, {} written",
+                        manifest.id, written.len
+                    ),
+                });
+            }
+        }
+        tx.execute(
+            "UPDATE runs SET status = 'sealed', manifest_id = ?1 WHERE id = ?2",
+            params![manifest.id, manifest.run],
+        )
+        .map_err(sql)?;
+        let payload = json!({
+            "bytes": written.totals.bytes,
+            "excluded": written.totals.excluded,
+            "files": written.totals.files,
+            "manifest_blake3": digest,
+        });
+        let ev = Self::append(
+            &tx,
+            &path,
+            kind::SEALED,
+            Some(manifest.run),
+            Some(&manifest.id),
+            &payload,
+            Some(key),
+        )?;
+        tx.commit().map_err(sql)?;
+        Ok(ev)
+    }
+
+    /// The id of the manifest sealed here whose bytes have this BLAKE3.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn manifest_with_blake3(&self, blake3: &str) -> Result<Option<String>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT id FROM manifests WHERE blake3 = ?1",
+                [blake3],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// The run manifest `id` sealed, and the BLAKE3 of its bytes.
+    pub(super) fn sealed_manifest(&self, id: &str) -> Result<(u64, String), LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT run_id, blake3 FROM manifests WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(self.err())?
+            .ok_or_else(|| LedgerError::UnknownManifest {
+                path: self.path.clone(),
+                manifest: id.to_owned(),
+            })
+    }
+
+    /// Whether the ledger holds a manifest with this id.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn has_manifest(&self, id: &str) -> Result<bool, LedgerError> {
+        self.conn
+            .query_row("SELECT 1 FROM manifests WHERE id = ?1", [id], |_| Ok(()))
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(self.err())
+    }
+}
