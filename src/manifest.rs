@@ -94,17 +94,86 @@ pub struct Link {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceChange {
-    /// What was done: `reported` (left as landed; the destination keeps
-    /// the landed copy) or `resent` (the new content landed as
-    /// `path` + `.custody-v<run>`, listed in `files`).
-    pub action: String,
-    /// `changed` (another size or content) or `deleted` (gone from the
-    /// source).
-    pub change: String,
+    /// What was done about it.
+    pub action: ChangeAction,
+    /// What changed.
+    pub change: ChangeKind,
     /// The id of the manifest that landed the file.
     pub landed_in: String,
     /// Its path.
     pub path: String,
+}
+
+/// Spells a source-change word as its enum, keeping an unknown word (from
+/// an edited or newer manifest) for the audit to name.
+macro_rules! source_change_word {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(from = "String", into = "String")]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+            /// A word this version does not define (the audit names it).
+            Other(String),
+        }
+
+        impl $name {
+            /// Its spelling in manifests and events.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => $text,)*
+                    $name::Other(s) => s,
+                }
+            }
+
+            /// Whether this version defines it.
+            pub fn is_known(&self) -> bool {
+                !matches!(self, $name::Other(_))
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                match s.as_str() {
+                    $($text => $name::$variant,)*
+                    _ => $name::Other(s),
+                }
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(w: $name) -> String {
+                w.as_str().to_owned()
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+source_change_word! {
+    /// What happened to a landed file at the source.
+    ChangeKind {
+        /// Another size or content.
+        Changed = "changed",
+        /// Gone from the source.
+        Deleted = "deleted",
+    }
+}
+
+source_change_word! {
+    /// What a job's run did about a source change.
+    ChangeAction {
+        /// Left as landed: the destination keeps the landed copy.
+        Reported = "reported",
+        /// The new content landed as `path` + `.custody-v<run>`, listed in
+        /// `files`.
+        Resent = "resent",
+    }
 }
 
 /// The migration wave a run belonged to (version 5), from its wave plan.
@@ -570,16 +639,16 @@ impl<'m> Auditor<'m> {
             );
         }
         for c in m.source_changes.iter().flatten() {
-            if !matches!(c.change.as_str(), "changed" | "deleted") {
+            if !c.change.is_known() {
                 self.add(
                     &c.path,
-                    format!("source_changes: unknown change {:?}", c.change),
+                    format!("source_changes: unknown change {:?}", c.change.as_str()),
                 );
             }
-            if !matches!(c.action.as_str(), "reported" | "resent") {
+            if !c.action.is_known() {
                 self.add(
                     &c.path,
-                    format!("source_changes: unknown action {:?}", c.action),
+                    format!("source_changes: unknown action {:?}", c.action.as_str()),
                 );
             }
         }
@@ -949,8 +1018,8 @@ mod tests {
             run: 2,
         });
         m.source_changes = Some(vec![SourceChange {
-            action: "reported".into(),
-            change: "deleted".into(),
+            action: ChangeAction::Reported,
+            change: ChangeKind::Deleted,
             landed_in: "20261122T214500Z-00000001".into(),
             path: "p0/gone.dcm".into(),
         }]);

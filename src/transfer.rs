@@ -44,8 +44,8 @@ use crate::ledger::{
     self, JobState, LandedFile, LandedLookup, Ledger, LedgerError, Prior, RunRef, Stored,
 };
 use crate::manifest::{
-    self, ChainHead, Encryption, Excluded, Manifest, ManifestError, Operator, SourceChange, Tool,
-    Totals,
+    self, ChainHead, ChangeAction, ChangeKind, Encryption, Excluded, Manifest, ManifestError,
+    Operator, SourceChange, Tool, Totals,
 };
 use crate::progress::{Notice, Phase, Progress};
 use crate::relpath::RelPath;
@@ -327,9 +327,6 @@ enum Item {
     Ready(Done),
 }
 
-/// The read loop's word for "the grace period after a stop ran out".
-const ABANDONED: &str = "abandoned: the grace period after the stop ran out";
-
 enum Done {
     /// Given up in flight after a stop's grace period.
     Abandoned,
@@ -356,6 +353,14 @@ enum Done {
         error: String,
         class: FailureClass,
     },
+}
+
+/// Why a file's read loop ended early.
+enum Interrupted {
+    /// The grace period after a stop ran out: dropped unfinished.
+    Abandoned,
+    /// A read or a write failed.
+    Failed(FailureClass, String),
 }
 
 thread_local! {
@@ -460,16 +465,16 @@ fn copy_one(
     let mut sums = Sums::new();
     // The DICOM header, from the same bytes (no second read).
     let mut probe = (opts.dicom || opts.require_deidentified).then(Probe::new);
-    let read = BUF.with_borrow_mut(|buf| -> Result<(), (FailureClass, String)> {
+    let read = BUF.with_borrow_mut(|buf| -> Result<(), Interrupted> {
         loop {
             if stopper.abandon() {
-                return Err((Dest, ABANDONED.to_owned()));
+                return Err(Interrupted::Abandoned);
             }
             let n = match file.read(buf) {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err((Unreadable, format!("read failed: {e}"))),
+                Err(e) => return Err(Interrupted::Failed(Unreadable, format!("read failed: {e}"))),
             };
             sums.update(&buf[..n]);
             if let Some(p) = probe.as_mut() {
@@ -478,14 +483,14 @@ fn copy_one(
             stopper.throttle(n);
             landing
                 .write_all(&buf[..n])
-                .map_err(|e| (Dest, format!("destination write failed: {e}")))?;
+                .map_err(|e| Interrupted::Failed(Dest, format!("destination write failed: {e}")))?;
             progress.bytes(n as u64);
         }
     });
     match read {
         // Dropped unfinished: nothing visible, nothing recorded.
-        Err((_, e)) if e == ABANDONED => return Done::Abandoned,
-        Err((class, e)) => return fail(class, e),
+        Err(Interrupted::Abandoned) => return Done::Abandoned,
+        Err(Interrupted::Failed(class, e)) => return fail(class, e),
         Ok(()) => {}
     }
     let sums = sums.finish();
@@ -1028,9 +1033,9 @@ pub fn transfer(
                     }
                     progress.notice(Notice::SourceChanged {
                         path: &change.path,
-                        change: &change.change,
+                        change: change.change.as_str(),
                         landed_in: &change.landed_in,
-                        action: &change.action,
+                        action: change.action.as_str(),
                     });
                     batch.changes.push(change);
                     then.map(|d| *d)
@@ -1162,9 +1167,9 @@ pub fn transfer(
         for c in &deleted {
             progress.notice(Notice::SourceChanged {
                 path: &c.path,
-                change: &c.change,
+                change: c.change.as_str(),
                 landed_in: &c.landed_in,
-                action: &c.action,
+                action: c.action.as_str(),
             });
         }
         j.deleted = deleted.len() as u64;
@@ -1206,7 +1211,7 @@ pub fn transfer(
         let reported = j
             .source_changes
             .iter()
-            .any(|c| c.change == "changed" && c.action == "reported");
+            .any(|c| c.change == ChangeKind::Changed && c.action == ChangeAction::Reported);
         if reported && summary.status == Status::Complete {
             summary.status = Status::SourceChanged;
         }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{Done, FailureClass, TransferOptions, copy_one, stop};
 use crate::dest::Destination;
 use crate::ledger::Prior;
-use crate::manifest::{self, SourceChange};
+use crate::manifest::{self, ChangeAction, ChangeKind, SourceChange};
 use crate::progress::Progress;
 use crate::relpath::RelPath;
 use crate::source::SourceFile;
@@ -100,14 +100,14 @@ pub(super) fn changed(
             }
         }
     }
-    let change = |action: &str| SourceChange {
-        action: action.to_owned(),
-        change: "changed".to_owned(),
+    let change = |action: ChangeAction| SourceChange {
+        action,
+        change: ChangeKind::Changed,
         landed_in: prior.manifest.clone(),
         path: f.rel.to_string(),
     };
     match policy {
-        OnSourceChange::Report => Done::Changed(change("reported"), None),
+        OnSourceChange::Report => Done::Changed(change(ChangeAction::Reported), None),
         OnSourceChange::Fail => Done::Failed {
             path: f.path.display().to_string(),
             error: format!(
@@ -126,7 +126,10 @@ pub(super) fn changed(
             match copy_one(&versioned, dest, opts, stopper, progress) {
                 Done::Landed(mut landed, note) => {
                     landed.version_of = Some(f.rel.to_string());
-                    Done::Changed(change("resent"), Some(Box::new(Done::Landed(landed, note))))
+                    Done::Changed(
+                        change(ChangeAction::Resent),
+                        Some(Box::new(Done::Landed(landed, note))),
+                    )
                 }
                 other => other,
             }
@@ -137,8 +140,8 @@ pub(super) fn changed(
 /// A file the job landed that the walk did not meet.
 pub(super) fn deleted(path: String, manifest: String) -> SourceChange {
     SourceChange {
-        action: "reported".to_owned(),
-        change: "deleted".to_owned(),
+        action: ChangeAction::Reported,
+        change: ChangeKind::Deleted,
         landed_in: manifest,
         path,
     }
