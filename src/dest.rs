@@ -11,6 +11,7 @@
 pub mod blob;
 pub mod names;
 pub mod share;
+pub mod throttle;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -16,6 +16,7 @@ pub mod dest;
 pub mod digest;
 pub mod keys;
 pub mod ledger;
+pub mod lock;
 pub mod manifest;
 pub mod pool;
 pub mod progress;

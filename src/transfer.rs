@@ -12,9 +12,7 @@
 //! next identical command resumes it (see `docs/ledger.md`).
 
 mod job;
-pub mod lock;
 mod stop;
-mod throttle;
 
 pub use job::{JobOptions, JobSummary, OnSourceChange};
 pub use stop::Limits;
@@ -37,11 +35,12 @@ use crate::dest::Target;
 use crate::dest::blob::{Blob, BlobOptions, Overwrite};
 use crate::dest::names::Names;
 use crate::dest::share::Share;
+use crate::dest::throttle::{Throttle, Throttled};
 use crate::dest::{DestError, Destination};
 use crate::digest::{CHUNK, HashingWriter, Sums};
 use crate::keys::{KeyError, SigningKey, Trust};
 use crate::ledger::{
-    self, JobState, LandedFile, LandedLookup, Ledger, LedgerError, Prior, RunRef, Stored,
+    JobState, LandedFile, LandedLookup, Ledger, LedgerError, Prior, RunRef, Stored,
 };
 use crate::manifest::{
     self, ChainHead, ChangeAction, ChangeKind, Encryption, Excluded, Manifest, ManifestError,
@@ -165,7 +164,7 @@ pub enum TransferError {
     /// Another transfer holds this ledger and destination, or the lock file
     /// cannot be used.
     #[error(transparent)]
-    Lock(#[from] lock::LockError),
+    Lock(#[from] crate::lock::LockError),
     /// The manifest directory cannot be written.
     #[error("manifest directory {path}: {reason}")]
     ManifestDir {
@@ -197,7 +196,8 @@ impl TransferError {
     pub fn is_busy(&self) -> bool {
         matches!(
             self,
-            TransferError::Lock(lock::LockError::Busy { .. }) | TransferError::OutsideWindow { .. }
+            TransferError::Lock(crate::lock::LockError::Busy { .. })
+                | TransferError::OutsideWindow { .. }
         )
     }
 
@@ -210,7 +210,7 @@ impl TransferError {
                 | TransferError::EmptySource { .. }
                 | TransferError::Preflight { .. }
                 | TransferError::NotDeidentified { .. }
-                | TransferError::Lock(lock::LockError::Io { .. })
+                | TransferError::Lock(crate::lock::LockError::Io { .. })
                 | TransferError::ManifestDir { .. }
                 | TransferError::Destination(DestError::Unusable { .. })
                 | TransferError::Ledger(
@@ -480,7 +480,6 @@ fn copy_one(
             if let Some(p) = probe.as_mut() {
                 p.feed(&buf[..n]);
             }
-            stopper.throttle(n);
             landing
                 .write_all(&buf[..n])
                 .map_err(|e| Interrupted::Failed(Dest, format!("destination write failed: {e}")))?;
@@ -621,8 +620,9 @@ fn linter(opts: &TransferOptions, dest: &dyn Destination) -> Result<Option<Linte
 /// Whether a directory holds nothing (or only custody's own lock): no name
 /// can be taken there, so the preflight's walk can be skipped.
 fn is_empty_dir(root: &Path) -> bool {
-    std::fs::read_dir(root)
-        .is_ok_and(|mut entries| entries.all(|e| e.is_ok_and(|e| e.file_name() == lock::DEST_LOCK)))
+    std::fs::read_dir(root).is_ok_and(|mut entries| {
+        entries.all(|e| e.is_ok_and(|e| e.file_name() == crate::lock::DEST_LOCK))
+    })
 }
 
 /// The rules `f` breaks, as the object it lands as (encrypted objects carry
@@ -821,9 +821,9 @@ pub fn transfer(
     // the same ledger is refused, naming this one; and a directory is
     // locked in itself, so that no transfer with another ledger (or from
     // another host) writes into it at the same time.
-    let _lock = lock::RunLock::acquire(&opts.ledger, &dest.describe())?;
+    let _lock = crate::lock::RunLock::acquire(&opts.ledger, &dest.describe())?;
     let _dest_lock = match &share {
-        Some(s) => Some(lock::RunLock::in_destination(
+        Some(s) => Some(crate::lock::RunLock::in_destination(
             s.root(),
             &dest.describe(),
             &opts.ledger,
@@ -1012,6 +1012,17 @@ pub fn transfer(
         Item::Ready(_) => stopper.stopped().is_none(),
     });
 
+    // `--bwlimit` is a layer of the destination the files are copied to
+    // (the verify after the seal reads at full speed).
+    let throttled;
+    let copy_to: &dyn Destination = match &opts.limits.bwlimit {
+        Some(table) => {
+            let rate = stop::Timetable::new(table.clone(), opts.limits.clock.clone());
+            throttled = Throttled::new(dest, Throttle::new(rate));
+            &throttled
+        }
+        None => dest,
+    };
     let started = Instant::now();
     progress.begin(Phase::Transfer, None, None);
     let mut batch = Batch::default();
@@ -1019,9 +1030,9 @@ pub fn transfer(
         opts.jobs,
         items,
         |item| match item {
-            Item::Copy(f) => copy_one(&f, dest, opts, stopper, progress),
+            Item::Copy(f) => copy_one(&f, copy_to, opts, stopper, progress),
             Item::Check(f, prior) => {
-                job::changed(&f, &prior, job_run, dest, opts, stopper, progress)
+                job::changed(&f, &prior, job_run, copy_to, opts, stopper, progress)
             }
             Item::Ready(done) => done,
         },
@@ -1199,7 +1210,7 @@ pub fn transfer(
             Some(_) => verify::verify_listed(&manifest, dest, &verify_opts, progress)?,
             None => verify::verify(&manifest, dest, &verify_opts, progress)?,
         };
-        record_verify(&mut ledger, &manifest.head, &report, key)?;
+        verify::record(&mut ledger, &manifest.head, &report, key)?;
         if !report.ok() {
             summary.status = Status::VerifyFailed;
         }
@@ -1217,41 +1228,6 @@ pub fn transfer(
         }
     }
     Ok(summary)
-}
-
-/// Records a verify result as a signed `verified` event.
-///
-/// # Errors
-/// Ledger errors.
-pub fn record_verify(
-    ledger: &mut Ledger,
-    manifest: &Manifest,
-    report: &VerifyReport,
-    key: &SigningKey,
-) -> Result<ledger::Event, LedgerError> {
-    ledger.register_key(key)?;
-    let mut payload = json!({
-        "counts": report.counts,
-        "destination": report.destination,
-        "files_verified": report.files_verified,
-        "result": if report.ok() { "pass" } else { "fail" },
-    });
-    // With --by-study: how many studies are complete (the list itself is
-    // in the report; the event stays small).
-    if let Some(studies) = &report.by_study {
-        let complete = studies.iter().filter(|s| s.complete()).count();
-        payload["studies"] = json!({
-            "complete": complete,
-            "incomplete": studies.len() - complete,
-        });
-    }
-    ledger.append_event(
-        ledger::kind::VERIFIED,
-        Some(manifest.run),
-        Some(&manifest.id),
-        &payload,
-        Some(key),
-    )
 }
 
 #[derive(Default)]

@@ -496,3 +496,37 @@ fn finish(report: &mut VerifyReport) {
         } += 1;
     }
 }
+/// Records a verify result as a signed `verified` event.
+///
+/// # Errors
+/// Ledger errors.
+pub fn record(
+    ledger: &mut crate::ledger::Ledger,
+    manifest: &Manifest,
+    report: &VerifyReport,
+    key: &crate::keys::SigningKey,
+) -> Result<crate::ledger::Event, crate::ledger::LedgerError> {
+    ledger.register_key(key)?;
+    let mut payload = serde_json::json!({
+        "counts": report.counts,
+        "destination": report.destination,
+        "files_verified": report.files_verified,
+        "result": if report.ok() { "pass" } else { "fail" },
+    });
+    // With --by-study: how many studies are complete (the list itself is
+    // in the report; the event stays small).
+    if let Some(studies) = &report.by_study {
+        let complete = studies.iter().filter(|s| s.complete()).count();
+        payload["studies"] = serde_json::json!({
+            "complete": complete,
+            "incomplete": studies.len() - complete,
+        });
+    }
+    ledger.append_event(
+        crate::ledger::kind::VERIFIED,
+        Some(manifest.run),
+        Some(&manifest.id),
+        &payload,
+        Some(key),
+    )
+}

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
+use custody::lock::{LockError, RunLock};
 use custody::rollback::{LeftClass, RollbackOptions, RollbackReport};
-use custody::transfer::lock::{LockError, RunLock};
 
 use super::render::{self, Renderer};
 use super::verify::{ManifestAt, TrustArgs, manifest_failure, open_manifest_file};

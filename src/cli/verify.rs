@@ -242,8 +242,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
     .map_err(Failure::usage)?;
     if let Some(key) = &key {
         let mut ledger = custody::ledger::Ledger::open(&g.ledger).map_err(Failure::usage)?;
-        custody::transfer::record_verify(&mut ledger, &signed.head, &report, key)
-            .map_err(Failure::usage)?;
+        custody::verify::record(&mut ledger, &signed.head, &report, key).map_err(Failure::usage)?;
     }
     if g.json {
         let mut out = serde_json::json!({

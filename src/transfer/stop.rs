@@ -7,14 +7,15 @@
 //! dropped, nothing is recorded for it). The run is then left open, as
 //! paused, and the next run resumes it.
 //!
-//! The same limits hold the run's pace: every destination write first
-//! takes its bytes from the `--bwlimit` token bucket ([`Throttle`]).
+//! The same limits hold the run's pace: [`Timetable`] is the `--bwlimit`
+//! rate the destination's throttle layer keeps to
+//! ([`crate::dest::throttle`]).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::throttle::Throttle;
-use crate::schedule::{Bwlimit, Clock, Windows};
+use crate::dest::throttle::Rate;
+use crate::schedule::{Bwlimit, Clock, Windows, describe_rate};
 
 /// What may stop a run, and whether it has.
 #[derive(Debug)]
@@ -28,7 +29,6 @@ pub(crate) struct Stopper {
     grace: Duration,
     started: Instant,
     state: Mutex<State>,
-    throttle: Throttle,
 }
 
 #[derive(Debug, Default)]
@@ -75,7 +75,6 @@ impl Stopper {
             grace: limits.grace,
             started: limits.clock.instant(),
             state: Mutex::new(State::default()),
-            throttle: Throttle::new(limits.bwlimit.clone(), limits.clock.clone()),
         })
     }
 
@@ -151,15 +150,37 @@ impl Stopper {
             .is_some_and(|(_, deadline)| self.clock.instant() >= *deadline)
     }
 
-    /// Waits until `n` bytes may be written to the destination
-    /// (`--bwlimit`).
-    pub(crate) fn throttle(&self, n: usize) {
-        self.throttle.take(n);
-    }
-
     /// Why the run stopped, if it did.
     pub(crate) fn stopped(&self) -> Option<String> {
         self.state().stopped.as_ref().map(|(r, _)| r.clone())
+    }
+}
+
+/// The `--bwlimit` timetable read against the run's clock: the rate the
+/// destination's throttle keeps to.
+#[derive(Debug)]
+pub(crate) struct Timetable {
+    table: Bwlimit,
+    clock: Clock,
+}
+
+impl Timetable {
+    pub(crate) fn new(table: Bwlimit, clock: Clock) -> Self {
+        Timetable { table, clock }
+    }
+}
+
+impl Rate for Timetable {
+    fn now(&self) -> Option<u64> {
+        self.table.rate_at(&self.clock.now())
+    }
+
+    fn changed(&self, rate: Option<u64>) {
+        tracing::info!(
+            "bandwidth limit {} (--bwlimit {})",
+            describe_rate(rate),
+            self.table
+        );
     }
 }
 

@@ -1,4 +1,4 @@
-//! One transfer at a time per ledger and destination, and one writer per
+//! One run at a time per ledger and destination, and one writer per
 //! directory destination whatever its ledger.
 //!
 //! Two transfers into the same destination with the same ledger would race:
