@@ -594,6 +594,18 @@ struct Folder {
     collides: Option<String>,
 }
 
+/// A blob container's listing: a name in it is taken.
+impl Occupied for crate::dest::names::Names {
+    fn occupied(&self, path: &str) -> Option<String> {
+        match self.contains(path) {
+            Ok(false) => None,
+            Ok(true) => Some(format!("{}/{path} already exists", self.listed())),
+            // Refuse rather than risk an overwrite; the message says why.
+            Err(e) => Some(format!("cannot tell whether {path} exists: {e}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

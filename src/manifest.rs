@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod chain;
+pub mod index;
 mod stream;
 
 pub use stream::{

@@ -22,10 +22,9 @@ use crate::dest::{Destination, Removal, Version};
 use crate::digest::HashingReader;
 use crate::keys::SigningKey;
 use crate::ledger::{Event, Ledger, LedgerError, kind};
-use crate::manifest::{Manifest, SignedFile};
+use crate::manifest::{Manifest, ManifestError, SignedFile};
 use crate::progress::{Phase, Progress, ProgressReader};
 use crate::relpath::RelPath;
-use crate::verify::VerifyError;
 
 /// How to roll back.
 #[derive(Debug, Clone, Copy)]
@@ -247,7 +246,7 @@ pub fn rollback(
     dest: &dyn Destination,
     opts: &RollbackOptions,
     progress: &dyn Progress,
-) -> Result<RollbackReport, VerifyError> {
+) -> Result<RollbackReport, ManifestError> {
     let head = &manifest.head;
     let mut report = RollbackReport {
         manifest: head.id.clone(),

@@ -5,9 +5,7 @@
 //! content, cannot be read, or is present at the destination without being
 //! in the manifest, so files added after sealing are caught too.
 
-pub(crate) mod index;
-
-pub use index::StudyCompleteness;
+pub use crate::manifest::index::StudyCompleteness;
 
 use std::sync::Mutex;
 
@@ -16,10 +14,10 @@ use serde::Serialize;
 use crate::crypt::{CryptError, DecryptReader, EncryptionKey};
 use crate::dest::{DestError, Destination, Listed};
 use crate::digest::{self, HashingReader};
+use crate::manifest::index::{Expected, Index, IndexError};
 use crate::manifest::{KeyMismatch, Manifest, ManifestError, SignedFile};
 use crate::progress::{Phase, Progress, ProgressReader};
 use crate::relpath::{self, RelPath};
-use index::{Expected, Index};
 
 /// Errors that make a verify impossible as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +35,15 @@ pub enum VerifyError {
     /// The on-disk index of expected files failed (temporary space).
     #[error("index of expected files: {0}")]
     Index(#[from] rusqlite::Error),
+}
+
+impl From<IndexError> for VerifyError {
+    fn from(e: IndexError) -> Self {
+        match e {
+            IndexError::Manifest(e) => VerifyError::Manifest(e),
+            IndexError::Sqlite(e) => VerifyError::Index(e),
+        }
+    }
 }
 
 /// The class of one discrepancy.

@@ -25,8 +25,8 @@ use super::{Placement, Profile};
 use crate::digest;
 use crate::keys::SigningKey;
 use crate::ledger::{self, Ledger, LedgerError};
+use crate::manifest::index::Index;
 use crate::manifest::{self, Manifest, SignedFile, VERSION_CRC64};
-use crate::verify::index::Index;
 
 /// One `<file>` line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,8 +17,8 @@ use serde_json::json;
 use super::Placement;
 use crate::keys::SigningKey;
 use crate::ledger::{self, Ledger, LedgerError};
+use crate::manifest::index::Index;
 use crate::manifest::{Manifest, SignedFile};
-use crate::verify::index::Index;
 
 /// The copy log as Data Box writes it (elements it does not list are
 /// ignored; the root element's name and the document's depth are checked

@@ -105,22 +105,18 @@ impl Names {
     }
 }
 
+impl Names {
+    /// What was listed (a URL without secrets).
+    pub fn listed(&self) -> &str {
+        &self.from
+    }
+}
+
 /// A failure of the temporary database, named by the destination listed.
 fn local(from: &str, e: rusqlite::Error) -> DestError {
     DestError::Unusable {
         path: from.into(),
         reason: format!("cannot keep the listing in a temporary file: {e}"),
-    }
-}
-
-impl crate::databox::Occupied for Names {
-    fn occupied(&self, path: &str) -> Option<String> {
-        match self.contains(path) {
-            Ok(false) => None,
-            Ok(true) => Some(format!("{}/{path} already exists", self.from)),
-            // Refuse rather than risk an overwrite; the message says why.
-            Err(e) => Some(format!("cannot tell whether {path} exists: {e}")),
-        }
     }
 }
 

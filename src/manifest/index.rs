@@ -1,4 +1,5 @@
-//! The set of objects a manifest expects, on disk rather than in memory.
+//! The set of objects a manifest expects, on disk rather than in memory:
+//! what verify, the BOM check and the copy-log check look objects up in.
 //!
 //! A manifest of a million files is a few hundred megabytes of entries; a
 //! verify needs them as a set it can look objects up in and, at the end,
@@ -9,8 +10,19 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::VerifyError;
-use crate::manifest::{FileEntry, SignedFile};
+use super::{FileEntry, ManifestError, SignedFile};
+
+/// The index could not be built or asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// The manifest could not be read again for its entries.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The temporary database failed (temporary space).
+    #[error("index of expected files: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
 
 /// The object a manifest entry expects at the destination: the stored
 /// (encrypted) object when there is one, else the plaintext file.
@@ -83,7 +95,7 @@ pub(crate) struct Index {
 
 impl Index {
     /// A new, empty index.
-    pub(crate) fn new() -> Result<Self, VerifyError> {
+    pub(crate) fn new() -> Result<Self, IndexError> {
         // An empty name: a private temporary database on disk.
         let conn = Connection::open("")?;
         conn.execute_batch(
@@ -107,7 +119,7 @@ impl Index {
     }
 
     /// Streams `manifest`'s entries into a new index.
-    pub(crate) fn build(manifest: &SignedFile) -> Result<Self, VerifyError> {
+    pub(crate) fn build(manifest: &SignedFile) -> Result<Self, IndexError> {
         let mut index = Self::new()?;
         index.add(manifest)?;
         Ok(index)
@@ -115,7 +127,7 @@ impl Index {
 
     /// Streams `manifest`'s entries in: an object listed before is
     /// superseded (a job's chain is added oldest first).
-    pub(crate) fn add(&mut self, manifest: &SignedFile) -> Result<(), VerifyError> {
+    pub(crate) fn add(&mut self, manifest: &SignedFile) -> Result<(), IndexError> {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare(
