@@ -1,0 +1,126 @@
+//! Planning from the ledger: what the walk hands the workers for each
+//! source file ([`Item`]): copy it, check it against what the job landed
+//! before, or nothing to do (already landed for this run, excluded, failed).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use super::copy::{Done, object_rel};
+use super::preflight::{lint, linter};
+use super::stop::Stopper;
+use super::{TransferError, TransferOptions};
+use crate::dest::Destination;
+use crate::ledger::{FailureClass, JobState, LandedLookup, Prior};
+use crate::source::{self, SourceEntry, SourceFile};
+
+pub(super) enum Item {
+    Copy(SourceFile),
+    /// A file the job landed before whose size or mtime differ.
+    Check(SourceFile, Prior),
+    Ready(Done),
+}
+
+/// What to do with a file: skip it if the ledger recorded it for this run,
+/// unchanged at the source and present at the destination with its size;
+/// copy it otherwise.
+pub(super) fn plan(
+    f: SourceFile,
+    lookup: Option<&LandedLookup>,
+    dest: &dyn Destination,
+    encrypted: bool,
+    prior: Option<Prior>,
+) -> Item {
+    let item = match lookup.map(|l| l.get(f.rel.as_str())) {
+        Some(Ok(Some(rec)))
+            if rec.size == f.size
+                && rec.mtime_ns == f.mtime_ns
+                && matches!(
+                    dest.landed_size(&object_rel(&f.rel, encrypted)),
+                    Ok(Some(s)) if s == rec.stored_size.unwrap_or(rec.size)
+                ) =>
+        {
+            Item::Ready(Done::Skipped { bytes: f.size })
+        }
+        _ => Item::Copy(f),
+    };
+    // What a job's earlier runs landed is compared by its metadata; only a
+    // difference makes it worth a read.
+    match (item, prior) {
+        (Item::Copy(f), Some(p)) if p.size == f.size && p.mtime_ns == f.mtime_ns => {
+            Item::Ready(Done::Unchanged {
+                bytes: f.size,
+                touched: false,
+            })
+        }
+        (Item::Copy(f), Some(p)) => Item::Check(f, p),
+        (item, _) => item,
+    }
+}
+
+/// The walk, as the workers' items: every file is marked seen in the job's
+/// state, checked against the rules when `--skip-violations` excludes as the
+/// walk meets them (in walk order, as the case check needs), and planned
+/// against what the ledger recorded for this run (`lookup`). Past a
+/// window's end or a limit, no further file starts.
+pub(super) fn walk<'a>(
+    source_root: &Path,
+    opts: &TransferOptions,
+    dest: &'a dyn Destination,
+    lookup: Option<LandedLookup>,
+    job_state: Option<&'a Mutex<JobState>>,
+    stopper: &'a Stopper,
+) -> Result<impl Iterator<Item = Item> + Send + 'a, TransferError> {
+    let encrypted = opts.encryption.is_some();
+    let mut linter = match opts.skip_violations {
+        true => linter(opts, dest)?,
+        false => None,
+    };
+    let rules = match opts.placement {
+        Some(_) => "Data Box rule",
+        None => "destination rule",
+    };
+    let items = source::walk(source_root).map(move |entry| match entry {
+        SourceEntry::File(f) => {
+            // Every file the walk meets is marked seen, whatever happens
+            // to it next: what is never seen was deleted at the source.
+            let prior = match job_state.map(|js| {
+                js.lock()
+                    .expect("job state lock poisoned")
+                    .take(f.rel.as_str())
+            }) {
+                Some(Err(e)) => {
+                    return Item::Ready(Done::Failed {
+                        path: f.path.display().to_string(),
+                        error: format!("ledger lookup failed: {e}"),
+                        class: FailureClass::Ledger,
+                    });
+                }
+                Some(Ok(p)) => p,
+                None => None,
+            };
+            match linter.as_mut().and_then(|l| {
+                let own = lookup.as_ref().map(|o| (o, dest));
+                lint(l, &f, encrypted, own).into_iter().next()
+            }) {
+                Some(v) => Item::Ready(Done::Excluded {
+                    path: f.rel.to_string(),
+                    reason: format!("{rules} {}: {}", v.rule, v.detail).into(),
+                }),
+                None => plan(f, lookup.as_ref(), dest, encrypted, prior),
+            }
+        }
+        SourceEntry::Excluded { path, reason } => Item::Ready(Done::Excluded {
+            path,
+            reason: reason.into(),
+        }),
+        SourceEntry::Failed { path, error } => Item::Ready(Done::Failed {
+            path: path.display().to_string(),
+            error: error.to_string(),
+            class: FailureClass::SourceUnreadable,
+        }),
+    });
+    Ok(items.take_while(|item| match item {
+        Item::Copy(f) | Item::Check(f, _) => stopper.admit(f.size),
+        Item::Ready(_) => stopper.stopped().is_none(),
+    }))
+}
