@@ -1,0 +1,66 @@
+//! Signed reading: a manifest file and its detached SSHSIG signature
+//! (`<manifest>.sig`), checked against a trust (a public key or an
+//! `allowed_signers` file) before anything in it is believed.
+
+use std::path::{Path, PathBuf};
+
+use super::{Manifest, ManifestError};
+use crate::keys::{self, Signer, Trust};
+
+/// A manifest read from disk with its signature checked.
+#[derive(Debug, Clone)]
+pub struct SignedManifest {
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// Its exact bytes.
+    pub bytes: Vec<u8>,
+    /// Who signed it.
+    pub signer: Signer,
+}
+
+/// The signature path for a manifest path (`<file>.sig`).
+pub fn signature_path(manifest: &Path) -> PathBuf {
+    let mut s = manifest.as_os_str().to_owned();
+    s.push(".sig");
+    PathBuf::from(s)
+}
+
+/// Reads `path` and `path.sig`, checks the signature against `trust` first,
+/// then parses.
+///
+/// # Errors
+/// I/O errors, a bad signature, or malformed content, each naming the file.
+pub fn read_signed(path: &Path, trust: &Trust) -> Result<SignedManifest, ManifestError> {
+    let bytes = std::fs::read(path).map_err(|source| ManifestError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let sig_path = signature_path(path);
+    let sig = std::fs::read_to_string(&sig_path).map_err(|source| ManifestError::Io {
+        path: sig_path.clone(),
+        source,
+    })?;
+    // The identity the signature must be bound to is inside the manifest;
+    // read just that field before trusting anything else.
+    // So is the time it was signed, which the key's validity (an
+    // allowed_signers valid-after / valid-before) is checked against.
+    let top = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+    let field = |p: &str| top.as_ref()?.pointer(p)?.as_str().map(str::to_owned);
+    let identity = field("/operator/identity").unwrap_or_default();
+    let created = field("/created").and_then(|t| t.parse().ok());
+    let signer = trust
+        .verify(&identity, keys::MANIFEST_NAMESPACE, created, &bytes, &sig)
+        .map_err(|source| ManifestError::Signature {
+            path: sig_path,
+            source,
+        })?;
+    let manifest = Manifest::parse(&bytes).map_err(|reason| ManifestError::Malformed {
+        path: path.to_path_buf(),
+        reason,
+    })?;
+    Ok(SignedManifest {
+        manifest,
+        bytes,
+        signer,
+    })
+}
