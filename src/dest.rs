@@ -113,19 +113,6 @@ impl DestError {
             | DestError::Unusable { path, .. } => path,
         }
     }
-
-    /// Whether retrying the same operation may succeed.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            DestError::Io { source, .. } => matches!(
-                source.kind(),
-                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
-            ),
-            DestError::Unusable { .. } | DestError::Blocked { .. } | DestError::Exists { .. } => {
-                false
-            }
-        }
-    }
 }
 
 /// An object listed at the destination.
