@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use super::render;
-use super::verify::{TrustArgs, manifest_failure, open_manifest_file};
-use super::{Code, Global, Outcome, print_json};
+use super::args::TrustArgs;
+use super::load::{manifest_failure, open_manifest_file};
+use super::{Code, Global, Outcome, print_json, render};
 
 /// Check a manifest's signature and internal consistency without touching
 /// the data: canonical form, totals, duplicate or unordered paths,
@@ -108,7 +108,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
 
 /// Walks and prints a job's chain (`--chain DIR`).
 fn chain(args: &Args, dir: &std::path::Path, g: &Global) -> Outcome {
-    let report = super::verify::walk_chain(&args.manifest, dir, &args.trust)?;
+    let report = super::load::walk_chain(&args.manifest, dir, &args.trust)?;
     if g.json {
         print_json(&serde_json::json!({
             "manifest": report.links.last().map(|l| &l.id),

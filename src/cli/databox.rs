@@ -8,7 +8,8 @@ use custody::keys::SigningKey;
 use custody::ledger::{Event, Ledger, LedgerError};
 use custody::manifest::{Manifest, SignedFile};
 
-use super::verify::{TrustArgs, open_manifest_file};
+use super::args::TrustArgs;
+use super::load::open_manifest_file;
 use super::{Code, Failure, Global, Outcome, print_result};
 
 /// Reconcile what a Data Box reports with a sealed manifest.

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use super::args::TrustArgs;
 use super::render::{self, Renderer};
-use super::verify::TrustArgs;
 use super::{Code, Failure, Global, Outcome, print_result};
 
 /// Decrypt every *.custody-enc object under SRC into DEST (names without
@@ -77,7 +77,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
                 allowed_signers: args.trust.allowed_signers.clone(),
                 public_key: args.trust.public_key.clone(),
             };
-            Some(super::verify::open_manifest(path, &trust)?.manifest)
+            Some(super::load::open_manifest(path, &trust)?.manifest)
         }
         Some(path) => {
             eprintln!(

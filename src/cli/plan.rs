@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use custody::schedule::{self, Estimate, Plan};
 
-use super::render;
-use super::{Code, Failure, Global, Outcome, print_json};
+use super::{Code, Failure, Global, Outcome, print_json, render};
 
 /// Estimate each wave of a plan: its files and bytes now (a walk, no
 /// hashing), how long it copies at the throughput earlier runs in the

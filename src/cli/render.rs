@@ -1,7 +1,7 @@
 //! Rendering: progress bars on a terminal, periodic one-line summaries in
 //! the log otherwise, and the small formatting helpers the commands share.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use custody::progress::{Notice, Phase, Progress};
 use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{Global, LogFormat};
+use super::{Code, Global, LogFormat};
 
 /// `s` with every control character (newline, carriage return, escape,
 /// the C1 range…) written as a Rust escape (`\n`, `\u{1b}`): a file name
@@ -393,4 +393,35 @@ pub fn warn_if_example_trust(trust: &custody::keys::Trust) {
         }
         eprintln!("custody: WARNING: (it is listed as a trusted key)");
     }
+}
+
+/// Whether this command printed its `--json` object.
+pub(super) static PRINTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// The `--json` object of a command that failed (docs/json.md).
+pub(super) fn print_error_json(code: Code, message: &str, hint: Option<&str>) {
+    print_json(&serde_json::json!({
+        "error": {
+            "exit_code": code as u8,
+            "message": message.trim_end().trim_start_matches("error: "),
+            "hint": hint,
+        }
+    }));
+}
+
+/// Prints `value` as one JSON object on stdout (for `--json`). A closed
+/// pipe is not an error.
+pub fn print_json(value: &impl serde::Serialize) {
+    PRINTED.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer_pretty(&mut out, value).map(|()| writeln!(out));
+}
+
+/// The `--json` object of a check: `{"result": "pass"|"fail", "report": …}`.
+pub fn print_result(ok: bool, report: &impl serde::Serialize) {
+    print_json(&serde_json::json!({
+        "result": if ok { "pass" } else { "fail" },
+        "report": report,
+    }));
 }

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use custody::report::Report;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::render;
-use super::verify::{TrustArgs, open_manifest_file};
-use super::{Code, Failure, Global, Outcome, print_json};
+use super::args::TrustArgs;
+use super::load::open_manifest_file;
+use super::{Code, Failure, Global, Outcome, print_json, render};
 
 /// Write the post-migration report of a sealed manifest: what moved
 /// (files, bytes, DICOM studies), when, how fast (throughput over time),

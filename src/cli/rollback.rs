@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use custody::lock::{LockError, RunLock};
 use custody::rollback::{LeftClass, RollbackOptions, RollbackReport};
 
+use super::args::{ManifestAt, TrustArgs};
+use super::load::{manifest_failure, open_manifest_file};
 use super::render::{self, Renderer};
-use super::verify::{ManifestAt, TrustArgs, manifest_failure, open_manifest_file};
 use super::{Code, Failure, Global, Outcome, print_json};
 
 /// Remove from DEST exactly the objects a manifest landed, each only if it

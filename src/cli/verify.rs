@@ -2,10 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use custody::manifest::chain::ChainReport;
-use custody::manifest::{self, ManifestError, SignedFile, SignedManifest};
+use custody::manifest::{self, SignedFile};
 use custody::verify::{Class, VerifyReport};
 
+use super::args::TrustArgs;
+use super::load::{manifest_failure, open_manifest_file, walk_chain};
 use super::render::{self, Renderer};
 use super::{Code, Failure, Global, Outcome, print_json};
 
@@ -63,63 +64,6 @@ pub struct Args {
     /// `dicom` objects, version 4).
     #[arg(long)]
     by_study: bool,
-}
-
-/// A manifest and where it landed: the positional arguments of `verify`
-/// and `rollback`.
-#[derive(Debug, clap::Args)]
-pub struct ManifestAt {
-    /// The manifest (`<id>.json`; its signature is `<id>.json.sig`).
-    #[arg(value_name = "MANIFEST")]
-    pub manifest: PathBuf,
-    /// Where it landed: a directory, or a blob container URL (credentials
-    /// from the environment, as for `transfer`).
-    #[arg(value_name = "DEST")]
-    pub destination: PathBuf,
-}
-
-/// The trust anchor flags shared by `verify` and `audit`.
-#[derive(Debug, clap::Args)]
-#[group(required = true, multiple = false)]
-pub struct TrustArgs {
-    /// An OpenSSH allowed_signers file; the manifest's operator identity
-    /// must be a principal of the signing key.
-    #[arg(long, value_name = "FILE")]
-    pub allowed_signers: Option<PathBuf>,
-    /// The operator's OpenSSH public key.
-    #[arg(long, value_name = "FILE")]
-    pub public_key: Option<PathBuf>,
-}
-
-/// Reads a manifest and checks its signature and consistency; maps each
-/// failure to its exit code.
-pub fn open_manifest(path: &Path, trust: &TrustArgs) -> Result<SignedManifest, Failure> {
-    manifest::read_signed(path, &trust.load()?).map_err(|e| manifest_failure(path, e))
-}
-
-/// As [`open_manifest`], without reading the file list into memory.
-pub fn open_manifest_file(path: &Path, trust: &TrustArgs) -> Result<SignedFile, Failure> {
-    manifest::open_signed(path, &trust.load()?).map_err(|e| manifest_failure(path, e))
-}
-
-impl TrustArgs {
-    fn load(&self) -> Result<custody::keys::Trust, Failure> {
-        super::load_trust(self.allowed_signers.as_deref(), self.public_key.as_deref())
-    }
-}
-
-/// A manifest that cannot be opened is a usage error; one that is
-/// damaged, forged or malformed is an integrity failure.
-pub fn manifest_failure(path: &Path, e: ManifestError) -> Failure {
-    match &e {
-        ManifestError::Io { path: p, .. } if p == path => Failure::usage(e),
-        _ => Failure::integrity(e),
-    }
-}
-
-/// Walks a job's chain from `newest` (`audit --chain`, `verify --chain`).
-pub fn walk_chain(newest: &Path, dir: &Path, trust: &TrustArgs) -> Result<ChainReport, Failure> {
-    manifest::chain::walk(newest, dir, &trust.load()?).map_err(|e| manifest_failure(newest, e))
 }
 
 /// What `verify` checks against: one manifest, or a job's chain.
