@@ -252,7 +252,7 @@ impl Placement {
     ///
     /// # Errors
     /// A destination that is neither a Data Box share nor a blob URL.
-    pub fn folders_of(manifest: &crate::manifest::Manifest) -> Result<Vec<String>, String> {
+    pub(crate) fn folders_of(manifest: &crate::manifest::Manifest) -> Result<Vec<String>, String> {
         let target = crate::dest::Target::parse(std::path::Path::new(&manifest.destination))
             .map_err(|e| e.to_string())?;
         let placement = Self::for_destination(&target, None).ok_or_else(|| {

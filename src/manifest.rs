@@ -394,6 +394,25 @@ pub enum ManifestError {
     },
 }
 
+/// Why manifest bytes are not a manifest of this format and version.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// Not JSON at all.
+    #[error("invalid JSON: {0}")]
+    Json(serde_json::Error),
+    /// A custody manifest of a version this code does not read.
+    #[error("unsupported manifest version {0}")]
+    Version(serde_json::Value),
+    /// Not a custody manifest.
+    #[error("no \"format\": \"custody-manifest\" with a version")]
+    Format,
+    /// The format's fields are wrong (missing, unknown, duplicated, of
+    /// the wrong type), or something follows the object.
+    #[error("{0}")]
+    Fields(serde_json::Error),
+}
+
 impl Manifest {
     /// The canonical bytes (RFC 8785 JSON) that are written and signed.
     pub fn to_canonical(&self) -> Vec<u8> {
@@ -403,19 +422,17 @@ impl Manifest {
     /// Parses manifest bytes (without checking signature or consistency).
     ///
     /// # Errors
-    /// Returns a reason when the bytes are not JSON of this format and version.
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
+    /// [`ParseError`] when the bytes are not JSON of this format and
+    /// version.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(ParseError::Json)?;
         match (value.get("format"), value.get("version")) {
             (Some(f), Some(v)) if f == FORMAT && v.as_u64().is_some_and(supported_version) => {}
-            (Some(f), Some(v)) if f == FORMAT => {
-                return Err(format!("unsupported manifest version {v}"));
-            }
-            _ => return Err(format!("no \"format\": \"{FORMAT}\" with a version")),
+            (Some(f), Some(v)) if f == FORMAT => return Err(ParseError::Version(v.clone())),
+            _ => return Err(ParseError::Format),
         }
         // Parse the bytes again (not the Value) so duplicate keys are errors.
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+        serde_json::from_slice(bytes).map_err(ParseError::Fields)
     }
 
     /// Signs the canonical bytes; returns the armored SSHSIG.
@@ -629,12 +646,14 @@ mod tests {
         assert!(
             Manifest::parse(v7.as_bytes())
                 .unwrap_err()
+                .to_string()
                 .contains("version 7")
         );
         let dup = text.replacen(r#"{"created":"#, r#"{"host":"evil","created":"#, 1);
         assert!(
             Manifest::parse(dup.as_bytes())
                 .unwrap_err()
+                .to_string()
                 .contains("duplicate")
         );
         let extra = text.replacen(r#"{"created":"#, r#"{"zzz":1,"created":"#, 1);

@@ -25,7 +25,7 @@ use jiff::{SignedDuration, ZonedDateTime as Zoned};
 
 mod bwlimit;
 
-pub use bwlimit::{Bwlimit, describe as describe_rate, rate as parse_rate};
+pub use bwlimit::{Bwlimit, RateError, describe as describe_rate, rate as parse_rate};
 pub use plan::{Estimate, Plan, PlanError, WavePlan, calendar, estimate};
 
 mod plan;

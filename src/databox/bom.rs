@@ -82,8 +82,18 @@ pub const MAX_LINE: usize = 16 * 1024;
 /// line, an XML declaration or a lone root element tag.
 ///
 /// # Errors
-/// What is wrong with the line, in a few words.
-pub fn parse_line(line: &str) -> Result<Option<BomEntry>, String> {
+/// [`LineError`]: what is wrong with the line, in a few words.
+pub fn parse_line(line: &str) -> Result<Option<BomEntry>, LineError> {
+    entry(line).map_err(LineError)
+}
+
+/// Why a BOM line does not read: a few words, naming no more of the line
+/// than its start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LineError(String);
+
+fn entry(line: &str) -> Result<Option<BomEntry>, String> {
     let t = line.trim();
     if t.is_empty() || (t.starts_with("<?xml") && t.ends_with("?>")) || is_root_tag(t) {
         return Ok(None);
@@ -379,7 +389,7 @@ pub fn check(manifest: &SignedFile, boms: &[PathBuf]) -> Result<BomReport, BomEr
             let entry = parse_line(&line).map_err(|reason| BomError::Malformed {
                 path: bom.clone(),
                 line: number,
-                reason,
+                reason: reason.to_string(),
             })?;
             let Some(entry) = entry else {
                 continue;
@@ -540,7 +550,7 @@ mod tests {
             ("just text", "not a <file> line"),
             ("<file>", "not a <file> line"),
         ] {
-            let err = parse_line(bad).unwrap_err();
+            let err = parse_line(bad).unwrap_err().to_string();
             assert!(err.contains(says), "{bad:?}: {err}");
         }
     }

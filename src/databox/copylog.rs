@@ -159,9 +159,9 @@ pub struct CopyLogSummary {
 /// the fuzz target `copylog` drives it).
 ///
 /// # Errors
-/// Not a copy log: what the XML reader said.
-pub fn summarise(bytes: &[u8]) -> Result<CopyLogSummary, String> {
-    let log = parse(bytes)?;
+/// [`NotACopyLog`]: what the XML reader, or the copy log's shape, said.
+pub fn summarise(bytes: &[u8]) -> Result<CopyLogSummary, NotACopyLog> {
+    let log = parse(bytes).map_err(NotACopyLog)?;
     Ok(CopyLogSummary {
         status: log.status,
         total: log.total,
@@ -169,6 +169,11 @@ pub fn summarise(bytes: &[u8]) -> Result<CopyLogSummary, String> {
         entities: log.entities.len(),
     })
 }
+
+/// Why bytes are not a Data Box copy log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotACopyLog(String);
 
 /// How deep a copy log's elements nest at most: Data Box writes three
 /// levels (`CopyLog`, `ErroredEntity`, its children).

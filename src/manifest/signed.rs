@@ -56,7 +56,7 @@ pub fn read_signed(path: &Path, trust: &Trust) -> Result<SignedManifest, Manifes
         })?;
     let manifest = Manifest::parse(&bytes).map_err(|reason| ManifestError::Malformed {
         path: path.to_path_buf(),
-        reason,
+        reason: reason.to_string(),
     })?;
     Ok(SignedManifest {
         manifest,

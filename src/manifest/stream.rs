@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::{Excluded, FORMAT, FileEntry, Manifest, ManifestError, Totals, signature_path};
+use super::{
+    Excluded, FORMAT, FileEntry, Manifest, ManifestError, ParseError, Totals, signature_path,
+};
 use crate::keys::{self, Signer, SigningKey, Trust};
 
 const EXCLUDED_KEY: &[u8] = br#""excluded":["#;
@@ -310,13 +312,11 @@ impl<'de> Visitor<'de> for Files<'_> {
 fn parse_top(
     reader: impl Read,
     on_file: Option<&mut dyn FnMut(FileEntry) -> Result<(), String>>,
-) -> Result<(Manifest, u64), String> {
+) -> Result<(Manifest, u64), serde_json::Error> {
     let mut de =
         serde_json::Deserializer::from_reader(BufReader::with_capacity(256 * 1024, reader));
-    let top = Top { on_file }
-        .deserialize(&mut de)
-        .map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())?;
+    let top = Top { on_file }.deserialize(&mut de)?;
+    de.end()?;
     Ok(top)
 }
 
@@ -328,13 +328,17 @@ fn parse_top(
 /// # Errors
 /// I/O errors from `reader`; a manifest that does not parse is not an
 /// error here but the inner `Err`.
-pub fn hash_head(reader: impl Read) -> std::io::Result<(blake3::Hash, Result<Manifest, String>)> {
+pub fn hash_head(
+    reader: impl Read,
+) -> std::io::Result<(blake3::Hash, Result<Manifest, ParseError>)> {
     let mut hasher = blake3::Hasher::new();
     let mut reader = HashRead {
         inner: reader,
         hasher: &mut hasher,
     };
-    let head = parse_top(&mut reader, None).map(|(m, _)| m);
+    let head = parse_top(&mut reader, None)
+        .map(|(m, _)| m)
+        .map_err(ParseError::Fields);
     std::io::copy(&mut reader, &mut std::io::sink())?;
     Ok((hasher.finalize(), head))
 }
@@ -420,7 +424,7 @@ pub fn open_signed(path: &Path, trust: &Trust) -> Result<SignedFile, ManifestErr
         })?;
     let (head, file_count) = parsed.map_err(|reason| ManifestError::Malformed {
         path: path.to_path_buf(),
-        reason,
+        reason: reason.to_string(),
     })?;
     Ok(SignedFile {
         head,
@@ -464,7 +468,7 @@ impl SignedFile {
             inner: file,
             hasher: &mut hasher,
         };
-        parse_top(reader, Some(&mut on_file)).map_err(malformed)?;
+        parse_top(reader, Some(&mut on_file)).map_err(|e| malformed(e.to_string()))?;
         if hasher.finalize() != self.blake3 {
             return Err(malformed(
                 "changed while being read, after its signature was checked".into(),
@@ -620,7 +624,7 @@ mod tests {
             ),
             (format!("{good} x"), "trailing characters"),
         ] {
-            let err = parse_top(bad.as_bytes(), None).unwrap_err();
+            let err = parse_top(bad.as_bytes(), None).unwrap_err().to_string();
             assert!(err.contains(expect), "{err}");
             assert!(super::super::Manifest::parse(bad.as_bytes()).is_err());
         }

@@ -40,12 +40,33 @@ impl fmt::Display for Bwlimit {
     }
 }
 
+/// Why a rate does not parse; each names the text given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RateError {
+    /// The unit is none of B, K, M, G, T (or their `Ki`/`KiB` forms).
+    #[error(
+        "{0:?} is not a rate (off, or a number with B, K, M, G or T: powers of 1024, \
+         bare numbers are KiB/s)"
+    )]
+    Unit(String),
+    /// The number does not parse.
+    #[error("{0:?} is not a rate (off, 512K, 20M, 1.5G)")]
+    Number(String),
+    /// Below one byte per second.
+    #[error("{0:?} is below 1 byte per second (use off for no limit, --window to stop)")]
+    TooLow(String),
+    /// Above what the token bucket takes.
+    #[error("{0:?} is above 4 GiB/s (use off for no limit)")]
+    TooHigh(String),
+}
+
 /// A rate: `off` (`None`), or a number with an optional unit, in bytes
 /// per second.
 ///
 /// # Errors
-/// What is wrong with it.
-pub fn rate(s: &str) -> Result<Option<u64>, String> {
+/// [`RateError`]: what is wrong with it.
+pub fn rate(s: &str) -> Result<Option<u64>, RateError> {
     if s.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
@@ -59,24 +80,17 @@ pub fn rate(s: &str) -> Result<Option<u64>, String> {
         "M" | "MI" | "MIB" => 2,
         "G" | "GI" | "GIB" => 3,
         "T" | "TI" | "TIB" => 4,
-        _ => {
-            return Err(format!(
-                "{s:?} is not a rate (off, or a number with B, K, M, G or T: powers of 1024, \
-                 bare numbers are KiB/s)"
-            ));
-        }
+        _ => return Err(RateError::Unit(s.to_owned())),
     };
     let n: f64 = number
         .parse()
-        .map_err(|_| format!("{s:?} is not a rate (off, 512K, 20M, 1.5G)"))?;
+        .map_err(|_| RateError::Number(s.to_owned()))?;
     let bytes = n * 1024f64.powi(power);
     if bytes.is_nan() || bytes < 1.0 {
-        return Err(format!(
-            "{s:?} is below 1 byte per second (use off for no limit, --window to stop)"
-        ));
+        return Err(RateError::TooLow(s.to_owned()));
     }
     if bytes > MAX_RATE as f64 {
-        return Err(format!("{s:?} is above 4 GiB/s (use off for no limit)"));
+        return Err(RateError::TooHigh(s.to_owned()));
     }
     Ok(Some(bytes as u64))
 }
@@ -90,13 +104,15 @@ impl std::str::FromStr for Bwlimit {
         let mut slots = Vec::new();
         match entries.as_slice() {
             [] => return Err(err("is empty".into())),
-            [only] if !only.contains(',') => slots.push((0, rate(only).map_err(err)?)),
+            [only] if !only.contains(',') => {
+                slots.push((0, rate(only).map_err(|e| err(e.to_string()))?))
+            }
             _ => {
                 for entry in entries {
                     let Some((when, r)) = entry.split_once(',') else {
                         return Err(err(format!("{entry:?} is not an entry [Day-]HH:MM,RATE")));
                     };
-                    let r = rate(r).map_err(err)?;
+                    let r = rate(r).map_err(|e| err(e.to_string()))?;
                     let (days, hhmm) = match when.split_once('-') {
                         Some((d, t)) => match day(d) {
                             Some(d) => (d..=d, t),

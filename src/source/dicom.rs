@@ -348,7 +348,8 @@ pub fn probe_reader(mut reader: impl std::io::Read) -> std::io::Result<Outcome> 
 ///
 /// # Errors
 /// Why it does not parse, naming no value.
-pub fn parse(bytes: &[u8]) -> Result<Header, String> {
+#[cfg(test)]
+fn parse(bytes: &[u8]) -> Result<Header, String> {
     parse_prefix(bytes).map(|(header, _)| header)
 }
 
