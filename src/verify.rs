@@ -49,7 +49,7 @@ impl From<IndexError> for VerifyError {
 /// The class of one discrepancy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Class {
+pub enum DiscrepancyClass {
     /// In the manifest, absent at the destination.
     Missing,
     /// At the destination, absent from the manifest.
@@ -66,7 +66,7 @@ pub enum Class {
 #[derive(Debug, Clone, Serialize)]
 pub struct Discrepancy {
     /// Its class.
-    pub class: Class,
+    pub class: DiscrepancyClass,
     /// The relative path.
     pub path: String,
     /// Details (expected and found values, or the error).
@@ -166,7 +166,7 @@ fn check(
     };
     let reader = match dest.open(rel) {
         Ok(r) => r,
-        Err(err) => return bad(Class::Unreadable, err.to_string()),
+        Err(err) => return bad(DiscrepancyClass::Unreadable, err.to_string()),
     };
     let (size, blake3) = (e.size, e.blake3.as_str());
     let mut raw = HashingReader::new(ProgressReader {
@@ -180,26 +180,26 @@ fn check(
             Ok(p) => Some(p),
             Err(err) => {
                 return match CryptError::from_io(&err) {
-                    Some(c) => bad(Class::Hash, format!("does not decrypt: {c}")),
-                    None => bad(Class::Unreadable, format!("read failed: {err}")),
+                    Some(c) => bad(DiscrepancyClass::Hash, format!("does not decrypt: {c}")),
+                    None => bad(DiscrepancyClass::Unreadable, format!("read failed: {err}")),
                 };
             }
         },
         None => match std::io::copy(&mut raw, &mut std::io::sink()) {
             Ok(_) => None,
-            Err(err) => return bad(Class::Unreadable, format!("read failed: {err}")),
+            Err(err) => return bad(DiscrepancyClass::Unreadable, format!("read failed: {err}")),
         },
     };
     let (n, h) = raw.finish();
     if n != size {
         return bad(
-            Class::Size,
+            DiscrepancyClass::Size,
             format!("expected {size} bytes, read {n} (changed while verifying?)"),
         );
     }
     if h.to_hex().as_str() != blake3 {
         return bad(
-            Class::Hash,
+            DiscrepancyClass::Hash,
             format!(
                 "content differs: expected blake3 {blake3}, found {}",
                 h.to_hex()
@@ -210,7 +210,7 @@ fn check(
         && (pn != *size || ph.to_hex().as_str() != blake3)
     {
         return bad(
-            Class::Hash,
+            DiscrepancyClass::Hash,
             format!(
                 "plaintext differs: expected {size} bytes with blake3 {blake3}, decrypted {pn} bytes with blake3 {}",
                 ph.to_hex()
@@ -323,13 +323,13 @@ fn verify_index(
         let item = match listed {
             Ok(Listed::Object { rel, size }) => match lookup(rel.as_str()) {
                 Ok(Some(e)) if e.size != size => Item::Report(Discrepancy {
-                    class: Class::Size,
+                    class: DiscrepancyClass::Size,
                     path: rel.to_string(),
                     detail: format!("expected {} bytes, found {size}", e.size),
                 }),
                 Ok(Some(e)) => Item::Check(rel, e),
                 Ok(None) => Item::Report(Discrepancy {
-                    class: Class::Extra,
+                    class: DiscrepancyClass::Extra,
                     path: rel.to_string(),
                     detail: format!("{size} bytes, not in the manifest"),
                 }),
@@ -341,9 +341,9 @@ fn verify_index(
             Ok(Listed::Other { path, what }) => match lookup(&path) {
                 Ok(listed) => Item::Report(Discrepancy {
                     class: if listed.is_some() {
-                        Class::Unreadable
+                        DiscrepancyClass::Unreadable
                     } else {
-                        Class::Extra
+                        DiscrepancyClass::Extra
                     },
                     detail: format!("{what}, not a regular file"),
                     path,
@@ -354,7 +354,7 @@ fn verify_index(
                 }
             },
             Err(err) => Item::Report(Discrepancy {
-                class: Class::Unreadable,
+                class: DiscrepancyClass::Unreadable,
                 path: err.path().display().to_string(),
                 detail: err.to_string(),
             }),
@@ -401,7 +401,7 @@ fn verify_index(
     }
     index.for_each_unseen(|path, size| {
         report.discrepancies.push(Discrepancy {
-            class: Class::Missing,
+            class: DiscrepancyClass::Missing,
             path,
             detail: format!("{size} bytes expected, not found"),
         });
@@ -452,19 +452,24 @@ pub fn verify_listed(
             };
             let rel = match RelPath::new(object.as_str()) {
                 Ok(rel) => rel,
-                Err(err) => return bad(Class::Unreadable, format!("not a valid name: {err}")),
+                Err(err) => {
+                    return bad(
+                        DiscrepancyClass::Unreadable,
+                        format!("not a valid name: {err}"),
+                    );
+                }
             };
             match dest.landed_size(&rel) {
                 Ok(None) => bad(
-                    Class::Missing,
+                    DiscrepancyClass::Missing,
                     format!("{} bytes expected, not found", e.size),
                 ),
                 Ok(Some(size)) if size != e.size => bad(
-                    Class::Size,
+                    DiscrepancyClass::Size,
                     format!("expected {} bytes, found {size}", e.size),
                 ),
                 Ok(Some(_)) => check(dest, &rel, &e, opts.key, progress),
-                Err(err) => bad(Class::Unreadable, err.to_string()),
+                Err(err) => bad(DiscrepancyClass::Unreadable, err.to_string()),
             }
         },
         |checked| {
@@ -495,11 +500,11 @@ fn finish(report: &mut VerifyReport) {
     for d in &report.discrepancies {
         let c = &mut report.counts;
         *match d.class {
-            Class::Missing => &mut c.missing,
-            Class::Extra => &mut c.extra,
-            Class::Size => &mut c.size,
-            Class::Hash => &mut c.hash,
-            Class::Unreadable => &mut c.unreadable,
+            DiscrepancyClass::Missing => &mut c.missing,
+            DiscrepancyClass::Extra => &mut c.extra,
+            DiscrepancyClass::Size => &mut c.size,
+            DiscrepancyClass::Hash => &mut c.hash,
+            DiscrepancyClass::Unreadable => &mut c.unreadable,
         } += 1;
     }
 }

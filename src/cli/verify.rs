@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use custody::manifest::{self, SignedFile};
-use custody::verify::{Class, VerifyReport};
+use custody::verify::{DiscrepancyClass, VerifyReport};
 
 use super::args::TrustArgs;
 use super::load::{manifest_failure, open_manifest_file, walk_chain};
@@ -232,11 +232,11 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
 fn print_discrepancies(r: &VerifyReport) {
     for d in &r.discrepancies {
         let label = match d.class {
-            Class::Missing => "MISSING",
-            Class::Extra => "EXTRA",
-            Class::Size => "SIZE",
-            Class::Hash => "CHANGED",
-            Class::Unreadable => "UNREADABLE",
+            DiscrepancyClass::Missing => "MISSING",
+            DiscrepancyClass::Extra => "EXTRA",
+            DiscrepancyClass::Size => "SIZE",
+            DiscrepancyClass::Hash => "CHANGED",
+            DiscrepancyClass::Unreadable => "UNREADABLE",
         };
         println!("{label:<10} {}: {}", d.path, d.detail);
     }

@@ -69,26 +69,26 @@ pub(super) fn object_rel(rel: &RelPath, encrypted: bool) -> RelPath {
 
 /// Where the bytes of one file go: straight to the landing, or through the
 /// encryptor (hashing the stored bytes on the way).
-pub(super) enum Sink<'d> {
+pub(super) enum Output<'d> {
     Plain(Box<dyn crate::dest::Landing + 'd>),
     // Boxed: the AES key schedule makes the encryptor large.
     Encrypted(Box<EncryptWriter<HashingWriter<Box<dyn crate::dest::Landing + 'd>>>>),
 }
 
-impl Sink<'_> {
+impl Output<'_> {
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
         match self {
-            Sink::Plain(l) => l.write_all(buf),
-            Sink::Encrypted(w) => w.write_all(buf),
+            Output::Plain(l) => l.write_all(buf),
+            Output::Encrypted(w) => w.write_all(buf),
         }
     }
 
     /// Finishes the encryption (if any) and commits the landing.
     fn commit(self) -> Result<Option<Stored>, String> {
         let (landing, stored) = match self {
-            Sink::Plain(l) => (l, None),
-            Sink::Encrypted(w) => {
+            Output::Plain(l) => (l, None),
+            Output::Encrypted(w) => {
                 let hw = w
                     .finish()
                     .map_err(|e| format!("destination write failed: {e}"))?;
@@ -146,9 +146,9 @@ pub(super) fn copy_one(
         Err(e) => return fail(Dest, format!("destination {e}")),
     };
     let mut landing = match key {
-        None => Sink::Plain(landing),
+        None => Output::Plain(landing),
         Some(k) => match EncryptWriter::new(HashingWriter::new(landing), k, crypt::DEFAULT_CHUNK) {
-            Ok(w) => Sink::Encrypted(Box::new(w)),
+            Ok(w) => Output::Encrypted(Box::new(w)),
             Err(e) => return fail(Dest, format!("destination write failed: {e}")),
         },
     };
