@@ -301,24 +301,7 @@ pub fn build(
         .as_array()
         .ok_or_else(|| ReportError::Events("no \"events\" list".into()))?;
 
-    // DICOM content, streamed from the manifest.
-    let mut studies = BTreeSet::new();
-    let mut series = BTreeSet::new();
-    let mut dicom = DicomPart::default();
-    manifest.for_each_file(|f| {
-        if let Some(d) = f.dicom.filter(|d| !d.is_empty()) {
-            dicom.instances += 1;
-            studies.extend(d.study);
-            series.extend(d.series);
-            *dicom
-                .modalities
-                .entry(d.modality.unwrap_or_else(|| "unknown".into()))
-                .or_default() += 1;
-        }
-        Ok(())
-    })?;
-    dicom.studies = studies.len() as u64;
-    dicom.series = series.len() as u64;
+    let dicom = dicom_part(manifest)?;
 
     let mut timing = Timing::default();
     let mut errors = BTreeMap::new();
@@ -421,22 +404,7 @@ pub fn build(
 
     Ok(Report {
         version: 1,
-        manifest: ManifestPart {
-            id: head.id.clone(),
-            blake3,
-            created: head.created.clone(),
-            format_version: head.version,
-            source: head.source.clone(),
-            destination: head.destination.clone(),
-            host: head.host.clone(),
-            operator: head.operator.identity.clone(),
-            files: head.totals.files,
-            bytes: head.totals.bytes,
-            excluded: head.excluded.len() as u64,
-            encryption_key_id: head.encryption.as_ref().map(|e| e.key_id.clone()),
-            tool: format!("{} {}", head.tool.name, head.tool.version),
-            wave: head.wave.clone(),
-        },
+        manifest: manifest_part(head, blake3),
         signature: SignerPart {
             fingerprint: signer.fingerprint.clone(),
             principal: signer.principal.clone(),
@@ -455,6 +423,48 @@ pub fn build(
             })
             .collect(),
     })
+}
+
+/// The manifest's DICOM content, streamed from it.
+fn dicom_part(manifest: &SignedFile) -> Result<DicomPart, ReportError> {
+    let mut studies = BTreeSet::new();
+    let mut series = BTreeSet::new();
+    let mut dicom = DicomPart::default();
+    manifest.for_each_file(|f| {
+        if let Some(d) = f.dicom.filter(|d| !d.is_empty()) {
+            dicom.instances += 1;
+            studies.extend(d.study);
+            series.extend(d.series);
+            *dicom
+                .modalities
+                .entry(d.modality.unwrap_or_else(|| "unknown".into()))
+                .or_default() += 1;
+        }
+        Ok(())
+    })?;
+    dicom.studies = studies.len() as u64;
+    dicom.series = series.len() as u64;
+    Ok(dicom)
+}
+
+/// What the report says of the manifest itself.
+fn manifest_part(head: &crate::manifest::Manifest, blake3: String) -> ManifestPart {
+    ManifestPart {
+        id: head.id.clone(),
+        blake3,
+        created: head.created.clone(),
+        format_version: head.version,
+        source: head.source.clone(),
+        destination: head.destination.clone(),
+        host: head.host.clone(),
+        operator: head.operator.identity.clone(),
+        files: head.totals.files,
+        bytes: head.totals.bytes,
+        excluded: head.excluded.len() as u64,
+        encryption_key_id: head.encryption.as_ref().map(|e| e.key_id.clone()),
+        tool: format!("{} {}", head.tool.name, head.tool.version),
+        wave: head.wave.clone(),
+    }
 }
 
 fn landed_summary(files: u64, bytes: u64, batches: u64) -> String {

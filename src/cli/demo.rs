@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use custody::keys::{self, Trust};
+use custody::manifest::SignedManifest;
 use custody::transfer::{Status, TransferOptions};
 
 use super::render::{self, Renderer};
@@ -193,24 +194,7 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         dest.display()
     );
     let key = keys::SigningKey::load(&generated.private_key)?;
-    let opts = TransferOptions {
-        source: src.clone(),
-        destination: custody::dest::Target::Share(dest.clone()),
-        blob: Default::default(),
-        jobs: std::thread::available_parallelism().map_or(2, usize::from),
-        verify: true,
-        manifest_dir: manifests.clone(),
-        ledger: ledger.clone(),
-        encryption: None,
-        placement: None,
-        skip_violations: false,
-        require_deidentified: false,
-        dicom: true,
-        limits: custody::transfer::Limits::default(),
-        wave: None,
-        job: None,
-        allow_empty: false,
-    };
+    let opts = options(&src, &dest, &manifests, &ledger);
     let summary = custody::transfer::transfer(&opts, &key, &Renderer::new(g))?;
     if !g.json {
         super::transfer::print_summary(&summary);
@@ -235,27 +219,7 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         sealed.manifest.display()
     );
     say!("      $ {cmd}");
-    let ssh_keygen = match std::process::Command::new("sh")
-        .arg("-c")
-        .arg(&cmd)
-        .output()
-    {
-        Ok(o) if o.status.success() => {
-            say!("      {}", String::from_utf8_lossy(&o.stdout).trim());
-            Some(true)
-        }
-        Ok(o) => {
-            say!(
-                "      ssh-keygen said: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-            Some(false)
-        }
-        Err(e) => {
-            say!("      (could not run ssh-keygen: {e})");
-            None
-        }
-    };
+    let ssh_keygen = run_ssh_keygen(&cmd);
     let trust = Trust::allowed_signers(&generated.allowed_signers)?;
     let signed = custody::manifest::read_signed(&sealed.manifest, &trust)?;
     let findings = custody::manifest::audit(&signed);
@@ -268,39 +232,7 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         5,
         "tamper: flip one byte of a landed file; verify must name it",
     );
-    let victim = signed
-        .manifest
-        .files
-        .get(signed.manifest.files.len() / 2)
-        .context("empty manifest")?;
-    let victim_path = dest.join(&victim.path);
-    let mut bytes = std::fs::read(&victim_path)?;
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    std::fs::write(&victim_path, &bytes)?;
-    say!("      flipped byte {mid} of {}", victim.path);
-    let share = custody::dest::share::Share::existing(&dest)?;
-    let streamed = custody::manifest::open_signed(&sealed.manifest, &trust)?;
-    let verify_opts = custody::verify::VerifyOptions {
-        jobs: opts.jobs,
-        key: None,
-        by_study: false,
-    };
-    let report = custody::verify::verify(&streamed, &share, &verify_opts, &Renderer::new(g))?;
-    if !g.json {
-        super::verify::print_report(&report);
-    }
-    let caught = report.discrepancies.iter().any(|d| d.path == victim.path);
-    say!(
-        "      {}",
-        if caught {
-            "caught: `custody verify` would exit 1"
-        } else {
-            "NOT CAUGHT (this is a bug)"
-        }
-    );
-    bytes[mid] ^= 0x01;
-    std::fs::write(&victim_path, &bytes)?;
+    let caught = tamper(&dest, &signed, &sealed.manifest, &trust, opts.jobs, g)?;
 
     step(
         6,
@@ -339,4 +271,94 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         }));
     }
     Ok(if ok { Code::Ok } else { Code::Integrity })
+}
+
+/// The demo's transfer: every core, verified, DICOM headers read.
+fn options(src: &Path, dest: &Path, manifests: &Path, ledger: &Path) -> TransferOptions {
+    TransferOptions {
+        source: src.to_path_buf(),
+        destination: custody::dest::Target::Share(dest.to_path_buf()),
+        blob: Default::default(),
+        jobs: std::thread::available_parallelism().map_or(2, usize::from),
+        verify: true,
+        manifest_dir: manifests.to_path_buf(),
+        ledger: ledger.to_path_buf(),
+        encryption: None,
+        placement: None,
+        skip_violations: false,
+        require_deidentified: false,
+        dicom: true,
+        limits: custody::transfer::Limits::default(),
+        wave: None,
+        job: None,
+        allow_empty: false,
+    }
+}
+
+/// Runs the auditor's `ssh-keygen -Y verify` line: whether it verified
+/// (`None`: it could not run).
+fn run_ssh_keygen(cmd: &str) -> Option<bool> {
+    match std::process::Command::new("sh").arg("-c").arg(cmd).output() {
+        Ok(o) if o.status.success() => {
+            say!("      {}", String::from_utf8_lossy(&o.stdout).trim());
+            Some(true)
+        }
+        Ok(o) => {
+            say!(
+                "      ssh-keygen said: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            Some(false)
+        }
+        Err(e) => {
+            say!("      (could not run ssh-keygen: {e})");
+            None
+        }
+    }
+}
+
+/// Flips one byte of a landed file, verifies, says whether verify named
+/// it, and puts the byte back.
+fn tamper(
+    dest: &Path,
+    signed: &SignedManifest,
+    manifest: &Path,
+    trust: &Trust,
+    jobs: usize,
+    g: &Global,
+) -> anyhow::Result<bool> {
+    let victim = signed
+        .manifest
+        .files
+        .get(signed.manifest.files.len() / 2)
+        .context("empty manifest")?;
+    let victim_path = dest.join(&victim.path);
+    let mut bytes = std::fs::read(&victim_path)?;
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&victim_path, &bytes)?;
+    say!("      flipped byte {mid} of {}", victim.path);
+    let share = custody::dest::share::Share::existing(dest)?;
+    let streamed = custody::manifest::open_signed(manifest, trust)?;
+    let verify_opts = custody::verify::VerifyOptions {
+        jobs,
+        key: None,
+        by_study: false,
+    };
+    let report = custody::verify::verify(&streamed, &share, &verify_opts, &Renderer::new(g))?;
+    if !g.json {
+        super::verify::print_report(&report);
+    }
+    let caught = report.discrepancies.iter().any(|d| d.path == victim.path);
+    say!(
+        "      {}",
+        if caught {
+            "caught: `custody verify` would exit 1"
+        } else {
+            "NOT CAUGHT (this is a bug)"
+        }
+    );
+    bytes[mid] ^= 0x01;
+    std::fs::write(&victim_path, &bytes)?;
+    Ok(caught)
 }
