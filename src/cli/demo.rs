@@ -248,7 +248,8 @@ fn demo(args: &Args, g: &Global) -> anyhow::Result<Code> {
         chain.problems.len()
     );
 
-    say!("\nTry it yourself:");
+    say!("");
+    say!("Try it yourself:");
     say!(
         "  custody verify {} {} --allowed-signers {}",
         sealed.manifest.display(),
