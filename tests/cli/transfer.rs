@@ -148,6 +148,31 @@ fn keygen_writes_0600_and_refuses_to_overwrite() {
     )));
 }
 
+/// The demo, as a new user runs it: every step passes, the tamper is
+/// caught, and its lines are lines (regression: once control characters
+/// were escaped in human output, the demo's embedded "\n" printed as the
+/// two characters `\n` before "Try it yourself").
+#[test]
+fn the_demo_runs_every_step_and_prints_plain_lines() {
+    let ws = Ws::new();
+    let dir = ws.dir.path().join("demo");
+    let out = ws
+        .custody(&["demo", "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for step in 1..=6 {
+        assert!(text.contains(&format!("[{step}/6] ")), "{text}");
+    }
+    assert!(
+        text.contains("caught: `custody verify` would exit 1"),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l == "Try it yourself:"), "{text}");
+    assert!(!text.contains("\\n"), "{text}");
+}
+
 #[test]
 fn every_command_help_has_an_example() {
     let ws = Ws::new();
