@@ -211,3 +211,168 @@ pub fn walk(newest: &Path, dir: &Path, trust: &Trust) -> Result<ChainReport, Man
     report.links.reverse();
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SigningKey;
+    use crate::manifest::{
+        ChainHead, FORMAT, FileEntry, Job, Link, Manifest, Operator, Tool, Totals, VERSION_JOB,
+    };
+
+    /// A job's manifest of run `run`, signed by `key`, written as
+    /// `<id>.json` and `.sig` in `dir`; returns its path.
+    fn write(dir: &Path, key: &SigningKey, run: u64, previous: Option<Link>) -> PathBuf {
+        let m = Manifest {
+            created: format!("2026-11-2{run}T21:45:00Z"),
+            destination: "/mnt/databox/acme_BlockBlob/pacs".into(),
+            encryption: None,
+            excluded: Vec::new(),
+            files: vec![FileEntry {
+                blake3: blake3::hash(b"x").to_hex().to_string(),
+                crc64: Some("0".repeat(16)),
+                mtime: "2026-01-02T03:04:05Z".into(),
+                path: format!("run{run}/IM0001.dcm"),
+                size: 1,
+                stored: None,
+                dicom: None,
+                version_of: None,
+            }],
+            format: FORMAT.into(),
+            host: "xfer-01".into(),
+            id: format!("2026112{run}T214500Z-0000000{run}"),
+            ledger_head: ChainHead {
+                hash: "0".repeat(64),
+                seq: run,
+            },
+            operator: Operator {
+                identity: "ops@hospital.example".into(),
+                key_fingerprint: key.fingerprint(),
+            },
+            run,
+            source: "/pacs".into(),
+            tool: Tool {
+                name: "custody".into(),
+                version: "0.1.0".into(),
+            },
+            totals: Totals {
+                bytes: 1,
+                excluded: 0,
+                files: 1,
+            },
+            version: VERSION_JOB,
+            wave: None,
+            job: Some(Job {
+                name: "pacs-nightly".into(),
+                previous,
+                run,
+            }),
+            source_changes: None,
+        };
+        let path = dir.join(format!("{}.json", m.id));
+        std::fs::write(&path, m.to_canonical()).unwrap();
+        std::fs::write(super::super::signature_path(&path), m.sign(key).unwrap()).unwrap();
+        path
+    }
+
+    /// The link a later run makes to the manifest at `path`.
+    fn link(path: &Path) -> Link {
+        let (blake3, sha256) = hashes(path).unwrap();
+        let id = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        Link { blake3, id, sha256 }
+    }
+
+    /// Three runs of a job, chained; the trust in the key that signed them,
+    /// and the key.
+    fn chain(dir: &Path) -> (Vec<PathBuf>, Trust, SigningKey) {
+        let generated = crate::keys::generate(&dir.join("keys"), "ops@hospital.example").unwrap();
+        let key = SigningKey::load(&generated.private_key).unwrap();
+        let one = write(dir, &key, 1, None);
+        let two = write(dir, &key, 2, Some(link(&one)));
+        let three = write(dir, &key, 3, Some(link(&two)));
+        let trust = Trust::PublicKey(key.public_key().clone());
+        (vec![one, two, three], trust, key)
+    }
+
+    fn problems(report: &ChainReport) -> Vec<String> {
+        report
+            .problems
+            .iter()
+            .map(|f| format!("{}: {}", f.at, f.problem))
+            .collect()
+    }
+
+    #[test]
+    fn a_whole_chain_walks_back_to_the_first_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (paths, trust, _) = chain(dir.path());
+        let report = walk(&paths[2], dir.path(), &trust).unwrap();
+        assert_eq!(problems(&report), Vec::<String>::new());
+        assert!(report.ok());
+        assert_eq!(report.job, "pacs-nightly");
+        let runs: Vec<u64> = report.links.iter().map(|l| l.job_run).collect();
+        assert_eq!(runs, [1, 2, 3], "first run first");
+        // Walking from a middle run proves the runs up to it.
+        let report = walk(&paths[1], dir.path(), &trust).unwrap();
+        assert_eq!(report.links.len(), 2);
+        assert!(report.ok());
+        // Every link reopens, checked against the bytes the walk hashed.
+        let whole = walk(&paths[2], dir.path(), &trust).unwrap();
+        assert_eq!(whole.reopen(&trust).filter(Result::is_ok).count(), 3);
+    }
+
+    #[test]
+    fn a_missing_link_ends_the_walk_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (paths, trust, _) = chain(dir.path());
+        std::fs::remove_file(&paths[0]).unwrap();
+        let report = walk(&paths[2], dir.path(), &trust).unwrap();
+        let p = problems(&report);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("20261122T214500Z-00000002: job.previous: missing link: manifest 20261121T214500Z-00000001 (run 1)"),
+            "{p:?}"
+        );
+        assert_eq!(report.links.len(), 2, "runs 2 and 3 were walked");
+    }
+
+    #[test]
+    fn an_altered_link_is_named_even_when_it_is_signed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (paths, trust, key) = chain(dir.path());
+        // Run 1 edited and signed again with the operator's own key: its
+        // signature and its audit are good, but run 2 was chained to other
+        // bytes.
+        let mut edited = Manifest::parse(&std::fs::read(&paths[0]).unwrap()).unwrap();
+        edited.host = "elsewhere".into();
+        std::fs::write(&paths[0], edited.to_canonical()).unwrap();
+        let sig = super::super::signature_path(&paths[0]);
+        std::fs::write(sig, edited.sign(&key).unwrap()).unwrap();
+        let report = walk(&paths[2], dir.path(), &trust).unwrap();
+        let p = problems(&report);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("20261122T214500Z-00000002: job.previous: altered link:"),
+            "{p:?}"
+        );
+        assert!(!report.ok());
+    }
+
+    #[test]
+    fn a_link_to_another_run_number_or_a_manifest_with_no_job_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let generated = crate::keys::generate(&dir.path().join("keys"), "ops").unwrap();
+        let key = SigningKey::load(&generated.private_key).unwrap();
+        let trust = Trust::PublicKey(key.public_key().clone());
+        // Run 3 chained straight to run 1: run 2 is missing from the chain.
+        let one = write(dir.path(), &key, 1, None);
+        let three = write(dir.path(), &key, 3, Some(link(&one)));
+        let p = problems(&walk(&three, dir.path(), &trust).unwrap());
+        assert!(
+            p.iter()
+                .any(|l| l
+                    == "20261121T214500Z-00000001: is run 1 of its job; the link expects run 2"),
+            "{p:?}"
+        );
+    }
+}

@@ -66,8 +66,42 @@ pub struct JobSummary {
     pub source_changes: Vec<SourceChange>,
 }
 
+/// What a job's run does about a file it landed before whose size or mtime
+/// differ, once it knows whether the content is still what landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// The same content (only its mtime moved): nothing to send.
+    Unchanged,
+    /// Changed: reported; the destination keeps the landed copy.
+    Report,
+    /// Changed: the file fails (`--on-source-change fail`).
+    Fail,
+    /// Changed: the new content lands beside the old, under this name.
+    Resend(RelPath),
+}
+
+/// The source-change decision: `same_content` is whether the source still
+/// holds the bytes that landed (known only by hashing it, and only worth
+/// hashing when its size is the landed size).
+pub(super) fn verdict(
+    policy: OnSourceChange,
+    same_content: bool,
+    rel: &RelPath,
+    job_run: u64,
+) -> Verdict {
+    match (same_content, policy) {
+        (true, _) => Verdict::Unchanged,
+        (false, OnSourceChange::Report) => Verdict::Report,
+        (false, OnSourceChange::Fail) => Verdict::Fail,
+        (false, OnSourceChange::ResendAsVersion) => Verdict::Resend(
+            RelPath::new(manifest::versioned_path(rel.as_str(), job_run))
+                .expect("a suffix keeps a path valid"),
+        ),
+    }
+}
+
 /// Decides about a file the job landed before whose size or mtime differ
-/// from what landed (the worker's half of the job's planning).
+/// from what landed (the worker's half of the job's planning), and acts.
 pub(super) fn changed(
     f: &SourceFile,
     prior: &Prior,
@@ -82,15 +116,9 @@ pub(super) fn changed(
         .as_ref()
         .map(|j| j.on_source_change)
         .unwrap_or_default();
-    if f.size == prior.size {
-        match crate::source::open(&f.path).and_then(crate::digest::hash_reader) {
-            Ok((_, h)) if h.to_hex().as_str() == prior.blake3 => {
-                return Done::Unchanged {
-                    bytes: f.size,
-                    touched: true,
-                };
-            }
-            Ok(_) => {}
+    let same_content = f.size == prior.size
+        && match crate::source::open(&f.path).and_then(crate::digest::hash_reader) {
+            Ok((_, h)) => h.to_hex().as_str() == prior.blake3,
             Err(e) => {
                 return Done::Failed {
                     path: f.path.display().to_string(),
@@ -98,17 +126,20 @@ pub(super) fn changed(
                     class: FailureClass::SourceUnreadable,
                 };
             }
-        }
-    }
+        };
     let change = |action: ChangeAction| SourceChange {
         action,
         change: ChangeKind::Changed,
         landed_in: prior.manifest.clone(),
         path: f.rel.to_string(),
     };
-    match policy {
-        OnSourceChange::Report => Done::Changed(change(ChangeAction::Reported), None),
-        OnSourceChange::Fail => Done::Failed {
+    match verdict(policy, same_content, &f.rel, job_run) {
+        Verdict::Unchanged => Done::Unchanged {
+            bytes: f.size,
+            touched: true,
+        },
+        Verdict::Report => Done::Changed(change(ChangeAction::Reported), None),
+        Verdict::Fail => Done::Failed {
             path: f.path.display().to_string(),
             error: format!(
                 "changed at source since it landed (manifest {}); not sent again \
@@ -117,12 +148,8 @@ pub(super) fn changed(
             ),
             class: FailureClass::ChangedSinceLanded,
         },
-        OnSourceChange::ResendAsVersion => {
-            let versioned = SourceFile {
-                rel: RelPath::new(manifest::versioned_path(f.rel.as_str(), job_run))
-                    .expect("a suffix keeps a path valid"),
-                ..f.clone()
-            };
+        Verdict::Resend(rel) => {
+            let versioned = SourceFile { rel, ..f.clone() };
             match copy_one(&versioned, dest, opts, stopper, progress) {
                 Done::Landed(mut landed, note) => {
                     landed.version_of = Some(f.rel.to_string());
@@ -144,5 +171,54 @@ pub(super) fn deleted(path: String, manifest: String) -> SourceChange {
         change: ChangeKind::Deleted,
         landed_in: manifest,
         path,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(s: &str) -> RelPath {
+        RelPath::new(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn the_same_content_is_unchanged_whatever_the_policy() {
+        for policy in [
+            OnSourceChange::Report,
+            OnSourceChange::Fail,
+            OnSourceChange::ResendAsVersion,
+        ] {
+            assert_eq!(verdict(policy, true, &rel("a/IM1"), 4), Verdict::Unchanged);
+        }
+    }
+
+    #[test]
+    fn changed_content_goes_by_the_policy() {
+        let p = rel("p1/s1/IM1.dcm");
+        assert_eq!(
+            verdict(OnSourceChange::Report, false, &p, 4),
+            Verdict::Report
+        );
+        assert_eq!(verdict(OnSourceChange::Fail, false, &p, 4), Verdict::Fail);
+        assert_eq!(
+            verdict(OnSourceChange::ResendAsVersion, false, &p, 4),
+            Verdict::Resend(rel("p1/s1/IM1.dcm.custody-v4"))
+        );
+        // The default policy reports.
+        assert_eq!(
+            verdict(OnSourceChange::default(), false, &p, 4),
+            Verdict::Report
+        );
+    }
+
+    #[test]
+    fn a_file_gone_from_the_source_is_reported_as_deleted() {
+        let c = deleted("p0/gone.dcm".into(), "20261122T214500Z-00000001".into());
+        assert_eq!(
+            (c.change, c.action),
+            (ChangeKind::Deleted, ChangeAction::Reported)
+        );
+        assert_eq!(c.landed_in, "20261122T214500Z-00000001");
     }
 }
