@@ -15,6 +15,8 @@ pub mod databox;
 pub mod dest;
 pub mod digest;
 pub mod keys;
+#[cfg(test)]
+mod layers;
 pub mod ledger;
 pub mod lock;
 pub mod manifest;
