@@ -228,6 +228,19 @@ impl Ledger {
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
 
+    /// Begins a write transaction that takes the write lock when it
+    /// begins (IMMEDIATE): a writer waits its turn here (`busy_timeout`)
+    /// instead of failing later on a stale read snapshot.
+    fn write(&mut self) -> Result<rusqlite::Transaction<'_>, LedgerError> {
+        let path = &self.path;
+        self.conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|source| LedgerError::Sqlite {
+                path: path.clone(),
+                source,
+            })
+    }
+
     fn corrupt(&self, reason: String) -> LedgerError {
         LedgerError::Corrupt {
             path: self.path.clone(),

@@ -2,7 +2,7 @@
 //! manifest's events back (for `ledger events`, `ledger export` and the
 //! report).
 
-use rusqlite::{OptionalExtension, TransactionBehavior};
+use rusqlite::OptionalExtension;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -72,13 +72,7 @@ impl Ledger {
         signer: Option<&SigningKey>,
     ) -> Result<Event, LedgerError> {
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|source| LedgerError::Sqlite {
-                path: path.clone(),
-                source,
-            })?;
+        let tx = self.write()?;
         let ev = Self::append(&tx, &path, kind, run, manifest, payload, signer)?;
         tx.commit()
             .map_err(|source| LedgerError::Sqlite { path, source })?;

@@ -5,7 +5,7 @@
 use std::io::Read;
 
 use rusqlite::blob::ZeroBlob;
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 
 use super::chain::hex;
@@ -114,10 +114,7 @@ impl Ledger {
             source,
         };
         let digest = hex(written.blake3);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql)?;
+        let tx = self.write()?;
         tx.execute(
             "INSERT INTO manifests (id, run_id, created_at, signature, blake3, bytes)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -284,10 +284,7 @@ impl Ledger {
             path: path.clone(),
             source,
         };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql)?;
+        let tx = self.write()?;
         if !landed.is_empty() {
             let seq: u64 = tx
                 .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM events", [], |r| {

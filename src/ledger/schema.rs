@@ -4,8 +4,6 @@
 
 use std::path::PathBuf;
 
-use rusqlite::TransactionBehavior;
-
 use super::{COMPONENTS, Ledger, LedgerError, SCHEMA_VERSION};
 use crate::relpath;
 
@@ -170,13 +168,7 @@ impl Ledger {
         ];
         for (to, sql) in steps.into_iter().filter(|(to, _)| *to > version) {
             let path = self.path.clone();
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|source| LedgerError::Sqlite {
-                    path: path.clone(),
-                    source,
-                })?;
+            let tx = self.write()?;
             // Another process may have taken this step since `version` was
             // read (two transfers opening a new ledger at once): the write
             // lock is held now, so read again.
