@@ -500,7 +500,9 @@ mod tests {
     use super::*;
     use crate::keys::Signer;
 
-    fn sample() -> Manifest {
+    /// A version-1 manifest of one file (also the base of other modules'
+    /// tests).
+    pub(super) fn sample() -> Manifest {
         Manifest {
             created: "2026-11-23T21:45:00Z".into(),
             destination: "/mnt/databox/acme_BlockBlob/pacs".into(),

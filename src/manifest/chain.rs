@@ -216,59 +216,27 @@ pub fn walk(newest: &Path, dir: &Path, trust: &Trust) -> Result<ChainReport, Man
 mod tests {
     use super::*;
     use crate::keys::SigningKey;
-    use crate::manifest::{
-        ChainHead, FORMAT, FileEntry, Job, Link, Manifest, Operator, Tool, Totals, VERSION_JOB,
-    };
+    use crate::manifest::{Job, Link, Manifest, VERSION_JOB};
 
     /// A job's manifest of run `run`, signed by `key`, written as
     /// `<id>.json` and `.sig` in `dir`; returns its path.
     fn write(dir: &Path, key: &SigningKey, run: u64, previous: Option<Link>) -> PathBuf {
-        let m = Manifest {
-            created: format!("2026-11-2{run}T21:45:00Z"),
-            destination: "/mnt/databox/acme_BlockBlob/pacs".into(),
-            encryption: None,
-            excluded: Vec::new(),
-            files: vec![FileEntry {
-                blake3: blake3::hash(b"x").to_hex().to_string(),
-                crc64: Some("0".repeat(16)),
-                mtime: "2026-01-02T03:04:05Z".into(),
-                path: format!("run{run}/IM0001.dcm"),
-                size: 1,
-                stored: None,
-                dicom: None,
-                version_of: None,
-            }],
-            format: FORMAT.into(),
-            host: "xfer-01".into(),
-            id: format!("2026112{run}T214500Z-0000000{run}"),
-            ledger_head: ChainHead {
-                hash: "0".repeat(64),
-                seq: run,
-            },
-            operator: Operator {
-                identity: "ops@hospital.example".into(),
-                key_fingerprint: key.fingerprint(),
-            },
+        let mut m = super::super::tests::sample();
+        m.created = format!("2026-11-2{run}T21:45:00Z");
+        m.id = format!("2026112{run}T214500Z-0000000{run}");
+        m.run = run;
+        m.ledger_head.seq = run;
+        m.operator.key_fingerprint = key.fingerprint();
+        m.version = VERSION_JOB;
+        m.excluded.clear();
+        m.totals.excluded = 0;
+        m.files[0].crc64 = Some("0".repeat(16));
+        m.files[0].path = format!("run{run}/IM0001.dcm");
+        m.job = Some(Job {
+            name: "pacs-nightly".into(),
+            previous,
             run,
-            source: "/pacs".into(),
-            tool: Tool {
-                name: "custody".into(),
-                version: "0.1.0".into(),
-            },
-            totals: Totals {
-                bytes: 1,
-                excluded: 0,
-                files: 1,
-            },
-            version: VERSION_JOB,
-            wave: None,
-            job: Some(Job {
-                name: "pacs-nightly".into(),
-                previous,
-                run,
-            }),
-            source_changes: None,
-        };
+        });
         let path = dir.join(format!("{}.json", m.id));
         std::fs::write(&path, m.to_canonical()).unwrap();
         std::fs::write(super::super::signature_path(&path), m.sign(key).unwrap()).unwrap();
