@@ -24,13 +24,7 @@ fn sealed(ws: &Ws) -> (PathBuf, PathBuf) {
     let share = ws.root().join("databox/contoso_BlockBlob");
     let dest = share.join("pacs");
     std::fs::create_dir_all(&dest).unwrap();
-    ws.custody(&["transfer"])
-        .arg(&ws.src)
-        .arg(&dest)
-        .arg("--signing-key")
-        .arg(ws.key())
-        .assert()
-        .code(0);
+    ws.transfer_into(&dest).assert().code(0);
     (share, ws.manifest())
 }
 

@@ -161,11 +161,7 @@ fn a_file_in_flight_at_the_stop_lands_within_the_grace_or_is_given_up() {
     );
     // As a nightly job would run it, without --json.
     let out = ws
-        .custody(&["transfer"])
-        .arg(&ws.src)
-        .arg(&ws.dest)
-        .arg("--signing-key")
-        .arg(ws.key())
+        .transfer_into(&ws.dest)
         .args(["--jobs", "1", "--window", NIGHTLY, "--grace", "1h"])
         .env("CUSTODY_NOW", at)
         .env("CUSTODY_CLOCK_STEP", "1s")

@@ -84,6 +84,17 @@ impl Ws {
         c
     }
 
+    /// `custody transfer` of the source into `dest` with the operator's key,
+    /// human output (as a cron job runs it).
+    pub fn transfer_into(&self, dest: &Path) -> Command {
+        let mut c = self.custody(&["transfer"]);
+        c.arg(&self.src)
+            .arg(dest)
+            .arg("--signing-key")
+            .arg(self.key());
+        c
+    }
+
     /// [`Ws::transfer`] with `extra`, which must exit `code`; its `--json`
     /// summary.
     pub fn transfer_json(&self, extra: &[&str], code: i32) -> serde_json::Value {
@@ -361,6 +372,12 @@ impl Ws {
     /// `custody transfer` of the source into `dest` on one job, held to
     /// 2 MiB/s, as a std command to spawn.
     pub fn slow_transfer_to(&self, dest: &Path) -> std::process::Command {
+        self.transfer_at(dest, "2M")
+    }
+
+    /// `custody transfer` of the source into `dest` on one job, held to
+    /// `rate` (`--bwlimit`), as a std command to spawn.
+    pub fn transfer_at(&self, dest: &Path, rate: &str) -> std::process::Command {
         let (src, dest, key) = (
             self.src.display().to_string(),
             dest.display().to_string(),
@@ -375,7 +392,7 @@ impl Ws {
             "--jobs",
             "1",
             "--bwlimit",
-            "2M",
+            rate,
         ])
     }
 }
