@@ -69,11 +69,7 @@ fn every_file_carries_the_reference_crc64() {
 fn encrypted_objects_carry_the_crc64_of_their_stored_bytes() {
     let ws = Ws::new();
     tree(&ws);
-    let key = ws.root().join("archive.key");
-    ws.custody(&["keygen", "--encryption", "--out"])
-        .arg(&key)
-        .assert()
-        .code(0);
+    let key = ws.encryption_key();
     ws.transfer(&["--encrypt-key"]).arg(&key).assert().code(0);
     let m = ws.manifest_json();
     assert_eq!(m["version"], 4);

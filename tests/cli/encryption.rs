@@ -8,19 +8,8 @@ use crate::support::*;
 
 const CHUNK: usize = 64 * 1024;
 
-fn enc_key(ws: &Ws) -> PathBuf {
-    let p = ws.root().join("archive.key");
-    if !p.exists() {
-        ws.custody(&["keygen", "--encryption", "--out"])
-            .arg(&p)
-            .assert()
-            .code(0);
-    }
-    p
-}
-
 fn encrypted_transfer(ws: &Ws) -> (PathBuf, serde_json::Value) {
-    let key = enc_key(ws);
+    let key = ws.encryption_key();
     let out = ws
         .transfer(&["--encrypt-key"])
         .arg(&key)
@@ -325,7 +314,7 @@ fn an_encrypted_run_cannot_be_resumed_without_its_key() {
     let ws = Ws::new();
     ws.file("a", b"a");
     let growing = ws.file("growing", &bytes(5, 32 << 20));
-    let key = enc_key(&ws);
+    let key = ws.encryption_key();
     let grower = Grower::start(&growing);
     ws.transfer(&["--encrypt-key"]).arg(&key).assert().code(3);
     drop(grower);
@@ -351,7 +340,7 @@ fn an_encrypted_run_cannot_be_resumed_without_its_key() {
 fn the_key_never_appears_in_any_output_or_file() {
     let ws = Ws::new();
     ws.file("a/b", &bytes(1, 100_000));
-    let key = enc_key(&ws);
+    let key = ws.encryption_key();
     let text = std::fs::read_to_string(&key).unwrap();
     let secret = text
         .lines()

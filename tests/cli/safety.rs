@@ -223,11 +223,7 @@ fn a_link_planted_while_a_transfer_runs_fails_only_the_files_behind_it() {
 #[test]
 fn decrypt_never_writes_through_links_and_never_overwrites_unasked() {
     let ws = Ws::new();
-    let key = ws.root().join("archive.key");
-    ws.custody(&["keygen", "--encryption", "--out"])
-        .arg(&key)
-        .assert()
-        .code(0);
+    let key = ws.encryption_key();
     ws.file("sub/a.dcm", b"secret a");
     ws.file("b.dcm", b"secret b");
     ws.file("c.dcm", b"secret c");
@@ -690,11 +686,7 @@ fn a_password_in_a_url_is_refused_and_never_printed() {
 #[test]
 fn what_custody_writes_is_not_readable_by_others_whatever_the_umask() {
     let ws = Ws::new();
-    let key = ws.root().join("archive.key");
-    ws.custody(&["keygen", "--encryption", "--out"])
-        .arg(&key)
-        .assert()
-        .code(0);
+    let key = ws.encryption_key();
     ws.file("PAT/IM1.dcm", b"patient data");
     let loose = |args: &[&str]| {
         let mut c = std::process::Command::new("sh");
@@ -889,11 +881,7 @@ fn plant_links(root: &Path, outside: &Path) {
 #[test]
 fn links_at_every_depth_change_nothing_outside_the_destination() {
     let ws = Ws::new();
-    let key = ws.root().join("archive.key");
-    ws.custody(&["keygen", "--encryption", "--out"])
-        .arg(&key)
-        .assert()
-        .code(0);
+    let key = ws.encryption_key();
     for f in [
         "f0.dcm",
         "d1/f.dcm",

@@ -84,6 +84,19 @@ impl Ws {
         c
     }
 
+    /// The workspace's encryption key file (`archive.key`), made with
+    /// `custody keygen --encryption` the first time it is asked for.
+    pub fn encryption_key(&self) -> PathBuf {
+        let p = self.root().join("archive.key");
+        if !p.exists() {
+            self.custody(&["keygen", "--encryption", "--out"])
+                .arg(&p)
+                .assert()
+                .code(0);
+        }
+        p
+    }
+
     /// `custody transfer` of the source into `dest` with the operator's key,
     /// human output (as a cron job runs it).
     pub fn transfer_into(&self, dest: &Path) -> Command {
