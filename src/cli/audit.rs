@@ -6,6 +6,8 @@ use super::args::TrustArgs;
 use super::load::{manifest_failure, open_manifest_file};
 use super::{Code, Global, Outcome, print_json, render};
 
+/// Check a manifest's signature and consistency, without the data.
+///
 /// Check a manifest's signature and internal consistency without touching
 /// the data: canonical form, totals, duplicate or unordered paths,
 /// well-formed hashes, paths and times, and that the signing key is the one

@@ -6,6 +6,8 @@ use super::args::TrustArgs;
 use super::render::{self, Renderer};
 use super::{Code, Failure, Global, Outcome, print_result};
 
+/// Decrypt encrypted objects back into a plaintext tree.
+///
 /// Decrypt every *.custody-enc object under SRC into DEST (names without
 /// the suffix), checking every chunk's tag.
 ///

@@ -16,6 +16,8 @@ use custody::transfer::{Status, TransferOptions};
 use super::render::{self, Renderer};
 use super::{Code, Failure, Global, Outcome};
 
+/// Run every step on a synthetic PACS tree, explaining each.
+///
 /// Run keygen, transfer, verify, audit and a tamper check on a synthetic
 /// PACS-like tree, explaining each step.
 #[derive(Debug, clap::Args)]

@@ -8,6 +8,8 @@ use clap::CommandFactory;
 
 use super::{Cli, Code, Failure, Outcome};
 
+/// Print shell completions.
+///
 /// Print shell completions for custody to stdout.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
@@ -26,6 +28,8 @@ pub fn completions(args: &Args) -> Outcome {
     write_out(&out)
 }
 
+/// Print the custody(1) man page.
+///
 /// Print the custody(1) man page (roff) to stdout.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\

@@ -7,6 +7,8 @@ use custody::ledger::{Handoff, Ledger};
 
 use super::{Code, Failure, Global, Outcome, print_json};
 
+/// Record a signed handoff of the media holding a manifest's files.
+///
 /// Record a physical handoff of the media (a Data Box, a disk) holding a
 /// sealed manifest's files: who released it, who received it, why, where,
 /// which device and tamper-evident seal. The record is a custody event

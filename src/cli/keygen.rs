@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use super::{Code, Failure, Global, Outcome, print_json};
 
+/// Make the operator's signing key, or an encryption key.
+///
 /// Generate an Ed25519 signing key pair in OpenSSH format, or (with
 /// --encryption) a 256-bit encryption key.
 ///

@@ -6,6 +6,8 @@ use custody::ledger::Ledger;
 
 use super::{Code, Failure, Global, Outcome, print_json};
 
+/// Inspect the custody ledger, check its chain, export it.
+///
 /// Inspect the custody ledger.
 #[derive(Debug, clap::Subcommand)]
 pub enum LedgerCommand {
@@ -33,6 +35,8 @@ pub struct VerifyArgs {
     public_key: Option<PathBuf>,
 }
 
+/// List custody events, oldest first, with their signers.
+///
 /// List custody events, oldest first, with each signed event's signer
 /// fingerprint: the custody timeline (transfer, seal, verify, BOM checks,
 /// handoffs).

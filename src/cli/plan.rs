@@ -8,6 +8,8 @@ use custody::schedule::{self, Estimate, Plan};
 
 use super::{Code, Failure, Global, Outcome, print_json, render};
 
+/// Estimate each wave of a migration plan against its windows.
+///
 /// Estimate each wave of a plan: its files and bytes now (a walk, no
 /// hashing), how long it copies at the throughput earlier runs in the
 /// ledger achieved (or --rate), and, inside its windows and held to its
@@ -36,6 +38,8 @@ pub struct PlanArgs {
     now: Option<jiff::ZonedDateTime>,
 }
 
+/// Run one wave of a plan inside its window and bandwidth timetable.
+///
 /// Run one wave of a plan: `custody transfer` of its source to its
 /// destination inside its window and bandwidth timetable (then seal and
 /// verify, as transfer does), with the wave's name and change reference

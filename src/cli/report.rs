@@ -11,6 +11,8 @@ use super::args::TrustArgs;
 use super::load::open_manifest_file;
 use super::{Code, Failure, Global, Outcome, print_json, render};
 
+/// Write the post-migration report of a sealed manifest.
+///
 /// Write the post-migration report of a sealed manifest: what moved
 /// (files, bytes, DICOM studies), when, how fast (throughput over time),
 /// failures by class, each verification, the custody timeline and the

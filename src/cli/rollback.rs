@@ -11,6 +11,8 @@ use super::load::{manifest_failure, open_manifest_file};
 use super::render::{self, Renderer};
 use super::{Code, Failure, Global, Outcome, print_json};
 
+/// Remove exactly what a manifest landed, where it is unchanged.
+///
 /// Remove from DEST exactly the objects a manifest landed, each only if it
 /// still holds the bytes the manifest records (re-read and re-hashed);
 /// never anything else. An object changed since landing is reported and

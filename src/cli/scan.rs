@@ -17,6 +17,8 @@ use custody::source::dicom::Privacy;
 use super::render::{self, Renderer};
 use super::{Code, Failure, Global, Outcome, print_json};
 
+/// Inventory a source tree (and a destination's rules) before anything moves.
+///
 /// Inventory a source tree before anything moves: files, bytes, a size
 /// histogram, the largest files, the deepest and longest paths, and what
 /// would not be carried (links, special files, names that are not UTF-8).

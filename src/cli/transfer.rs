@@ -7,6 +7,8 @@ use custody::transfer::{Status, TransferOptions, TransferSummary};
 use super::render::{self, Renderer};
 use super::{Code, Failure, Global, Outcome, duration, print_json};
 
+/// Copy a tree while hashing it, seal a signed manifest, verify the copy.
+///
 /// Copy SRC to DEST while hashing every file, seal a signed manifest, and
 /// verify the landed copy.
 ///

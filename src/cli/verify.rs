@@ -10,6 +10,8 @@ use super::load::{manifest_failure, open_manifest_file, walk_chain};
 use super::render::{self, Renderer};
 use super::{Code, Failure, Global, Outcome, print_json};
 
+/// Re-read landed data and compare it with a signed manifest.
+///
 /// Check a manifest's signature, then re-read every landed file under DEST
 /// and report each missing, extra, resized or changed file.
 ///

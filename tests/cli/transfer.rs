@@ -173,6 +173,46 @@ fn the_demo_runs_every_step_and_prints_plain_lines() {
     assert!(!text.contains("\\n"), "{text}");
 }
 
+/// `custody --help` lists each command on one line, as cargo and git do;
+/// the long explanation stays in `custody <command> --help`.
+#[test]
+fn top_level_help_lists_each_command_on_one_line() {
+    let ws = Ws::new();
+    let out = ws
+        .custody(&["--help"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let text = stdout(&out);
+    let commands: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert!(commands.len() >= 17, "{text}");
+    for line in &commands {
+        // `  name  one line`: a continuation would start with spaces only.
+        let name = line.split_whitespace().next().unwrap_or_default();
+        assert!(
+            line.starts_with(&format!("  {name} ")) && line.len() <= 100,
+            "not one line: {line:?}\n{text}"
+        );
+    }
+    let scan = ws
+        .custody(&["scan", "--help"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert!(
+        stdout(&scan).contains("a size histogram"),
+        "{}",
+        stdout(&scan)
+    );
+}
+
 #[test]
 fn every_command_help_has_an_example() {
     let ws = Ws::new();
