@@ -34,6 +34,7 @@ macro_rules! eprintln {
 
 mod args;
 mod audit;
+mod config;
 mod databox;
 mod decrypt;
 mod demo;
@@ -55,7 +56,7 @@ mod verify;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use exit::one_line;
 use logging::init_logging;
@@ -104,7 +105,12 @@ pub struct Global {
     )]
     pub ledger: PathBuf,
     /// Where sealed manifests (`<id>.json`, `<id>.json.sig`) are written.
-    #[arg(long, global = true, default_value = "manifests")]
+    #[arg(
+        long,
+        global = true,
+        env = "CUSTODY_MANIFEST_DIR",
+        default_value = "manifests"
+    )]
     pub manifest_dir: PathBuf,
     /// Print one machine-readable JSON result object on stdout.
     #[arg(long, global = true)]
@@ -164,6 +170,7 @@ enum Command {
     Run(plan::RunArgs),
     Rollback(rollback::Args),
     Report(report::Args),
+    Config(config::Args),
     Completions(generate::Args),
     Manpage(generate::ManArgs),
 }
@@ -176,8 +183,18 @@ pub fn main() -> ExitCode {
     // caller's umask (docs/SECURITY.md).
     let inherited = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o027));
     rustix::process::umask(inherited | rustix::fs::Mode::from_raw_mode(0o027));
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let file = match config::find() {
+        Ok(file) => file,
+        Err(f) => return exit_with(f, std::env::args().any(|a| a == "--json")),
+    };
+    let parsed = config::apply(Cli::command(), file.as_ref())
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let cli = match parsed {
+        Ok((cli, matches)) => {
+            config::remember(&matches, file);
+            cli
+        }
         Err(e) => {
             // A script that asked for JSON gets it, even for bad flags.
             let usage = e.use_stderr() && std::env::args().any(|a| a == "--json");
@@ -206,6 +223,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => plan::run(a, g),
         Command::Rollback(a) => rollback::run(a, g),
         Command::Report(a) => report::run(a, g),
+        Command::Config(a) => config::run(a, g),
         Command::Completions(_) | Command::Manpage(_) if g.json => {
             Err(Failure::usage(anyhow::anyhow!(
                 "completions and manpage write a script or a page; they have no JSON form"
@@ -214,8 +232,8 @@ pub fn main() -> ExitCode {
         Command::Completions(a) => generate::completions(a),
         Command::Manpage(_) => generate::manpage(),
     });
-    let code = match outcome {
-        Ok(code) => code,
+    match outcome {
+        Ok(code) => ExitCode::from(code as u8),
         Err(f) => {
             // Not now is nothing wrong: a log watcher should not page anyone.
             match (g.log_file.is_some(), f.code) {
@@ -223,15 +241,20 @@ pub fn main() -> ExitCode {
                 (true, Code::NotNow) => tracing::warn!("{}", one_line(&f.error)),
                 (true, _) => tracing::error!("{}", one_line(&f.error)),
             }
-            if g.json && !PRINTED.load(std::sync::atomic::Ordering::Relaxed) {
-                print_error_json(f.code, &one_line(&f.error), f.hint.as_deref());
-            }
-            eprintln!("custody: error: {}", one_line(&f.error));
-            if let Some(h) = f.hint {
-                eprintln!("custody: hint: {h}");
-            }
-            f.code
+            exit_with(f, g.json)
         }
-    };
-    ExitCode::from(code as u8)
+    }
+}
+
+/// Says what failed (and, with `--json`, prints the error object unless
+/// the command printed its own) and returns the failure's exit code.
+fn exit_with(f: Failure, json: bool) -> ExitCode {
+    if json && !PRINTED.load(std::sync::atomic::Ordering::Relaxed) {
+        print_error_json(f.code, &one_line(&f.error), f.hint.as_deref());
+    }
+    eprintln!("custody: error: {}", one_line(&f.error));
+    if let Some(h) = f.hint {
+        eprintln!("custody: hint: {h}");
+    }
+    ExitCode::from(f.code as u8)
 }

@@ -9,6 +9,8 @@ mod audit;
 mod bad_input;
 #[path = "cli/blob.rs"]
 mod blob;
+#[path = "cli/config.rs"]
+mod config;
 #[path = "cli/crash.rs"]
 mod crash;
 #[path = "cli/crc64.rs"]

@@ -16,13 +16,14 @@ pub struct ManifestAt {
     pub destination: PathBuf,
 }
 
-/// The trust anchor flags shared by `verify` and `audit`.
+/// The trust anchor flags of every command that reads a signed manifest:
+/// one of them, or the configured `allowed_signers` (checked when loaded,
+/// so that a configured trust file satisfies them and a flag beats it).
 #[derive(Debug, clap::Args)]
-#[group(required = true, multiple = false)]
 pub struct TrustArgs {
     /// An OpenSSH allowed_signers file; the manifest's operator identity
     /// must be a principal of the signing key.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "CUSTODY_ALLOWED_SIGNERS")]
     pub allowed_signers: Option<PathBuf>,
     /// The operator's OpenSSH public key.
     #[arg(long, value_name = "FILE")]

@@ -50,7 +50,7 @@ pub struct Args {
     #[arg(long)]
     overwrite: bool,
     /// Files decrypted in parallel [default: number of cores].
-    #[arg(long, short = 'j', value_name = "N")]
+    #[arg(long, short = 'j', value_name = "N", env = "CUSTODY_JOBS")]
     jobs: Option<usize>,
 }
 

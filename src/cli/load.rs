@@ -2,12 +2,13 @@
 //! or signing key, a signed manifest (checked, its failures mapped to exit
 //! codes), a job's chain of manifests.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use custody::manifest::chain::ChainReport;
 use custody::manifest::{self, ManifestError, SignedFile, SignedManifest};
 
 use super::args::TrustArgs;
+use super::config::Origin;
 use super::{Failure, render};
 
 /// Loads a trust anchor from exactly one of the two flags.
@@ -65,8 +66,28 @@ pub fn open_manifest_file(path: &Path, trust: &TrustArgs) -> Result<SignedFile, 
 }
 
 impl TrustArgs {
+    /// The trust anchor: a flag beats the configured `allowed_signers`
+    /// (its variable, or the configuration file).
     pub(super) fn load(&self) -> Result<custody::keys::Trust, Failure> {
-        super::load_trust(self.allowed_signers.as_deref(), self.public_key.as_deref())
+        let configured = super::config::setting("allowed_signers");
+        let explicit = super::config::origin(configured, "allowed_signers") == Origin::Flag;
+        let (signers, public) = match (&self.allowed_signers, &self.public_key) {
+            (Some(s), Some(_)) if explicit => (Some(s), self.public_key.as_ref()),
+            // A flag's public key over a configured trust file.
+            (Some(_), Some(p)) => (None, Some(p)),
+            (None, None) => {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "no trust anchor: give --allowed-signers FILE or --public-key FILE"
+                ))
+                .hint(format!(
+                    "or configure one: allowed_signers in the configuration file, or {} \
+                     (`custody config` shows what is set)",
+                    configured.env
+                )));
+            }
+            (s, p) => (s.as_ref(), p.as_ref()),
+        };
+        super::load_trust(signers.map(PathBuf::as_path), public.map(PathBuf::as_path))
     }
 }
 

@@ -55,7 +55,7 @@ pub struct Args {
     #[arg(long)]
     destination_moved: bool,
     /// Objects checked in parallel [default: number of cores].
-    #[arg(long, short = 'j', value_name = "N")]
+    #[arg(long, short = 'j', value_name = "N", env = "CUSTODY_JOBS")]
     jobs: Option<usize>,
 }
 

@@ -55,7 +55,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     b3sum: Option<PathBuf>,
     /// Files hashed in parallel [default: number of cores].
-    #[arg(long, short = 'j', value_name = "N")]
+    #[arg(long, short = 'j', value_name = "N", env = "CUSTODY_JOBS")]
     jobs: Option<usize>,
     /// Lint the tree against this destination's Data Box rules: a mounted
     /// share (`…/<account>_BlockBlob|_PageBlob|_AzFile[/container[/prefix]]`)

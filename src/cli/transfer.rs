@@ -70,7 +70,7 @@ pub struct Args {
     #[arg(long, value_name = "KEY", env = "CUSTODY_SIGNING_KEY")]
     signing_key: PathBuf,
     /// Files processed in parallel [default: number of cores].
-    #[arg(long, short = 'j', value_name = "N")]
+    #[arg(long, short = 'j', value_name = "N", env = "CUSTODY_JOBS")]
     jobs: Option<usize>,
     /// Do not re-read the landed copy after sealing.
     #[arg(long)]

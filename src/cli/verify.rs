@@ -52,7 +52,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     chain: Option<PathBuf>,
     /// Files checked in parallel [default: number of cores].
-    #[arg(long, short = 'j', value_name = "N")]
+    #[arg(long, short = 'j', value_name = "N", env = "CUSTODY_JOBS")]
     jobs: Option<usize>,
     /// Record the result in the ledger as an event signed with this key.
     #[arg(long, value_name = "KEY")]

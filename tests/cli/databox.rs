@@ -17,7 +17,7 @@ const FILES: [(&str, usize); 3] = [
 
 /// Transfers FILES onto `<root>/databox/contoso_BlockBlob/pacs`; returns
 /// the share root and the manifest.
-fn sealed(ws: &Ws) -> (PathBuf, PathBuf) {
+pub(crate) fn sealed(ws: &Ws) -> (PathBuf, PathBuf) {
     for (i, (p, n)) in FILES.iter().enumerate() {
         ws.file(p, &bytes(i as u64 + 40, *n));
     }
@@ -31,7 +31,7 @@ fn sealed(ws: &Ws) -> (PathBuf, PathBuf) {
 /// BOM lines for the files under `share`, as Data Box writes them: sizes,
 /// CRC64 from the Python reference, `\`-separated share-relative paths,
 /// XML-escaped.
-fn bom_lines(share: &Path) -> Vec<String> {
+pub(crate) fn bom_lines(share: &Path) -> Vec<String> {
     let files: Vec<PathBuf> = FILES
         .iter()
         .map(|(p, _)| share.join("pacs").join(p))
@@ -63,7 +63,7 @@ fn bom_lines(share: &Path) -> Vec<String> {
         .collect()
 }
 
-fn write_bom(ws: &Ws, name: &str, lines: &[String]) -> PathBuf {
+pub(crate) fn write_bom(ws: &Ws, name: &str, lines: &[String]) -> PathBuf {
     let p = ws.root().join(name);
     let mut text = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\r\n<FileList>\r\n");
     for l in lines {

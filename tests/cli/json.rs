@@ -83,6 +83,14 @@ fn every_command_prints_one_object_that_matches_the_documented_schema() {
         &run(&ws, &["keygen", "--encryption", "--out", &p("enc.key")]),
         "keygen_encryption",
     );
+    valid(&run(&ws, &["config"]), "config");
+    valid(
+        &ws.custody(&["--json", "config"])
+            .env("CUSTODY_JOBS", "3")
+            .output()
+            .unwrap(),
+        "config",
+    );
     valid(&run(&ws, &["scan", &src]), "scan");
     let t = valid(
         &run(&ws, &["transfer", &src, &dest, "--signing-key", &key]),

@@ -25,6 +25,19 @@ pub struct Ws {
 
 pub const IDENTITY: &str = "ops@hospital.example";
 
+/// The variables that carry operator defaults (docs/operations.md,
+/// "Configuration"): a test's custody sees none it did not set.
+pub const SETTINGS_ENV: [&str; 8] = [
+    "CUSTODY_CONFIG",
+    "CUSTODY_SIGNING_KEY",
+    "CUSTODY_ALLOWED_SIGNERS",
+    "CUSTODY_LEDGER",
+    "CUSTODY_MANIFEST_DIR",
+    "CUSTODY_LOG_FORMAT",
+    "CUSTODY_LOG_FILE",
+    "CUSTODY_JOBS",
+];
+
 impl Ws {
     /// A new workspace with an operator key (identity [`IDENTITY`]).
     pub fn new() -> Self {
@@ -61,15 +74,25 @@ impl Ws {
 
     /// `custody ARGS --ledger L --manifest-dir M`, run in the workspace.
     pub fn custody(&self, args: &[&str]) -> Command {
-        let mut c = Command::cargo_bin("custody").expect("custody binary");
-        c.current_dir(self.root())
-            .env_remove("CUSTODY_LEDGER")
-            .env_remove("CUSTODY_SIGNING_KEY")
-            .arg("--ledger")
+        let mut c = self.bare(&[]);
+        c.arg("--ledger")
             .arg(&self.ledger)
             .arg("--manifest-dir")
             .arg(&self.manifests)
             .args(args);
+        c
+    }
+
+    /// `custody ARGS`, run in the workspace with no operator defaults but
+    /// those a test sets: none of the settings' variables, and a user
+    /// configuration folder of the workspace's own (`<root>/xdg`).
+    pub fn bare(&self, args: &[&str]) -> Command {
+        let mut c = Command::cargo_bin("custody").expect("custody binary");
+        c.current_dir(self.root());
+        for var in SETTINGS_ENV {
+            c.env_remove(var);
+        }
+        c.env("XDG_CONFIG_HOME", self.root().join("xdg")).args(args);
         c
     }
 
@@ -359,7 +382,11 @@ impl Ws {
     /// and kill (output discarded unless the caller pipes it).
     pub fn spawnable(&self, args: &[&str]) -> std::process::Command {
         let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("custody"));
-        c.arg("--ledger")
+        for var in SETTINGS_ENV {
+            c.env_remove(var);
+        }
+        c.env("XDG_CONFIG_HOME", self.root().join("xdg"))
+            .arg("--ledger")
             .arg(&self.ledger)
             .arg("--manifest-dir")
             .arg(&self.manifests)
