@@ -19,6 +19,8 @@ mod crc64;
 mod databox;
 #[path = "cli/dicom.rs"]
 mod dicom;
+#[path = "cli/eio.rs"]
+mod eio;
 #[path = "cli/encryption.rs"]
 mod encryption;
 #[path = "cli/faults.rs"]

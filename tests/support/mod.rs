@@ -11,6 +11,7 @@ use std::process::Output;
 use assert_cmd::Command;
 
 pub mod azurite;
+pub mod faultfs;
 pub mod proxy;
 
 /// A throwaway workspace.
