@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
 
+use crate::relpath;
 use crate::source::dicom::{Header, Outcome};
 
 /// How many duplicates and unreadable headers the inventory names.
@@ -128,31 +129,46 @@ impl Tally {
             }
         }
         if let Some(uid) = &h.instance.instance {
-            let first: Option<String> = self
+            // Headers are read in parallel, so they arrive in no fixed
+            // order: "first" is the file earlier in manifest order, the
+            // same whatever the order of reading.
+            let stored: Option<String> = self
                 .conn
-                .prepare_cached(
-                    "INSERT INTO instance (uid, path) VALUES (?1, ?2)
-                     ON CONFLICT (uid) DO UPDATE SET uid = uid
-                     RETURNING CASE WHEN path = ?2 THEN NULL ELSE path END",
-                )?
-                .query_row([uid, path], |r| r.get(0))
-                .optional()?
-                .flatten();
-            if let Some(first) = first {
-                inv.duplicate_instances += 1;
-                if inv.duplicates.len() < LISTED {
-                    inv.duplicates.push(Duplicate {
-                        instance: uid.clone(),
-                        path: path.to_owned(),
-                        first,
-                    });
+                .prepare_cached("SELECT path FROM instance WHERE uid = ?1")?
+                .query_row([uid], |r| r.get(0))
+                .optional()?;
+            let (first, again) = match stored {
+                None => {
+                    self.conn
+                        .prepare_cached("INSERT INTO instance (uid, path) VALUES (?1, ?2)")?
+                        .execute([uid, path])?;
+                    return Ok(());
                 }
+                Some(s) if s == path => return Ok(()),
+                Some(s) if relpath::cmp_components(path, &s).is_lt() => {
+                    self.conn
+                        .prepare_cached("UPDATE instance SET path = ?2 WHERE uid = ?1")?
+                        .execute([uid, path])?;
+                    (path.to_owned(), s)
+                }
+                Some(s) => (s, path.to_owned()),
+            };
+            inv.duplicate_instances += 1;
+            if inv.duplicates.len() < LISTED {
+                inv.duplicates.push(Duplicate {
+                    instance: uid.clone(),
+                    path: again,
+                    first,
+                });
             }
         }
         Ok(())
     }
 
-    pub(crate) fn finish(self) -> DicomInventory {
+    pub(crate) fn finish(mut self) -> DicomInventory {
+        self.inv
+            .duplicates
+            .sort_by(|a, b| relpath::cmp_components(&a.path, &b.path));
         self.inv
     }
 }
@@ -173,6 +189,31 @@ mod tests {
             },
             privacy: Privacy::default(),
         })
+    }
+
+    /// Regression: which file of a duplicate pair was "first" followed the
+    /// order the parallel readers finished in (a test failed now and then).
+    #[test]
+    fn the_first_of_a_duplicate_is_the_earlier_path_whatever_the_reading_order() {
+        for order in [
+            ["STUDY2/blank.dcm", "STUDY2/copy.dcm"],
+            ["STUDY2/copy.dcm", "STUDY2/blank.dcm"],
+        ] {
+            let mut t = Tally::new().unwrap();
+            for p in order {
+                t.add(p, &header("1", "1.1", "1.1.1", "CT")).unwrap();
+            }
+            let inv = t.finish();
+            assert_eq!(
+                inv.duplicates,
+                [Duplicate {
+                    instance: "1.1.1".into(),
+                    path: "STUDY2/copy.dcm".into(),
+                    first: "STUDY2/blank.dcm".into()
+                }],
+                "{order:?}"
+            );
+        }
     }
 
     #[test]
