@@ -28,7 +28,7 @@ pub use chain::{ChainProblem, ChainReport, batch_digest, event_hash, row_hash};
 pub use class::{Failure, FailureClass};
 pub use copying::Copying;
 pub use events::{Event, Handoff};
-pub use job::{JobRun, JobState, Prior};
+pub use job::{JobRun, JobState, Prior, SealedRun};
 pub use runs::{LandedFile, LandedLookup, Recorded, RunRef, Stored};
 
 /// The schema version this code reads and writes.
@@ -142,6 +142,12 @@ pub enum LedgerError {
 pub struct Ledger {
     conn: Connection,
     path: PathBuf,
+    /// The ledger file as opened for the setup lock, kept open for as long
+    /// as the connection (and closed after it): closing any descriptor of
+    /// the file would drop every POSIX lock this process holds on it,
+    /// SQLite's included, and another process could then take the
+    /// connection for gone (checkpointing and removing the WAL under it).
+    file: std::fs::File,
 }
 
 impl Ledger {
@@ -184,10 +190,15 @@ impl Ledger {
         let mut l = Ledger {
             conn,
             path: path.to_path_buf(),
+            file: setup,
         };
         l.configure()?;
         l.migrate()?;
-        drop(setup);
+        // The flock orders set-ups only; the descriptor stays open.
+        l.file.unlock().map_err(|e| LedgerError::Sqlite {
+            path: path.to_path_buf(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        })?;
         Ok(l)
     }
 

@@ -12,6 +12,7 @@
 //! next identical command resumes it (see `docs/ledger.md`).
 
 mod copy;
+mod finished;
 mod job;
 mod plan;
 mod preflight;
@@ -20,6 +21,7 @@ mod seal;
 mod setup;
 mod stop;
 
+pub use finished::{Finished, implicit_job};
 pub use job::{JobOptions, JobSummary, OnSourceChange};
 pub use stop::Limits;
 // Moved to the ledger, which records them; named here too for the face.
@@ -45,6 +47,7 @@ use crate::source::{self, SourceEntry};
 use crate::verify::{self, VerifyReport};
 
 use copy::{Done, copy_one};
+use finished::Rerun;
 use plan::Item;
 use record::Batch;
 use seal::seal;
@@ -95,6 +98,10 @@ pub struct TransferOptions {
     /// refused ([`TransferError::EmptySource`]): an unmounted mount point
     /// is an empty directory.
     pub allow_empty: bool,
+    /// Copy everything again as a new one-off run even when a sealed run
+    /// of the same source and destination covers it (`--full`); without
+    /// it, finished work is not redone (see `transfer::finished`).
+    pub full: bool,
 }
 
 /// How many violations a refused preflight names (all of them: `custody
@@ -308,6 +315,10 @@ pub struct TransferSummary {
     /// runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job: Option<JobSummary>,
+    /// A rerun that found its work finished (sealed earlier): that
+    /// manifest, and whether this run did its pending verify.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished: Option<Finished>,
 }
 
 impl TransferSummary {
@@ -346,6 +357,7 @@ impl TransferSummary {
                 deleted: 0,
                 source_changes: Vec::new(),
             }),
+            finished: None,
         }
     }
 }
@@ -377,14 +389,29 @@ pub fn transfer(
     let _locks = setup::lock(opts, &opened)?;
     let stopper = setup::stopper(opts)?;
     let mut ledger = Ledger::open(&opts.ledger)?;
+    let source_str = source_root.display().to_string();
+    let dest_str = dest.describe();
+    let implicit;
+    let opts = match finished::rerun(&mut ledger, opts, &source_root, &source_str, &dest_str)? {
+        Rerun::AsAsked => opts,
+        Rerun::Implicit(job) => {
+            implicit = TransferOptions {
+                job: Some(job),
+                ..opts.clone()
+            };
+            &implicit
+        }
+        Rerun::Verify(sealed) => {
+            return finished::verify_now(&sealed, opts, dest, &mut ledger, key, progress);
+        }
+        Rerun::NothingNew(sealed) => return finished::summary(&sealed, opts, &ledger),
+    };
     // What the job's earlier runs landed, to compare the walk against.
     let job_state = match &opts.job {
-        Some(j) => Some(JobState::load(&opts.ledger, &j.name)?),
+        Some(j) => Some(JobState::load(&opts.ledger, &j.name, None)?),
         None => None,
     };
     preflight::check(opts, &source_root, &opened, &ledger, job_state.as_ref())?;
-    let source_str = source_root.display().to_string();
-    let dest_str = dest.describe();
     let run = begin(&mut ledger, opts, key, &source_str, &dest_str)?;
     // Only a resumed run has landings to look up.
     let lookup = match run.resumed {
@@ -442,15 +469,20 @@ pub fn transfer(
     let manifest_path = sealed.manifest.clone();
     summary.sealed = Some(sealed);
     if opts.verify {
-        verify_sealed(
+        let listed = opts.job.is_some();
+        let report = verify_sealed(
             &manifest_path,
             dest,
             &mut ledger,
-            &mut summary,
-            opts,
+            opts.jobs,
+            listed,
             key,
             progress,
         )?;
+        if !report.ok() {
+            summary.status = Status::VerifyFailed;
+        }
+        summary.verify = Some(report);
     }
     if let Some(j) = summary.job.as_mut() {
         j.source_changes = ledger.run_source_changes(run.id)?;
@@ -621,35 +653,31 @@ fn record_deleted(
     Ok(())
 }
 
-/// `--verify`: reads back what was written, signature and all (the verify
-/// checks the exported manifest, not a copy in memory), and records it.
+/// Reads back a sealed manifest's files, signature and all (the verify
+/// checks the exported manifest, not a copy in memory), and records the
+/// verify. `listed`: a job run's manifest lists what it landed beside what
+/// the job landed before, so each is read back by name and nothing else is
+/// listed (`custody verify --job` checks the whole job).
 fn verify_sealed(
     manifest_path: &Path,
     dest: &dyn Destination,
     ledger: &mut Ledger,
-    summary: &mut TransferSummary,
-    opts: &TransferOptions,
+    jobs: usize,
+    listed: bool,
     key: &SigningKey,
     progress: &dyn Progress,
-) -> Result<(), TransferError> {
+) -> Result<VerifyReport, TransferError> {
     let trust = Trust::PublicKey(key.public_key().clone());
     let manifest = manifest::open_signed(manifest_path, &trust)?;
     let verify_opts = verify::VerifyOptions {
-        jobs: opts.jobs,
+        jobs,
         key: None,
         by_study: false,
     };
-    // A job run's manifest lists what this run landed, beside what the
-    // job landed before: each is read back by name, and nothing else
-    // is listed (`custody verify --job` checks the whole job).
-    let report = match &opts.job {
-        Some(_) => verify::verify_listed(&manifest, dest, &verify_opts, progress)?,
-        None => verify::verify(&manifest, dest, &verify_opts, progress)?,
+    let report = match listed {
+        true => verify::verify_listed(&manifest, dest, &verify_opts, progress)?,
+        false => verify::verify(&manifest, dest, &verify_opts, progress)?,
     };
     verify::record(ledger, &manifest.head, &report, key)?;
-    if !report.ok() {
-        summary.status = Status::VerifyFailed;
-    }
-    summary.verify = Some(report);
-    Ok(())
+    Ok(report)
 }

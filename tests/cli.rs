@@ -41,6 +41,8 @@ mod operations;
 mod preflight;
 #[path = "cli/report.rs"]
 mod report;
+#[path = "cli/rerun.rs"]
+mod rerun;
 #[path = "cli/resume.rs"]
 mod resume;
 #[path = "cli/rollback.rs"]

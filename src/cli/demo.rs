@@ -295,6 +295,7 @@ fn options(src: &Path, dest: &Path, manifests: &Path, ledger: &Path) -> Transfer
         wave: None,
         job: None,
         allow_empty: false,
+        full: false,
     }
 }
 

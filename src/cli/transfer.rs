@@ -128,6 +128,13 @@ pub struct Args {
     /// links to the job's previous manifest (docs/jobs.md).
     #[arg(long, value_name = "NAME")]
     job: Option<String>,
+    /// Copy everything again as a new one-off run, sealing a new full
+    /// manifest. Without it, the same transfer run again after its run
+    /// sealed redoes nothing: it finishes a verify that never completed,
+    /// says there is nothing new, or moves only what is new as the next run
+    /// of the transfer's implicit job (docs/jobs.md, "Without --job").
+    #[arg(long, conflicts_with = "job")]
+    full: bool,
     /// With --job: what a file the job landed before that changed at the
     /// source leads to. `report` keeps the landed copy, lists the file in
     /// the manifest, and exits 3; `resend-as-version` lands the new content
@@ -242,6 +249,7 @@ pub fn run_in_wave(args: &Args, g: &Global, wave: Option<custody::manifest::Wave
             },
         }),
         allow_empty: args.allow_empty,
+        full: args.full,
     };
     let renderer = Renderer::new(g);
     let summary = custody::transfer::transfer(&opts, &key, &renderer).map_err(|e| {
@@ -299,6 +307,10 @@ fn code(s: &TransferSummary) -> Code {
 
 /// Prints the human summary of a transfer.
 pub fn print_summary(s: &TransferSummary) {
+    if let Some(f) = &s.finished {
+        print_finished(s, f);
+        return;
+    }
     let run = &s.run;
     println!(
         "run {} attempt {}{}: copied {} files ({}) in {:.1} s ({}); {} already landed; {} excluded; {} failed",
@@ -375,5 +387,26 @@ pub fn print_summary(s: &TransferSummary) {
     }
     if let Some(v) = &s.verify {
         super::verify::print_report(v);
+    }
+}
+
+/// A rerun that found its work finished: one line, and the verify it did.
+fn print_finished(s: &TransferSummary, f: &custody::transfer::Finished) {
+    let when = |at: &Option<String>| at.clone().unwrap_or_else(|| "never".into());
+    if f.verified_now {
+        println!(
+            "nothing copied: run {} sealed manifest {} earlier and its verify had not completed; verified it now",
+            s.run.id, f.manifest
+        );
+        if let Some(v) = &s.verify {
+            super::verify::print_report(v);
+        }
+    } else {
+        println!(
+            "nothing to do: manifest {} (run {}, verified {}) covers the source; nothing new, changed or deleted (--full copies everything again)",
+            f.manifest,
+            s.run.id,
+            when(&f.verified_at)
+        );
     }
 }

@@ -54,6 +54,23 @@ pub struct JobRun {
     pub source_changes: u64,
 }
 
+/// A sealed run, and how far its custody got: what a transfer run again
+/// after it sealed starts from.
+#[derive(Debug, Clone)]
+pub struct SealedRun {
+    /// The run.
+    pub run: u64,
+    /// How many attempts it took.
+    pub attempts: u64,
+    /// Its manifest's id.
+    pub manifest: String,
+    /// Its job and number there, if it belongs to one.
+    pub job: Option<(String, u64)>,
+    /// Its manifest's latest `verified` event: when, and its result
+    /// (`pass`/`fail`); `None` when no verify of it completed.
+    pub verified: Option<(String, String)>,
+}
+
 impl Ledger {
     /// Checks that a run of `job` from `source` to `destination` fits the
     /// job's first run: a job's state is one destination's, fed from one
@@ -95,6 +112,97 @@ impl Ledger {
             job: job.to_owned(),
             reason,
         })
+    }
+
+    /// Run `run`, if it is sealed: its manifest, job, and latest verify.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn sealed_run(&self, run: u64) -> Result<Option<SealedRun>, LedgerError> {
+        let row: Option<(String, Option<String>, Option<u64>, u64)> = self
+            .conn
+            .query_row(
+                "SELECT r.manifest_id, r.job, r.job_run,
+                        (SELECT COUNT(*) FROM events e WHERE e.run_id = r.id AND e.kind IN (?2, ?3))
+                 FROM runs r WHERE r.id = ?1 AND r.status = 'sealed'",
+                params![run, kind::RUN_STARTED, kind::RUN_RESUMED],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+            .map_err(self.err())?;
+        let Some((manifest, job, job_run, attempts)) = row else {
+            return Ok(None);
+        };
+        let verified = self
+            .conn
+            .query_row(
+                "SELECT at, json_extract(payload, '$.result') FROM events
+                 WHERE manifest_id = ?1 AND kind = ?2 ORDER BY seq DESC LIMIT 1",
+                params![manifest, kind::VERIFIED],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    ))
+                },
+            )
+            .optional()
+            .map_err(self.err())?;
+        Ok(Some(SealedRun {
+            run,
+            attempts,
+            manifest,
+            job: job.zip(job_run),
+            verified,
+        }))
+    }
+
+    /// The latest run of `job`, when the job reads `source` and lands in
+    /// `destination` (otherwise the run that asks is refused later, naming
+    /// the mismatch).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn job_latest_run(
+        &self,
+        job: &str,
+        source: &str,
+        destination: &str,
+    ) -> Result<Option<u64>, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT id FROM runs WHERE job = ?1 AND source = ?2 AND destination = ?3
+                 ORDER BY job_run DESC LIMIT 1",
+                params![job, source, destination],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Makes the sealed one-off run `run` the first run of `job`: a
+    /// transfer run again after it sealed goes on as that job's next run
+    /// (`docs/ledger.md`, "Runs, attempts, resume and incomplete runs").
+    /// Its manifest is unchanged: the job's second manifest links to it.
+    ///
+    /// # Errors
+    /// SQLite errors, or a run that is not a sealed one-off run.
+    pub fn adopt_into_job(&mut self, run: u64, job: &str) -> Result<(), LedgerError> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE runs SET job = ?2, job_run = 1
+                 WHERE id = ?1 AND status = 'sealed' AND job IS NULL
+                   AND NOT EXISTS (SELECT 1 FROM runs WHERE job = ?2)",
+                params![run, job],
+            )
+            .map_err(self.err())?;
+        match changed {
+            1 => Ok(()),
+            _ => Err(self.corrupt(format!(
+                "run {run} cannot become the first run of job {job:?}"
+            ))),
+        }
     }
 
     /// The number the next run of `job` gets.
@@ -270,11 +378,12 @@ pub struct JobState {
 
 impl JobState {
     /// Loads the latest landing of every source path over the sealed runs
-    /// of `job` in the ledger at `path`.
+    /// of `job` in the ledger at `path`, and over the sealed run `seed`
+    /// when given (a one-off run the job is about to adopt as its first).
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn load(path: &Path, job: &str) -> Result<Self, LedgerError> {
+    pub fn load(path: &Path, job: &str, seed: Option<u64>) -> Result<Self, LedgerError> {
         let err = |source| LedgerError::Sqlite {
             path: path.to_path_buf(),
             source,
@@ -308,9 +417,9 @@ impl JobState {
                  FROM landed l JOIN runs r ON r.id = l.run_id
                  WHERE l.id IN (
                      SELECT MAX(l2.id) FROM landed l2 JOIN runs r2 ON r2.id = l2.run_id
-                     WHERE r2.job = ?1 AND r2.status = 'sealed'
+                     WHERE (r2.job = ?1 OR r2.id IS ?2) AND r2.status = 'sealed'
                      GROUP BY COALESCE(l2.version_of, l2.path))",
-                [job],
+                params![job, seed],
             )
             .map_err(err)? as u64;
         // A deletion a sealed run already reported is not reported again
@@ -319,11 +428,11 @@ impl JobState {
         conn.execute(
             "UPDATE temp.job_state SET gone = 1 WHERE EXISTS (
                  SELECT 1 FROM events e JOIN runs r ON r.id = e.run_id
-                 WHERE r.job = ?1 AND r.status = 'sealed' AND e.kind = ?2
+                 WHERE (r.job = ?1 OR r.id IS ?3) AND r.status = 'sealed' AND e.kind = ?2
                    AND e.run_id > temp.job_state.run_id
                    AND json_extract(e.payload, '$.change') = 'deleted'
                    AND json_extract(e.payload, '$.path') = temp.job_state.path)",
-            params![job, kind::SOURCE_CHANGED],
+            params![job, kind::SOURCE_CHANGED, seed],
         )
         .map_err(err)?;
         Ok(JobState { conn, len })

@@ -2,7 +2,7 @@
 //! signature, with the signed `sealed` event), and reading a run's files,
 //! exclusions and manifests back.
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use rusqlite::blob::ZeroBlob;
 use rusqlite::{OptionalExtension, params};
@@ -189,9 +189,18 @@ impl Ledger {
 
     /// The run manifest `id` sealed, and the BLAKE3 of its bytes.
     pub(super) fn sealed_manifest(&self, id: &str) -> Result<(u64, String), LedgerError> {
+        self.manifest_row(id, "run_id, blake3")
+    }
+
+    /// Two columns of manifest `id`'s row.
+    fn manifest_row<A, B>(&self, id: &str, columns: &str) -> Result<(A, B), LedgerError>
+    where
+        A: rusqlite::types::FromSql,
+        B: rusqlite::types::FromSql,
+    {
         self.conn
             .query_row(
-                "SELECT run_id, blake3 FROM manifests WHERE id = ?1",
+                &format!("SELECT {columns} FROM manifests WHERE id = ?1"),
                 [id],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -201,6 +210,25 @@ impl Ledger {
                 path: self.path.clone(),
                 manifest: id.to_owned(),
             })
+    }
+
+    /// Copies sealed manifest `id`'s exact bytes to `out` and returns its
+    /// signature (the ledger is the record of truth: a manifest file lost
+    /// after the seal is written again from here).
+    ///
+    /// # Errors
+    /// SQLite errors, an unknown id, or `out` failing.
+    pub fn copy_manifest(&self, id: &str, out: &mut dyn Write) -> Result<String, LedgerError> {
+        let (rowid, signature): (i64, String) = self.manifest_row(id, "rowid, signature")?;
+        let mut blob = self
+            .conn
+            .blob_open(c"main", "manifests", "bytes", rowid, true)
+            .map_err(self.err())?;
+        std::io::copy(&mut blob, out).map_err(|source| LedgerError::ManifestBytes {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(signature)
     }
 
     /// Whether the ledger holds a manifest with this id.

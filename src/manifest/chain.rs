@@ -124,10 +124,23 @@ pub fn walk(newest: &Path, dir: &Path, trust: &Trust) -> Result<ChainReport, Man
             report.add(format!("{}: {}", head.id, f.at), f.problem);
         }
         let Some(job) = &head.job else {
-            report.add(
-                head.id.clone(),
-                format!("not a job's manifest (version {})", head.version),
-            );
+            match expect_run {
+                // A one-off run that a job adopted as its first: the same
+                // transfer run again after it sealed goes on as its
+                // implicit job (docs/jobs.md, "Without --job").
+                Some(1) => report.links.push(ChainLink {
+                    id: head.id.clone(),
+                    job_run: 1,
+                    path: current.path().to_path_buf(),
+                    files: head.totals.files,
+                    bytes: head.totals.bytes,
+                    blake3: current.blake3,
+                }),
+                _ => report.add(
+                    head.id.clone(),
+                    format!("not a job's manifest (version {})", head.version),
+                ),
+            }
             break;
         };
         match expect_run {

@@ -479,7 +479,9 @@ fn https_with_a_private_ca_as_on_a_data_box() {
 /// Regression: the same transfer run again after its run sealed (a nightly
 /// timer, or a rerun after a kill during the verify) was refused, every
 /// blob of its own earlier run "already exists" (found by the crash loop).
-/// Now they are its own: it runs, and identical blobs are not sent again.
+/// Now they are its own: run again, it finds nothing new and redoes
+/// nothing; asked for a full copy (`--full`), it runs, and identical blobs
+/// are not sent again.
 #[test]
 fn the_same_transfer_again_after_its_run_sealed_is_not_refused_by_its_own_blobs() {
     let (ws, az) = setup();
@@ -487,8 +489,11 @@ fn the_same_transfer_again_after_its_run_sealed_is_not_refused_by_its_own_blobs(
         ws.file(&format!("s/IM{i}"), &bytes(i, 50_000));
     }
     let url = az.url("pacs/again");
-    transfer_ok(&ws, &url, &[]);
+    let first = transfer_ok(&ws, &url, &[]);
     let s = transfer_ok(&ws, &url, &[]);
+    assert_eq!(s["files_copied"], 0, "{s}");
+    assert_eq!(s["finished"]["manifest"], first["sealed"]["id"], "{s}");
+    let s = transfer_ok(&ws, &url, &["--full"]);
     assert_eq!(s["run"]["resumed"], false, "a new run");
     assert_eq!(s["status"], "complete");
     assert_eq!(s["verify"]["files_verified"], 5);

@@ -121,29 +121,11 @@ fn crash_loop(ws: &Ws, dest: &str, env: &[(&str, &str)]) -> (u64, u64, serde_jso
         child.wait().unwrap();
         wrote += last;
         killed += 1;
-        // Killed after it sealed (during its verify, under load): it had
-        // landed everything, and running the same one-off transfer again
-        // would start a new run. The verify it did not finish is run
-        // instead.
-        if let Some(manifest) = sealed(ws) {
+        // Killed after it sealed (during its verify, under load): the same
+        // command run again verifies what it sealed and copies nothing
+        // (a kill after the seal costs no re-copy); the loop goes on.
+        if sealed(ws).is_some() {
             eprintln!("killed {killed} attempts; the last one sealed before its kill");
-            let out = ws
-                .spawnable(&["--json", "verify"])
-                .arg(&manifest)
-                .arg(dest)
-                .arg("--allowed-signers")
-                .arg(ws.signers())
-                .envs(env.iter().copied())
-                .stdout(std::process::Stdio::piped())
-                .output()
-                .unwrap();
-            assert_eq!(out.status.code(), Some(0), "seed {seed}: {}", stderr(&out));
-            let report = json(&out)["report"].clone();
-            return (
-                wrote,
-                killed,
-                serde_json::json!({"verify": report, "bytes_copied": 0}),
-            );
         }
     }
     eprintln!("killed {killed} attempts, which wrote {wrote} bytes");
@@ -152,12 +134,35 @@ fn crash_loop(ws: &Ws, dest: &str, env: &[(&str, &str)]) -> (u64, u64, serde_jso
     (wrote, killed, json(&out))
 }
 
-/// The manifest file of a sealed run, if one was sealed.
+/// The manifest file of a sealed run, if one was sealed (and, the loop
+/// over, checks there is exactly one).
 fn sealed(ws: &Ws) -> Option<std::path::PathBuf> {
     std::fs::read_dir(&ws.manifests)
         .ok()?
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "json"))
+}
+
+/// The one manifest the loop sealed, re-verified against `dest` from
+/// scratch: its `--json` report.
+fn verified_once(ws: &Ws, dest: &str, env: &[(&str, &str)]) -> serde_json::Value {
+    let all: Vec<_> = std::fs::read_dir(&ws.manifests)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(all.len(), 1, "exactly one sealed manifest: {all:?}");
+    let out = ws
+        .custody(&["--json", "verify"])
+        .arg(&all[0])
+        .arg(dest)
+        .arg("--allowed-signers")
+        .arg(ws.signers())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    json(&out)["report"].clone()
 }
 
 /// Nothing was started over: the killed attempts and the last one wrote
@@ -176,9 +181,11 @@ fn assert_bounded(wrote: u64, killed: u64, last: &serde_json::Value, tree: u64) 
 fn a_transfer_killed_again_and_again_into_a_share_still_lands_everything_once() {
     let ws = Ws::new();
     let tree = tree(&ws, SMALL);
-    let (wrote, killed, last) = crash_loop(&ws, &ws.dest.display().to_string(), &[]);
-    assert_eq!(last["verify"]["files_verified"], SMALL + LARGE, "{last}");
-    assert_eq!(last["verify"]["discrepancies"], serde_json::json!([]));
+    let dest = ws.dest.display().to_string();
+    let (wrote, killed, last) = crash_loop(&ws, &dest, &[]);
+    let report = verified_once(&ws, &dest, &[]);
+    assert_eq!(report["files_verified"], SMALL + LARGE, "{last}");
+    assert_eq!(report["discrepancies"], serde_json::json!([]));
     assert_same_tree(&ws.src, &ws.dest);
     let leftovers: Vec<String> = files_under(&ws.dest)
         .into_iter()
@@ -197,14 +204,11 @@ fn a_transfer_killed_again_and_again_into_blob_storage_still_lands_everything_on
     let url = az.url("pacs/crash");
     let env = [("AZURE_STORAGE_KEY", azurite::KEY)];
     let (wrote, killed, last) = crash_loop(&ws, &url, &env);
-    // The final run's verify listed the container and re-read every blob:
-    // the closed set matched.
-    assert_eq!(
-        last["verify"]["files_verified"],
-        SMALL_BLOB + LARGE,
-        "{last}"
-    );
-    assert_eq!(last["verify"]["discrepancies"], serde_json::json!([]));
+    // A verify lists the container and re-reads every blob: the closed
+    // set matches.
+    let report = verified_once(&ws, &url, &env);
+    assert_eq!(report["files_verified"], SMALL_BLOB + LARGE, "{last}");
+    assert_eq!(report["discrepancies"], serde_json::json!([]));
     // The large files, interrupted mid-upload, hold no staged blocks.
     for i in 0..LARGE {
         let name = format!("crash/WSI/slide{i}.svs");
@@ -226,4 +230,147 @@ fn a_transfer_killed_again_and_again_into_blob_storage_still_lands_everything_on
     );
     assert!(names.iter().all(|n| n.starts_with("crash/")), "{names:?}");
     assert_bounded(wrote, killed, &last, tree);
+}
+
+/// Sealed runs in the ledger (0 while it does not exist yet).
+fn sealed_runs(ledger: &std::path::Path) -> i64 {
+    rusqlite::Connection::open_with_flags(ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|db| {
+            db.query_row(
+                "SELECT COUNT(*) FROM runs WHERE status = 'sealed'",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .unwrap_or(0)
+}
+
+/// The same command killed once in each phase of a run (the walk, the
+/// copy, the seal, the verify), then run to the end. Returns the bytes
+/// the killed attempts wrote and the last attempt's summary.
+fn kill_in_every_phase(ws: &Ws, extra: &[&str]) -> (u64, u64, serde_json::Value) {
+    let (src, dest, key) = (
+        ws.src.display().to_string(),
+        ws.dest.display().to_string(),
+        ws.key().display().to_string(),
+    );
+    let mut args = vec!["--json", "transfer", &src, &dest, "--signing-key", &key];
+    // Paced, so that the copy spans many batches.
+    args.extend(["--jobs", JOBS, "--bwlimit", "8M"]);
+    args.extend(extra);
+    let (mut wrote, mut killed) = (0, 0);
+    let signatures = || {
+        std::fs::read_dir(&ws.manifests)
+            .map(|d| {
+                d.filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .to_string_lossy()
+                        .ends_with(".sig")
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    };
+    for phase in ["walk", "copy", "seal", "verify"] {
+        let (rows, sealed, sigs) = (
+            landed_rows(&ws.ledger),
+            sealed_runs(&ws.ledger),
+            signatures(),
+        );
+        let mut child = ws
+            .spawnable(&args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let due = || match phase {
+            "walk" => started.elapsed() >= Duration::from_millis(5),
+            "copy" => landed_rows(&ws.ledger) > rows,
+            "seal" => sealed_runs(&ws.ledger) > sealed,
+            _ => signatures() > sigs,
+        };
+        let mut last = 0;
+        while !due() && child.try_wait().unwrap().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "{phase}: never reached"
+            );
+            last = written(child.id()).max(last);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if child.try_wait().unwrap().is_some() {
+            eprintln!("{phase}: the attempt finished before its kill");
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{phase}: {}", stderr(&out));
+            continue;
+        }
+        wrote += written(child.id()).max(last);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        killed += 1;
+        eprintln!("killed in the {phase}");
+    }
+    let out = ws
+        .spawnable(&args)
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    (wrote, killed, json(&out))
+}
+
+/// Two nights (a first tree, then new files), each killed in every phase:
+/// for a one-off transfer (whose second night goes on as its implicit job)
+/// and for a named job.
+#[test]
+fn kills_in_the_walk_the_copy_the_seal_and_the_verify_cost_no_recopy() {
+    for extra in [vec![], vec!["--job", "nightly"]] {
+        let ws = Ws::new();
+        let mut size = 0;
+        for i in 0..40u64 {
+            let data = bytes(i, 512 << 10);
+            size += data.len() as u64;
+            ws.file(&format!("N1/IM{i:03}"), &data);
+        }
+        let (wrote, killed, last) = kill_in_every_phase(&ws, &extra);
+        assert_bounded(wrote, killed, &last, size);
+        assert_same_tree(&ws.src, &ws.dest);
+        // Night two: only what is new moves, into a manifest chained to
+        // the first.
+        let mut size2 = 0;
+        for i in 0..20u64 {
+            let data = bytes(100 + i, 512 << 10);
+            size2 += data.len() as u64;
+            ws.file(&format!("N2/IM{i:03}"), &data);
+        }
+        let (wrote, killed, last) = kill_in_every_phase(&ws, &extra);
+        assert_bounded(wrote, killed, &last, size2);
+        assert_same_tree(&ws.src, &ws.dest);
+        let mut manifests: Vec<_> = std::fs::read_dir(&ws.manifests)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        manifests.sort();
+        assert_eq!(
+            manifests.len(),
+            2,
+            "{extra:?}: one manifest a night: {manifests:?}"
+        );
+        ws.custody(&["audit", "--chain"])
+            .arg(&ws.manifests)
+            .arg(&manifests[1])
+            .arg("--allowed-signers")
+            .arg(ws.signers())
+            .assert()
+            .code(0);
+        ws.custody(&["ledger", "verify"]).assert().code(0);
+        let leftovers: Vec<String> = files_under(&ws.dest)
+            .into_iter()
+            .filter(|f| f.contains(".custody-partial."))
+            .collect();
+        assert_eq!(leftovers, Vec::<String>::new(), "{extra:?}");
+    }
 }

@@ -236,6 +236,12 @@ fn a_ledger_whose_disk_fills_up_stops_the_run_cleanly_and_the_rerun_completes() 
     assert_same_tree(&ws.src, &ws.dest);
 }
 
+/// Also a regression: the ledger's set-up lock was a second descriptor of
+/// the ledger file, closed after SQLite had opened it; closing it dropped
+/// this process's POSIX locks, so the other process, closing, took itself
+/// for the last connection and checkpointed and removed the WAL under this
+/// one (`disk I/O error`, on the rerun after the seal that reads the
+/// ledger on a second connection).
 #[test]
 fn a_ledger_locked_by_another_process_is_waited_for() {
     let ws = Ws::new();

@@ -318,6 +318,9 @@ fn the_contrib_command_lines_run_as_written() {
             let Some((_, command)) = line.split_once("/usr/local/bin/custody ") else {
                 continue;
             };
+            // Each night brings a new file (a night with nothing new does
+            // nothing, and logs no progress).
+            ws.file(&format!("night{seen}/IM1"), b"new");
             let command = command.split(" >>").next().unwrap();
             let args: Vec<String> = shlex::split(command)
                 .unwrap_or_else(|| panic!("{file}: {command}"))

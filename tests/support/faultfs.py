@@ -15,7 +15,9 @@ no leading slash) the fault applies to, or `contains` a part of it (a
 landing's temporary name holds its file's name; for rename, either name
 matches). `after` (read and write only) lets the first `after` bytes of
 the file through and fails any request reaching past them; with
-`larger_than` (fsync) only a file holding more than that many bytes fails. A matching
+`larger_than` (fsync) only a file holding more than that many bytes fails.
+A rule with `delay` (seconds) fails nothing: the operation waits that long
+first (a slow device, to make a kill land in a verify). A matching
 operation fails with EIO, as a failing disk or controller reports it.
 Caching is off (`direct_io`, zero attribute and entry timeouts) so every
 read and stat reaches this process. Used by the integration tests of
@@ -27,6 +29,7 @@ import json
 import os
 import sys
 import threading
+import time
 
 from fuse import FUSE, FuseOSError, Operations
 
@@ -66,6 +69,9 @@ class Faults:
                 continue
             after = r.get("after")
             if after is not None and offset is not None and offset + (size or 0) <= after:
+                continue
+            if "delay" in r:
+                time.sleep(r["delay"])
                 continue
             raise FuseOSError(errno.EIO)
 
