@@ -11,9 +11,9 @@
 //!   moves, and its delta manifest links to the sealed one, which becomes
 //!   the job's first run.
 //!
-//! A named job (`--job`) run again after its latest run sealed does the
-//! same: that run's pending verify, or nothing when nothing is new; else
-//! its next run, as before.
+//! A named job (`--job`) run again after its latest run sealed does that
+//! run's pending verify; else its next run, as before (its own walk finds
+//! what is new, so a nightly job never walks twice).
 //!
 //! `--full` (`TransferOptions::full`) copies everything again as a new
 //! one-off run instead.
@@ -84,7 +84,7 @@ pub(super) fn rerun(
         return Ok(Rerun::AsAsked);
     }
     if let Some(job) = &opts.job {
-        return named(ledger, opts, job, source_root, source, destination);
+        return named(ledger, opts, job, source, destination);
     }
     let Some(latest) = ledger.latest_run(source, destination)? else {
         return Ok(Rerun::AsAsked);
@@ -124,12 +124,12 @@ pub(super) fn rerun(
 }
 
 /// A named job run again after its latest run sealed: that run's pending
-/// verify, or nothing when the source holds nothing new; else its next run.
+/// verify; else its next run, as before (whose walk finds what is new: a
+/// quiet night seals an empty delta, and no walk is made twice).
 fn named(
     ledger: &Ledger,
     opts: &TransferOptions,
     job: &JobOptions,
-    source_root: &Path,
     source: &str,
     destination: &str,
 ) -> Result<Rerun, TransferError> {
@@ -140,13 +140,9 @@ fn named(
         return Ok(Rerun::AsAsked);
     };
     let passed = sealed.verified.as_ref().is_some_and(|(_, r)| r == "pass");
-    if opts.verify && !passed {
-        return Ok(Rerun::Verify(sealed));
-    }
-    let state = JobState::load(ledger.path(), &job.name, None)?;
-    Ok(match changed(&state, source_root, &opts.ledger)? {
-        true => Rerun::AsAsked,
-        false => Rerun::NothingNew(sealed),
+    Ok(match opts.verify && !passed {
+        true => Rerun::Verify(sealed),
+        false => Rerun::AsAsked,
     })
 }
 

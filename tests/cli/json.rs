@@ -97,6 +97,12 @@ fn every_command_prints_one_object_that_matches_the_documented_schema() {
         "transfer",
     );
     assert_eq!(t["status"], "complete");
+    // Run again: the work is finished (`finished`, nothing copied).
+    let again = valid(
+        &run(&ws, &["transfer", &src, &dest, "--signing-key", &key]),
+        "transfer",
+    );
+    assert_eq!(again["finished"]["verified_now"], false, "{again}");
     let m = ws.manifest().display().to_string();
     let id = ws.manifest_json()["id"].as_str().unwrap().to_owned();
     let trust = ["--allowed-signers", signers.as_str()];
