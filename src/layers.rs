@@ -121,6 +121,6 @@ fn the_import_reader_finds_grouped_and_nested_names() {
     let text = "use crate::ledger::{self, Ledger};\n\
                 use crate::{dest::{Destination, share::Share}, verify};\n\
                 fn f() { crate::pool::parallel_map(); }\n\
-                #[cfg(test)]\nmod tests { use crate::transfer; }\n";
+                #[cfg(test)]\nmod tests { use crate::scan; }\n";
     assert_eq!(imports(text), ["ledger", "dest", "verify", "pool"]);
 }
