@@ -71,8 +71,8 @@ fn implicit_prefix(source: &str, destination: &str) -> String {
     format!("auto-{}-", &blake3::hash(&b).to_hex()[..16])
 }
 
-/// Decides what a transfer without `--job` does after a sealed run of the
-/// same source and destination.
+/// Decides what a transfer does, given the latest run of its source and
+/// destination (with `--job`, of its job).
 pub(super) fn rerun(
     ledger: &mut Ledger,
     opts: &TransferOptions,
