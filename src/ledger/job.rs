@@ -66,6 +66,8 @@ pub struct SealedRun {
     pub manifest: String,
     /// Its job and number there, if it belongs to one.
     pub job: Option<(String, u64)>,
+    /// The files and bytes its manifest lists (its `sealed` event's).
+    pub totals: (u64, u64),
     /// Its manifest's latest `verified` event: when, and its result
     /// (`pass`/`fail`); `None` when no verify of it completed.
     pub verified: Option<(String, String)>,
@@ -119,18 +121,28 @@ impl Ledger {
     /// # Errors
     /// SQLite errors.
     pub fn sealed_run(&self, run: u64) -> Result<Option<SealedRun>, LedgerError> {
-        let row: Option<(String, Option<String>, Option<u64>, u64)> = self
+        type Row = (
+            String,
+            Option<String>,
+            Option<u64>,
+            u64,
+            Option<u64>,
+            Option<u64>,
+        );
+        let row: Option<Row> = self
             .conn
             .query_row(
                 "SELECT r.manifest_id, r.job, r.job_run,
-                        (SELECT COUNT(*) FROM events e WHERE e.run_id = r.id AND e.kind IN (?2, ?3))
-                 FROM runs r WHERE r.id = ?1 AND r.status = 'sealed'",
-                params![run, kind::RUN_STARTED, kind::RUN_RESUMED],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                        (SELECT COUNT(*) FROM events e WHERE e.run_id = r.id AND e.kind IN (?2, ?3)),
+                        json_extract(s.payload, '$.files'), json_extract(s.payload, '$.bytes')
+                 FROM runs r LEFT JOIN events s ON s.manifest_id = r.manifest_id AND s.kind = ?4
+                 WHERE r.id = ?1 AND r.status = 'sealed'",
+                params![run, kind::RUN_STARTED, kind::RUN_RESUMED, kind::SEALED],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )
             .optional()
             .map_err(self.err())?;
-        let Some((manifest, job, job_run, attempts)) = row else {
+        let Some((manifest, job, job_run, attempts, files, bytes)) = row else {
             return Ok(None);
         };
         let verified = self
@@ -153,6 +165,7 @@ impl Ledger {
             attempts,
             manifest,
             job: job.zip(job_run),
+            totals: (files.unwrap_or(0), bytes.unwrap_or(0)),
             verified,
         }))
     }

@@ -13,6 +13,14 @@ fn config(ws: &Ws, text: &str) {
     std::fs::write(ws.root().join("custody.toml"), text).unwrap();
 }
 
+/// `custody GLOBAL… transfer SRC DEST` with only the operator's defaults
+/// (no key flag, no ledger flag).
+fn transfer(ws: &Ws, global: &[&str]) -> std::process::Output {
+    let mut c = ws.bare(global);
+    c.arg("transfer").arg(&ws.src).arg(&ws.dest);
+    c.output().unwrap()
+}
+
 /// `custody config --json`'s line for `key`.
 fn setting(out: &std::process::Output, key: &str) -> serde_json::Value {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
@@ -92,12 +100,7 @@ fn a_flag_beats_the_variable_beats_the_file_beats_the_default() {
         &ws,
         &format!("{}ledger = \"conf.db\"\njobs = 1\n", operator(&ws)),
     );
-    let out = ws
-        .bare(&["--json", "transfer"])
-        .arg(&ws.src)
-        .arg(&ws.dest)
-        .output()
-        .unwrap();
+    let out = transfer(&ws, &["--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(ws.root().join("conf.db").is_file(), "the configured ledger");
     assert!(
@@ -131,12 +134,7 @@ fn the_log_format_and_file_come_from_the_configuration_too() {
         ),
     );
     std::fs::create_dir_all(ws.root().join("logs")).unwrap();
-    let out = ws
-        .bare(&["-v", "transfer"])
-        .arg(&ws.src)
-        .arg(&ws.dest)
-        .output()
-        .unwrap();
+    let out = transfer(&ws, &["-v"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let log = std::fs::read_to_string(ws.root().join("logs/custody.log")).unwrap();
     let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
@@ -272,12 +270,7 @@ fn a_command_that_needs_a_trust_anchor_and_has_none_says_how_to_configure_one() 
         assert!(err.contains("CUSTODY_ALLOWED_SIGNERS"), "{args:?}: {err}");
     }
     // A transfer without a key says which flag, variable or key it needs.
-    let out = ws
-        .bare(&["transfer"])
-        .arg(&ws.src)
-        .arg(&ws.dest)
-        .output()
-        .unwrap();
+    let out = transfer(&ws, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--signing-key"), "{}", stderr(&out));
 }
@@ -376,12 +369,7 @@ fn keygen_writes_the_operator_entries_once_when_asked() {
     );
     // The entries are the defaults now: a transfer needs no key flag.
     ws.file("IM1.dcm", b"one");
-    let out = ws
-        .bare(&["--json", "transfer"])
-        .arg(&ws.src)
-        .arg(&ws.dest)
-        .output()
-        .unwrap();
+    let out = transfer(&ws, &["--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // A second keygen refuses and writes nothing, not even the key.
     let again = ws.root().join("again");

@@ -29,13 +29,32 @@ fn files(at: &Path) {
     }
 }
 
-/// The one failure of a `--json` summary that exited 3.
-fn one_failure(s: &serde_json::Value) -> serde_json::Value {
-    assert_eq!(s["status"], "incomplete", "{s}");
-    assert_eq!(s["sealed"], serde_json::Value::Null, "{s}");
+/// A transfer that must exit 3 with one failure: `PAT1/IM2.dcm`, of
+/// `class`, with the OS's EIO text, named on stderr. Its summary.
+fn fails_im2_alone(ws: &Ws, name: &str, class: &str) -> serde_json::Value {
+    let out = ws.transfer(&[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{name}: {}", stderr(&out));
+    let s = json(&out);
+    assert_eq!(s["status"], "incomplete", "{name}: {s}");
+    assert_eq!(s["sealed"], serde_json::Value::Null, "{name}: {s}");
     let failures = s["failures"].as_array().unwrap();
-    assert_eq!(failures.len(), 1, "{s}");
-    failures[0].clone()
+    assert_eq!(failures.len(), 1, "{name}: {s}");
+    let f = &failures[0];
+    assert!(
+        f["path"].as_str().unwrap().ends_with("PAT1/IM2.dcm"),
+        "{name}: {f}"
+    );
+    assert_eq!(f["class"], class, "{name}: {f}");
+    assert!(
+        f["error"].as_str().unwrap().contains("Input/output error"),
+        "{name}: {f}"
+    );
+    assert!(
+        stderr(&out).contains("PAT1/IM2.dcm"),
+        "{name}: {}",
+        stderr(&out)
+    );
+    s
 }
 
 #[test]
@@ -52,24 +71,7 @@ fn a_source_that_fails_a_read_or_a_stat_fails_that_file_alone() {
         files(&real);
         let fs = FaultFs::mount(&real, &ws.src);
         fs.fail(rule);
-        let out = ws.transfer(&[]).output().unwrap();
-        assert_eq!(out.status.code(), Some(3), "{name}: {}", stderr(&out));
-        let s = json(&out);
-        let f = one_failure(&s);
-        assert!(
-            f["path"].as_str().unwrap().ends_with("PAT1/IM2.dcm"),
-            "{name}: {f}"
-        );
-        assert_eq!(f["class"], "source_unreadable", "{name}: {f}");
-        assert!(
-            f["error"].as_str().unwrap().contains("Input/output error"),
-            "{name}: {f}"
-        );
-        assert!(
-            stderr(&out).contains("PAT1/IM2.dcm"),
-            "{name}: {}",
-            stderr(&out)
-        );
+        let s = fails_im2_alone(&ws, name, "source_unreadable");
         // Nothing false: the two others landed and are recorded, the
         // failed one is neither landed nor recorded.
         assert_eq!(s["files_copied"], 2, "{name}: {s}");
@@ -110,19 +112,7 @@ fn a_destination_that_fails_a_write_an_fsync_or_a_rename_records_nothing_false()
         std::fs::create_dir_all(&real).unwrap();
         let fs = FaultFs::mount(&real, &ws.dest);
         fs.fail(rule);
-        let out = ws.transfer(&[]).output().unwrap();
-        assert_eq!(out.status.code(), Some(3), "{name}: {}", stderr(&out));
-        let s = json(&out);
-        let f = one_failure(&s);
-        assert!(
-            f["path"].as_str().unwrap().ends_with("PAT1/IM2.dcm"),
-            "{name}: {f}"
-        );
-        assert_eq!(f["class"], "destination", "{name}: {f}");
-        assert!(
-            f["error"].as_str().unwrap().contains("Input/output error"),
-            "{name}: {f}"
-        );
+        fails_im2_alone(&ws, name, "destination");
         assert_eq!(
             landed_rows(&ws.ledger),
             2,
