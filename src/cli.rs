@@ -149,6 +149,51 @@ pub struct Global {
     /// Box's own certificate. SSL_CERT_FILE works too.
     #[arg(long, global = true, value_name = "FILE", env = "CUSTODY_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Blob endpoints: how to sign in. `key`: AZURE_STORAGE_KEY,
+    /// AZURE_STORAGE_SAS_TOKEN or AZURE_STORAGE_CONNECTION_STRING; the
+    /// others are Microsoft Entra ID, from the standard AZURE_* variables
+    /// (docs/blob.md). Default: `key` when one of those is set.
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOW",
+        env = "CUSTODY_AZURE_AUTH",
+        value_parser = azure_auth
+    )]
+    pub azure_auth: Option<custody::dest::blob::AuthMethod>,
+    /// Blob endpoints: the URL is a Data Box's own Blob REST endpoint
+    /// (storage API 2019-02-02), e.g. an IP address on the box's data
+    /// port. A `*.microsoftdatabox.com` host is recognised without it.
+    #[arg(long, global = true, env = "CUSTODY_DATABOX_REST")]
+    pub databox_rest: bool,
+}
+
+fn azure_auth(s: &str) -> Result<custody::dest::blob::AuthMethod, String> {
+    use custody::dest::blob::AuthMethod;
+    AuthMethod::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = AuthMethod::ALL.iter().map(|m| m.as_str()).collect();
+        format!(
+            "{s:?} is not a way to sign in; use one of {}",
+            names.join(", ")
+        )
+    })
+}
+
+impl Global {
+    /// How to reach a blob destination, for a command that does `access`
+    /// there (the rest of the options at their defaults).
+    pub fn blob_options(
+        &self,
+        access: custody::dest::blob::Access,
+    ) -> custody::dest::blob::BlobOptions {
+        custody::dest::blob::BlobOptions {
+            ca_file: self.ca_file.clone(),
+            auth: self.azure_auth,
+            databox_rest: self.databox_rest,
+            access,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -82,6 +82,11 @@ pub const MAX_FILE_COMPONENT: usize = 255;
 pub const MAX_FILE_PATH: usize = 2048;
 /// Page blobs are written in pages of this many bytes.
 pub const PAGE: u64 = 512;
+/// Through a Data Box's Blob REST endpoint, page blobs are 4 KiB-aligned
+/// ("Azure Data Box Blob storage requirements").
+pub const PAGE_REST: u64 = 4096;
+/// The largest page blob through a Data Box's Blob REST endpoint.
+pub const MAX_PAGE_BLOB_REST: u64 = TIB;
 
 /// A rule of Azure or Data Box that a file (or the destination) breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -161,6 +166,10 @@ pub struct Placement {
     /// Folders between the container and the source tree (`/`-separated,
     /// possibly empty).
     pub prefix: String,
+    /// The block size custody stages a blob in (blob URLs; `None` for a
+    /// share, whose uploads the device makes): a block blob holds at most
+    /// 50,000 blocks, so this bounds a file's size.
+    pub block_size: Option<u64>,
 }
 
 /// Whether `name` is a valid container (or file share) name: 3–63
@@ -212,6 +221,7 @@ impl Placement {
             rest: false,
             container: parts.get(i + 1).cloned(),
             prefix: parts.get(i + 2..).map(|p| p.join("/")).unwrap_or_default(),
+            block_size: None,
         })
     }
 
@@ -230,16 +240,13 @@ impl Placement {
                     rest: false,
                     container: None,
                     prefix: String::new(),
+                    block_size: None,
                 },
                 (None, None) => return None,
             },
-            crate::dest::Target::Blob(url) => Self::for_blob(
-                &url.container,
-                &url.prefix,
-                url.service
-                    .host_str()
-                    .is_some_and(|h| h.ends_with(".microsoftdatabox.com")),
-            ),
+            crate::dest::Target::Blob(url) => {
+                Self::for_blob(&url.container, &url.prefix, url.is_databox_host())
+            }
         };
         if let Some(profile) = profile {
             placement.profile = profile;
@@ -274,15 +281,38 @@ impl Placement {
             .collect())
     }
 
-    /// The target of a blob URL's container and prefix (block blobs;
-    /// `rest` for a Data Box's own endpoint).
+    /// The target of a blob URL's container and prefix (block blobs, in
+    /// blocks of the default size; `rest` for a Data Box's own endpoint).
     pub fn for_blob(container: &str, prefix: &str, rest: bool) -> Placement {
         Placement {
             profile: Profile::BlockBlob,
             rest,
             container: Some(container.to_owned()),
             prefix: prefix.trim_matches('/').to_owned(),
+            block_size: Some(crate::dest::blob::DEFAULT_BLOCK_SIZE as u64),
         }
+    }
+
+    /// The largest object of the placement's type, in bytes: the type's
+    /// own limit, a Data Box endpoint's for page blobs, and what 50,000
+    /// blocks of the block size hold.
+    pub fn max_size(&self) -> u64 {
+        let mut max = self.profile.max_size();
+        if self.rest && self.profile == Profile::PageBlob {
+            max = max.min(MAX_PAGE_BLOB_REST);
+        }
+        if let Some(block) = self
+            .block_size
+            .filter(|_| self.profile == Profile::BlockBlob)
+        {
+            max = max.min(crate::dest::blob::api::MAX_BLOCKS.saturating_mul(block));
+        }
+        max
+    }
+
+    /// The page size page blobs are aligned to here.
+    fn page(&self) -> u64 {
+        if self.rest { PAGE_REST } else { PAGE }
     }
 
     /// Problems with the destination itself (its container name), before
@@ -398,21 +428,26 @@ impl Placement {
                 format!("control character {c:?} in the name"),
             );
         }
-        if self.profile == Profile::PageBlob && !size.is_multiple_of(PAGE) {
+        if self.profile == Profile::PageBlob && !size.is_multiple_of(self.page()) {
             add(
                 Rule::PageAlignment,
-                format!("{size} bytes is not a multiple of {PAGE}"),
+                format!("{size} bytes is not a multiple of {}", self.page()),
             );
         }
-        if size > self.profile.max_size() {
-            add(
-                Rule::TooLarge,
-                format!(
-                    "{size} bytes; a {} holds at most {}",
-                    self.profile,
-                    self.profile.max_size()
-                ),
-            );
+        let max = self.max_size();
+        if size > max {
+            let detail = match self.block_size {
+                Some(block)
+                    if max < self.profile.max_size() && self.profile == Profile::BlockBlob =>
+                {
+                    format!(
+                        "{size} bytes; 50,000 blocks of {} MiB hold at most {max} (a larger --block-size holds more)",
+                        block >> 20
+                    )
+                }
+                _ => format!("{size} bytes; a {} holds at most {max}", self.profile),
+            };
+            add(Rule::TooLarge, detail);
         }
         out
     }
@@ -697,6 +732,38 @@ mod tests {
         let files = share("/mnt/databox/contoso_AzFile/share");
         assert!(rules(&files, &"a".repeat(255), 1).is_empty());
         assert_eq!(rules(&files, &"a".repeat(256), 1), [Rule::NameTooLong]);
+    }
+
+    #[test]
+    fn fifty_thousand_blocks_of_the_block_size_bound_a_blob() {
+        let mut t = Placement::for_blob("pacs", "", false);
+        let eight_mib_max = 50_000 * 8 * MIB;
+        assert!(rules(&t, "big.dcm", eight_mib_max).is_empty());
+        assert_eq!(rules(&t, "big.dcm", eight_mib_max + 1), [Rule::TooLarge]);
+        let v = t.check("big.dcm", eight_mib_max + 1);
+        assert!(
+            v[0].detail.contains("50,000 blocks of 8 MiB"),
+            "{}",
+            v[0].detail
+        );
+        t.block_size = Some(100 * MIB);
+        assert!(rules(&t, "big.dcm", eight_mib_max + 1).is_empty());
+        // 4.75 TiB, the block blob's own limit, is reached at 100 MiB.
+        assert_eq!(t.max_size(), Profile::BlockBlob.max_size());
+    }
+
+    #[test]
+    fn page_blobs_through_a_data_box_endpoint_are_4_kib_aligned_and_at_most_1_tib() {
+        let mut t = Placement::for_blob("vhds", "", true);
+        t.profile = Profile::PageBlob;
+        assert!(rules(&t, "disk.vhd", 4096 * 1000).is_empty());
+        assert_eq!(rules(&t, "disk.vhd", 512 * 1001), [Rule::PageAlignment]);
+        assert!(rules(&t, "disk.vhd", TIB).is_empty());
+        assert_eq!(rules(&t, "disk.vhd", TIB + 4096), [Rule::TooLarge]);
+        // On a share, 512-byte pages and 8 TiB.
+        let share_page = share("/mnt/databox/contoso_PageBlob/vhds");
+        assert!(rules(&share_page, "disk.vhd", 512 * 1001).is_empty());
+        assert!(rules(&share_page, "disk.vhd", TIB + 4096).is_empty());
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl Target {
                 blob::BlobUrl::parse(s)
                     .map(Target::Blob)
                     .map_err(|e| DestError::Unusable {
-                        path: blob::auth::redact(s).into(),
+                        path: blob::url::redact(s).into(),
                         reason: e.to_string(),
                     })
             }
@@ -215,4 +215,13 @@ pub trait Destination: Send + Sync {
     /// # Errors
     /// The write-back failed; the caller must not record those landings.
     fn flush(&self) -> Result<(), DestError>;
+
+    /// Why the destination refused this run's credential, once it has
+    /// (shared-key access disabled, a role missing, a token refused): no
+    /// later request can succeed, so the stage ends the run saying so (exit
+    /// 2) instead of failing file after file. `None` until then, and always
+    /// for a share.
+    fn refused(&self) -> Option<String> {
+        None
+    }
 }

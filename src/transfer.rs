@@ -113,6 +113,16 @@ pub const LISTED_VIOLATIONS: usize = 10;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransferError {
+    /// The destination refused the run's credential (shared-key access
+    /// disabled, a role missing, a token refused): what landed before is
+    /// recorded; nothing more could land.
+    #[error("{dest}: {reason}")]
+    Refused {
+        /// The destination.
+        dest: String,
+        /// What the refusal means, and what to do.
+        reason: String,
+    },
     /// The source cannot be walked at all.
     #[error("source {path}: {reason}")]
     Source {
@@ -450,6 +460,15 @@ pub fn transfer(
         &mut summary,
         progress,
     );
+    // A refused credential fails every file after it: the run ends saying
+    // why, rather than as an incomplete run of failed files.
+    let copied = copied.and_then(|()| match opened.dest().refused() {
+        Some(reason) => Err(TransferError::Refused {
+            dest: opened.dest().describe(),
+            reason,
+        }),
+        None => Ok(()),
+    });
     if let Err(e) = copied {
         // Whatever was recorded stays recorded; the run stays open.
         let _ = ledger.mark_incomplete(run.id, &json!({ "error": e.to_string() }));

@@ -395,6 +395,15 @@ fn verify_index(
     if let Some(e) = failed {
         return Err(e);
     }
+    // A refused credential (a role missing, a token refused) makes every
+    // read after it fail: that is a configuration problem, not a finding
+    // about the landed bytes.
+    if let Some(reason) = dest.refused() {
+        return Err(VerifyError::Destination(DestError::Unusable {
+            path: dest.describe().into(),
+            reason,
+        }));
+    }
     let index = index.into_inner().expect("index lock poisoned");
     if by_study {
         report.by_study = Some(index.by_study()?);

@@ -82,10 +82,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         )));
     }
     let target = custody::dest::Target::parse(&args.at.destination).map_err(Failure::usage)?;
-    let options = custody::dest::blob::BlobOptions {
-        ca_file: g.ca_file.clone(),
-        ..Default::default()
-    };
+    let options = g.blob_options(custody::dest::blob::Access::Write);
     let dest = target.open_existing(&options).map_err(Failure::usage)?;
     custody::rollback::check_target(&signed.head, dest.as_ref(), args.destination_moved)
         .map_err(|e| {
@@ -148,6 +145,14 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         if let Some(e) = &event {
             println!("recorded as custody event {} (rolled_back)", e.seq);
         }
+    }
+    // What was removed is recorded above; a refused credential is a
+    // configuration problem, not something rollback left behind.
+    if let Some(reason) = dest.refused() {
+        return Err(
+            Failure::usage(anyhow::anyhow!("{}: {reason}", dest.describe()))
+                .hint("what was removed is recorded; fix the sign-in or the role and run it again"),
+        );
     }
     Ok(if report.ok() {
         Code::Ok

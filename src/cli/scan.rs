@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use custody::databox::{Occupied, Placement, Profile, Violation};
 use custody::dest;
-use custody::dest::blob::{Blob, BlobOptions};
+use custody::dest::blob::Blob;
 use custody::dest::names::Names;
 use custody::scan::dicom::DicomInventory;
 use custody::scan::{self, Hashed, Inventory, ScanOptions, ScanSink};
@@ -119,24 +119,22 @@ fn placement(
     g: &Global,
 ) -> Result<(Placement, Option<Arc<dyn Occupied>>), Failure> {
     let target = dest::Target::parse(dest_arg).map_err(Failure::usage)?;
-    let placement =
-        Placement::for_destination(&target, profile.map(Profile::from)).ok_or_else(|| {
+    let mut placement = Placement::for_destination(&target, profile.map(Profile::from))
+        .ok_or_else(|| {
             Failure::usage(anyhow::anyhow!(
                 "{}: not a Data Box share (no path component named <account>_BlockBlob, \
              <account>_PageBlob or <account>_AzFile) and not a blob URL; pass --profile",
                 dest_arg.display()
             ))
         })?;
+    placement.rest |= g.databox_rest;
     let existing: Option<Arc<dyn Occupied>> = match target {
         dest::Target::Share(p) => Some(Arc::new(p)),
         // Without a credential the names are still linted; the report
         // says that existing blobs were not looked for.
-        dest::Target::Blob(_) if !dest::blob::auth::is_set() => None,
+        dest::Target::Blob(_) if !dest::blob::auth::is_configured(g.azure_auth) => None,
         dest::Target::Blob(url) => {
-            let options = BlobOptions {
-                ca_file: g.ca_file.clone(),
-                ..BlobOptions::default()
-            };
+            let options = g.blob_options(dest::blob::Access::Read);
             // A container that does not exist yet holds nothing.
             let listed = Blob::open_if_exists(&url, &options)
                 .and_then(|b| match b {

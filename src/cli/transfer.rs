@@ -203,7 +203,14 @@ pub fn run_in_wave(args: &Args, g: &Global, wave: Option<custody::manifest::Wave
     let placement = custody::databox::Placement::for_destination(
         &destination,
         args.profile.map(custody::databox::Profile::from),
-    );
+    )
+    .map(|mut p| {
+        p.rest |= g.databox_rest;
+        if p.block_size.is_some() {
+            p.block_size = Some(u64::from(args.block_size) << 20);
+        }
+        p
+    });
     let opts = TransferOptions {
         source: args.source.clone(),
         destination,
@@ -213,8 +220,8 @@ pub fn run_in_wave(args: &Args, g: &Global, wave: Option<custody::manifest::Wave
                 OverwriteArg::IfDifferent => custody::dest::blob::Overwrite::IfDifferent,
                 OverwriteArg::Always => custody::dest::blob::Overwrite::Always,
             },
-            ca_file: g.ca_file.clone(),
             block_size: Some(args.block_size as usize * 1024 * 1024),
+            ..g.blob_options(custody::dest::blob::Access::Write)
         },
         jobs,
         verify: !args.no_verify,
@@ -257,6 +264,11 @@ pub fn run_in_wave(args: &Args, g: &Global, wave: Option<custody::manifest::Wave
             return Failure::not_now(e).hint(
                 "nothing was done; run the same command later \
                  (a nightly timer simply tries again tomorrow)",
+            );
+        }
+        if matches!(e, custody::transfer::TransferError::Refused { .. }) {
+            return Failure::usage(e).hint(
+                "what landed is recorded; fix the sign-in or the role and run the same command again to resume",
             );
         }
         let setup = e.is_setup();

@@ -163,10 +163,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         .map(super::load_encryption_key)
         .transpose()?;
     let target = custody::dest::Target::parse(&destination).map_err(Failure::usage)?;
-    let options = custody::dest::blob::BlobOptions {
-        ca_file: g.ca_file.clone(),
-        ..Default::default()
-    };
+    let options = g.blob_options(custody::dest::blob::Access::Read);
     let share = target.open_existing(&options).map_err(Failure::usage)?;
     let jobs = args
         .jobs

@@ -14,16 +14,22 @@
 //! Retries live here and only here (`retry`): transient failures (5xx,
 //! 408, 429, connection errors) are retried with exponential backoff and
 //! jitter, a bounded number of times; authentication and authorisation
-//! failures are not retried. The SDK's own retry policy is turned off.
-//! `client` connects, `upload` lands a blob block by block.
+//! failures are not retried, and one that says the credential itself is
+//! refused ends the run's use of the endpoint ([`Destination::refused`]).
+//! The SDK's own retry policy is turned off. `url` reads the destination,
+//! `auth` signs in (a key, a SAS, or Microsoft Entra ID), `api` pins what a
+//! Data Box's endpoint speaks, `client` connects, `upload` lands a blob
+//! block by block.
 
-use retry::{describe, is_not_found, status};
+use retry::{is_not_found, status};
 use upload::{BlobLanding, block_list};
 
+pub mod api;
 pub mod auth;
 mod client;
 mod retry;
 mod upload;
+pub mod url;
 
 use std::io::{self, Read};
 use std::sync::atomic::AtomicU64;
@@ -36,7 +42,9 @@ use azure_storage_blob::models::{
 };
 use futures::TryStreamExt;
 
-pub use auth::{BlobUrl, Credential, is_blob_url};
+pub use api::Api;
+pub use auth::{AuthMethod, Credential};
+pub use url::{BlobUrl, is_blob_url};
 
 use super::{DestError, Destination, Landing, Listed, Removal, Version};
 use crate::relpath::RelPath;
@@ -68,13 +76,39 @@ pub struct BlobOptions {
     /// certificate. `SSL_CERT_FILE` also works, through the system TLS.
     pub ca_file: Option<std::path::PathBuf>,
     /// Block size in bytes ([`DEFAULT_BLOCK_SIZE`] when `None`); at most
-    /// [`MAX_BLOCK_SIZE`].
+    /// the endpoint's [`Api::max_block_size`].
     pub block_size: Option<usize>,
+    /// How to sign in; `None`: key-based when a key, SAS or connection
+    /// string is set ([`Credential::from_env`]).
+    pub auth: Option<AuthMethod>,
+    /// The URL is a Data Box's own Blob REST endpoint even though its host
+    /// does not say so (an IP address on the box's data port).
+    pub databox_rest: bool,
+    /// What the command does there, so that a refusal names the role the
+    /// identity lacks.
+    pub access: Access,
 }
 
-/// The largest block size custody stages (the service allows 4000 MiB;
-/// custody holds one block per worker in memory).
-pub const MAX_BLOCK_SIZE: usize = 256 * 1024 * 1024;
+/// What a command does at a blob destination, and so the Azure role
+/// (RBAC) an Entra ID identity needs there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Access {
+    /// Reads and lists (verify, the preflight's existence check).
+    #[default]
+    Read,
+    /// Writes and deletes too (transfer, rollback).
+    Write,
+}
+
+impl Access {
+    /// The built-in role that grants it on a container.
+    pub fn role(self) -> &'static str {
+        match self {
+            Access::Read => "Storage Blob Data Reader",
+            Access::Write => "Storage Blob Data Contributor",
+        }
+    }
+}
 
 /// What to do when a blob with the same name already exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -103,6 +137,16 @@ pub struct BlobStats {
 pub struct Blob {
     url: BlobUrl,
     cred: Credential,
+    api: Api,
+    access: Access,
+    /// With Entra ID: the one container client, whose bearer policy caches
+    /// and refreshes the token (key-based clients are made per request,
+    /// each with a freshly signed SAS).
+    shared: Option<azure_storage_blob::BlobContainerClient>,
+    /// Set when the service refused the credential itself (shared-key
+    /// access disabled, a role missing, the token refused): nothing more
+    /// will land, so later requests fail at once and the run says why.
+    refused: std::sync::OnceLock<String>,
     rt: tokio::runtime::Runtime,
     transport: Transport,
     block_size: usize,
@@ -117,6 +161,8 @@ impl std::fmt::Debug for Blob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Blob")
             .field("url", &self.url.to_string())
+            .field("api", &self.api)
+            .field("auth", &self.cred.method())
             .field("block_size", &self.block_size)
             .finish_non_exhaustive()
     }
@@ -150,7 +196,7 @@ impl Read for BlobReader<'_> {
             let container = self
                 .blob
                 .container()
-                .map_err(|e| io::Error::other(describe(&e)))?;
+                .map_err(|e| io::Error::other(self.blob.explain(&e)))?;
             let client = container.blob_client(&self.name);
             let range = self.pos..end;
             let data = self
@@ -163,7 +209,9 @@ impl Read for BlobReader<'_> {
                     let client = &client;
                     async move { client.download(Some(options)).await?.body.collect().await }
                 })
-                .map_err(|e| io::Error::other(format!("{}: {}", self.rel, describe(&e))))?;
+                .map_err(|e| {
+                    io::Error::other(format!("{}: {}", self.rel, self.blob.explain(&e)))
+                })?;
             if data.is_empty() {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -326,5 +374,9 @@ impl Destination for Blob {
     fn flush(&self) -> Result<(), DestError> {
         // A committed block list is durable when the service answers.
         Ok(())
+    }
+
+    fn refused(&self) -> Option<String> {
+        self.refused.get().cloned()
     }
 }

@@ -189,6 +189,10 @@ impl Destination for Throttled<'_> {
     fn flush(&self) -> Result<(), DestError> {
         self.inner.flush()
     }
+
+    fn refused(&self) -> Option<String> {
+        self.inner.refused()
+    }
 }
 
 #[cfg(test)]

@@ -60,14 +60,14 @@ pub(super) fn check_manifest_dir(dir: &Path) -> Result<(), TransferError> {
 /// The destination a run writes to, open.
 pub(super) enum Opened {
     Share(Share),
-    Blob(Blob),
+    Blob(Box<Blob>),
 }
 
 impl Opened {
     pub(super) fn dest(&self) -> &dyn Destination {
         match self {
             Opened::Share(s) => s,
-            Opened::Blob(b) => b,
+            Opened::Blob(b) => b.as_ref(),
         }
     }
 
@@ -100,7 +100,7 @@ pub(super) fn open(opts: &TransferOptions, source_root: &Path) -> Result<Opened,
             }
             Ok(Opened::Share(Share::for_writing(path)?))
         }
-        Target::Blob(url) => Ok(Opened::Blob(Blob::open(url, true, &opts.blob)?)),
+        Target::Blob(url) => Ok(Opened::Blob(Box::new(Blob::open(url, true, &opts.blob)?))),
     }
 }
 

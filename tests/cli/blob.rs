@@ -258,6 +258,7 @@ fn credentials_wrong_key_tampered_sas_valid_sas_and_no_secret_in_output() {
         now - jiff::SignedDuration::from_secs(60),
         now + jiff::SignedDuration::from_secs(3600),
         false,
+        custody::dest::blob::auth::SasVersion::V2022_11_02,
     )
     .to_string();
     let tampered = sas

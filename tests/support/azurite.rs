@@ -128,6 +128,7 @@ impl Azurite {
             now - jiff::SignedDuration::from_secs(300),
             now + jiff::SignedDuration::from_secs(3600),
             false,
+            custody::dest::blob::auth::SasVersion::V2022_11_02,
         );
         let mut url = Url::parse(&self.url(container)).unwrap();
         url.set_query(Some(&sas));

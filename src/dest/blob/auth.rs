@@ -1,19 +1,30 @@
-//! Blob URLs and credentials: which account, container and prefix a URL
-//! names, where the secret comes from, and account SAS signing.
+//! Credentials for blob endpoints: which way custody signs in
+//! (`--azure-auth`), and where the secret comes from.
+//!
+//! Key-based: a SAS token, an account key (from which custody signs
+//! short-lived account SAS, `sas`), or a connection string holding either.
+//! Microsoft Entra ID: a token credential from Microsoft's azure_identity
+//! (`entra`), sent as a bearer token, for accounts with shared-key access
+//! turned off.
 //!
 //! Secrets come only from the environment (never from flags), are wiped on
 //! drop, and never appear in `Debug` output, errors or logs.
 
-use std::fmt;
-use std::net::IpAddr;
+pub mod entra;
+mod sas;
 
+use std::fmt;
+use std::sync::Arc;
+
+use azure_core::credentials::TokenCredential;
+use azure_core::http::Transport;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{KeyInit, Mac};
-use url::Url;
 use zeroize::Zeroizing;
 
-use super::BlobError;
+pub use sas::{SasVersion, account_sas};
+
+use super::{Api, BlobError, BlobUrl};
 
 /// Environment variable: the storage account key (base64).
 pub const KEY_ENV: &str = "AZURE_STORAGE_KEY";
@@ -22,134 +33,52 @@ pub const SAS_ENV: &str = "AZURE_STORAGE_SAS_TOKEN";
 /// Environment variable: a connection string.
 pub const CONNECTION_STRING_ENV: &str = "AZURE_STORAGE_CONNECTION_STRING";
 
-/// The SAS service version custody signs.
-pub const SAS_VERSION: &str = "2022-11-02";
-
-/// Where a blob destination is: the service endpoint, the container, and
-/// an optional prefix inside it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobUrl {
-    /// The service endpoint, ending in `/` (path-style endpoints include the
-    /// account: `http://127.0.0.1:10000/devstoreaccount1/`).
-    pub service: Url,
-    /// The storage account.
-    pub account: String,
-    /// The container.
-    pub container: String,
-    /// The prefix inside the container, without leading or trailing `/`.
-    pub prefix: String,
+/// How custody signs in to a blob endpoint (`--azure-auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// An account key, a SAS or a connection string (shared-key access).
+    Key,
+    /// The host's managed identity (App Service style `IDENTITY_ENDPOINT`
+    /// and `IDENTITY_HEADER`, or the VM's instance metadata service).
+    ManagedIdentity,
+    /// A Kubernetes workload identity (`AZURE_FEDERATED_TOKEN_FILE`).
+    WorkloadIdentity,
+    /// A service principal with a client secret or a certificate.
+    ServicePrincipal,
+    /// Whoever `az login` signed in on this host.
+    AzureCli,
 }
 
-/// Whether a destination argument names a blob endpoint rather than a path.
-pub fn is_blob_url(s: &str) -> bool {
-    s.starts_with("https://") || s.starts_with("http://")
-}
+impl AuthMethod {
+    /// Every way, in the order messages list them.
+    pub const ALL: [AuthMethod; 5] = [
+        AuthMethod::Key,
+        AuthMethod::ManagedIdentity,
+        AuthMethod::WorkloadIdentity,
+        AuthMethod::ServicePrincipal,
+        AuthMethod::AzureCli,
+    ];
 
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
+    /// Its name, as `--azure-auth` and `CUSTODY_AZURE_AUTH` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Key => "key",
+            AuthMethod::ManagedIdentity => "managed-identity",
+            AuthMethod::WorkloadIdentity => "workload-identity",
+            AuthMethod::ServicePrincipal => "service-principal",
+            AuthMethod::AzureCli => "azure-cli",
+        }
+    }
+
+    /// The way named `name` ([`AuthMethod::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
     }
 }
 
-impl BlobUrl {
-    /// Parses one of:
-    /// `https://<account>.blob.core.windows.net/<container>[/<prefix>]` (Azure),
-    /// `https://<account>.blob.<serial>.microsoftdatabox.com/<container>[/<prefix>]`
-    /// (a Data Box's local Blob REST endpoint), or the path-style
-    /// `http(s)://<host>:<port>/<account>/<container>[/<prefix>]` (Azurite).
-    /// Plain `http` is accepted only for loopback hosts; a query string is
-    /// refused (credentials never travel in arguments).
-    ///
-    /// # Errors
-    /// [`BlobError::Url`] saying what is wrong.
-    pub fn parse(s: &str) -> Result<Self, BlobError> {
-        let bad = |why: &str| BlobError::Url(format!("{}: {why}", redact(s)));
-        let url = Url::parse(s).map_err(|e| bad(&e.to_string()))?;
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(bad(
-                "has a user name or password in it; credentials come from AZURE_STORAGE_SAS_TOKEN, AZURE_STORAGE_KEY or AZURE_STORAGE_CONNECTION_STRING, never the URL",
-            ));
-        }
-        if url.query().is_some() {
-            return Err(bad(
-                "has a query string; pass a SAS token in AZURE_STORAGE_SAS_TOKEN, not in the URL",
-            ));
-        }
-        match url.scheme() {
-            "https" => {}
-            "http" if is_loopback(&url) => {}
-            "http" => return Err(bad("plain http is allowed only for loopback addresses")),
-            other => return Err(bad(&format!("unsupported scheme {other}"))),
-        }
-        let host = url.host_str().ok_or_else(|| bad("no host"))?.to_owned();
-        let mut segments: Vec<&str> = url
-            .path_segments()
-            .map(|p| p.filter(|s| !s.is_empty()).collect())
-            .unwrap_or_default();
-        let virtual_host = host.contains(".blob.") && host.parse::<IpAddr>().is_err();
-        let (account, service) = if virtual_host {
-            let account = host.split('.').next().unwrap_or_default().to_owned();
-            let mut service = url.clone();
-            service.set_path("/");
-            (account, service)
-        } else {
-            if segments.is_empty() {
-                return Err(bad("path-style URL needs /<account>/<container>"));
-            }
-            let account = segments.remove(0).to_owned();
-            let mut service = url.clone();
-            service.set_path(&format!("/{account}/"));
-            (account, service)
-        };
-        if segments.is_empty() {
-            return Err(bad("no container in the path"));
-        }
-        let container = segments.remove(0).to_owned();
-        Ok(BlobUrl {
-            service,
-            account,
-            container,
-            prefix: segments.join("/"),
-        })
-    }
-
-    /// The blob name of a relative path.
-    pub fn blob_name(&self, rel: &str) -> String {
-        if self.prefix.is_empty() {
-            rel.to_owned()
-        } else {
-            format!("{}/{rel}", self.prefix)
-        }
-    }
-}
-
-impl fmt::Display for BlobUrl {
+impl fmt::Display for AuthMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.service, self.container)?;
-        if !self.prefix.is_empty() {
-            write!(f, "/{}", self.prefix)?;
-        }
-        Ok(())
-    }
-}
-
-/// A URL with any query string (where a SAS would be) cut off, for messages.
-pub fn redact(s: &str) -> String {
-    let s = s.split('?').next().unwrap_or_default();
-    // A user part (`user:password@`) is a secret too: keep the scheme and
-    // what follows the last `@` before the path.
-    match s.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            match authority.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://***@{host}{path}"),
-                None => s.to_owned(),
-            }
-        }
-        None => s.to_owned(),
+        f.write_str(self.as_str())
     }
 }
 
@@ -164,6 +93,13 @@ pub enum Credential {
         /// The decoded key bytes.
         key: Zeroizing<Vec<u8>>,
     },
+    /// Microsoft Entra ID: bearer tokens from this credential.
+    Entra {
+        /// Which way it signs in.
+        method: AuthMethod,
+        /// The tokens' source (checked: [`entra::Checked`]).
+        token: Arc<dyn TokenCredential>,
+    },
 }
 
 impl fmt::Debug for Credential {
@@ -171,19 +107,97 @@ impl fmt::Debug for Credential {
         match self {
             Credential::Sas(_) => f.write_str("Credential::Sas(<redacted>)"),
             Credential::Key { account, .. } => write!(f, "Credential::Key({account}, <redacted>)"),
+            Credential::Entra { method, .. } => write!(f, "Credential::Entra({method})"),
         }
     }
 }
 
-/// Whether any of the credential variables is set (not whether it works).
+/// Whether any of the key-based credential variables is set (not whether
+/// it works).
 pub fn is_set() -> bool {
     [SAS_ENV, KEY_ENV, CONNECTION_STRING_ENV]
         .iter()
         .any(|k| std::env::var(k).is_ok_and(|v| !v.trim().is_empty()))
 }
 
+/// Whether a way to sign in is there: `method` names one, or a key-based
+/// variable is set (what `Credential::from_env` falls back to).
+pub fn is_configured(method: Option<AuthMethod>) -> bool {
+    method.is_some_and(|m| m != AuthMethod::Key) || is_set()
+}
+
+/// The ways to sign in, for a message that lists them.
+fn ways() -> String {
+    format!(
+        "an account key, SAS or connection string ({KEY_ENV}, {SAS_ENV}, {CONNECTION_STRING_ENV}), \
+         or Microsoft Entra ID: --azure-auth {} (or CUSTODY_AZURE_AUTH)",
+        AuthMethod::ALL[1..]
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    )
+}
+
 impl Credential {
-    /// Reads the credential for `url` from the environment, in this order:
+    /// The credential for `url`, the way `method` names. With no method,
+    /// key-based when a key, SAS or connection string is set (as before
+    /// Entra ID sign-in existed), and an error listing the ways otherwise.
+    /// Token requests go through `transport` (with `--ca-file`).
+    ///
+    /// # Errors
+    /// [`BlobError::Credential`] when nothing is set, a variable the way
+    /// needs is missing or malformed, or Entra ID is asked of a plain-http
+    /// endpoint (never echoing a secret).
+    pub fn from_env(
+        url: &BlobUrl,
+        method: Option<AuthMethod>,
+        api: Api,
+        transport: &Transport,
+    ) -> Result<Self, BlobError> {
+        let method = match method {
+            Some(m) => m,
+            None if is_set() => AuthMethod::Key,
+            None if api == Api::DataBox => {
+                return Err(BlobError::Credential(format!(
+                    "no credential: a Data Box's Blob REST endpoint signs in with its account key \
+                     (the device's local web UI shows it): set {KEY_ENV} or {CONNECTION_STRING_ENV}"
+                )));
+            }
+            None => {
+                return Err(BlobError::Credential(format!(
+                    "no credential: sign in with {}",
+                    ways()
+                )));
+            }
+        };
+        if method == AuthMethod::Key {
+            return Self::key_from_env(url).map_err(|e| match e {
+                BlobError::Credential(m) => BlobError::Credential(format!(
+                    "{m} (--azure-auth key); or sign in with {}",
+                    ways()
+                )),
+                other => other,
+            });
+        }
+        if url.service.scheme() != "https" {
+            return Err(BlobError::Credential(format!(
+                "--azure-auth {method} needs an https:// endpoint: custody never sends a token in clear"
+            )));
+        }
+        if api == Api::DataBox {
+            tracing::warn!(
+                method = method.as_str(),
+                "Microsoft does not document Entra ID sign-in for a Data Box's Blob REST endpoint; \
+                 its account key is the documented way"
+            );
+        }
+        let token = entra::credential(method, transport)?;
+        Ok(Credential::Entra { method, token })
+    }
+
+    /// Reads the key-based credential for `url` from the environment, in
+    /// this order:
     /// `AZURE_STORAGE_SAS_TOKEN`, `AZURE_STORAGE_KEY` (for the URL's
     /// account), `AZURE_STORAGE_CONNECTION_STRING` (`AccountKey=` or
     /// `SharedAccessSignature=`).
@@ -191,7 +205,7 @@ impl Credential {
     /// # Errors
     /// [`BlobError::Credential`] when none is set or one is malformed
     /// (never echoing the secret).
-    pub fn from_env(url: &BlobUrl) -> Result<Self, BlobError> {
+    fn key_from_env(url: &BlobUrl) -> Result<Self, BlobError> {
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         if let Some(sas) = get(SAS_ENV) {
             return Ok(Credential::Sas(Zeroizing::new(
@@ -231,7 +245,7 @@ impl Credential {
             )));
         }
         Err(BlobError::Credential(format!(
-            "no credential: set {SAS_ENV}, {KEY_ENV} or {CONNECTION_STRING_ENV}"
+            "no key-based credential: set {SAS_ENV}, {KEY_ENV} or {CONNECTION_STRING_ENV}"
         )))
     }
 
@@ -246,50 +260,43 @@ impl Credential {
     }
 
     /// The query string that authorises requests now: the SAS token, or a
-    /// freshly signed account SAS valid for `valid_for`.
-    pub fn query(&self, https_only: bool, valid_for: std::time::Duration) -> Zeroizing<String> {
+    /// freshly signed account SAS at `version` valid for `valid_for`;
+    /// `None` for bearer tokens.
+    pub fn query(
+        &self,
+        https_only: bool,
+        valid_for: std::time::Duration,
+        version: SasVersion,
+    ) -> Option<Zeroizing<String>> {
         match self {
-            Credential::Sas(t) => t.clone(),
+            Credential::Sas(t) => Some(t.clone()),
             Credential::Key { account, key } => {
                 let now = jiff::Timestamp::now();
                 let start = now - jiff::SignedDuration::from_secs(300); // clock skew
                 let expiry = now + jiff::SignedDuration::try_from(valid_for).unwrap_or_default();
-                account_sas(account, key, start, expiry, https_only)
+                Some(account_sas(
+                    account, key, start, expiry, https_only, version,
+                ))
             }
+            Credential::Entra { .. } => None,
         }
     }
-}
 
-fn sas_time(t: jiff::Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
+    /// The token source, for Entra ID sign-in.
+    pub fn bearer(&self) -> Option<Arc<dyn TokenCredential>> {
+        match self {
+            Credential::Entra { token, .. } => Some(Arc::clone(token)),
+            _ => None,
+        }
+    }
 
-/// Signs an account SAS for the blob service (read, add, create, write,
-/// delete, list on service, container and object), as documented in
-/// "Create an account SAS" (signed version 2020-12-06 and later).
-pub fn account_sas(
-    account: &str,
-    key: &[u8],
-    start: jiff::Timestamp,
-    expiry: jiff::Timestamp,
-    https_only: bool,
-) -> Zeroizing<String> {
-    let (sp, ss, srt) = ("racwdl", "b", "sco");
-    let spr = if https_only { "https" } else { "https,http" };
-    let (st, se) = (sas_time(start), sas_time(expiry));
-    let to_sign = format!("{account}\n{sp}\n{ss}\n{srt}\n{st}\n{se}\n\n{spr}\n{SAS_VERSION}\n\n");
-    let mut mac =
-        hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(to_sign.as_bytes());
-    let sig = B64.encode(mac.finalize().into_bytes());
-    let enc = |v: &str| url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>();
-    Zeroizing::new(format!(
-        "sv={SAS_VERSION}&ss={ss}&srt={srt}&sp={sp}&st={}&se={}&spr={}&sig={}",
-        enc(&st),
-        enc(&se),
-        enc(spr),
-        enc(&sig)
-    ))
+    /// The way it signs in.
+    pub fn method(&self) -> AuthMethod {
+        match self {
+            Credential::Entra { method, .. } => *method,
+            _ => AuthMethod::Key,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -297,86 +304,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_the_three_url_forms() {
-        let a = BlobUrl::parse("https://contoso.blob.core.windows.net/pacs/wave-1/ct").unwrap();
-        assert_eq!(
-            (a.account.as_str(), a.container.as_str(), a.prefix.as_str()),
-            ("contoso", "pacs", "wave-1/ct")
-        );
-        assert_eq!(a.service.as_str(), "https://contoso.blob.core.windows.net/");
-        assert_eq!(
-            a.to_string(),
-            "https://contoso.blob.core.windows.net/pacs/wave-1/ct"
-        );
-        let d = BlobUrl::parse("https://contoso.blob.ABC123.microsoftdatabox.com/pacs").unwrap();
-        assert_eq!((d.account.as_str(), d.prefix.as_str()), ("contoso", ""));
-        let z = BlobUrl::parse("http://127.0.0.1:10000/devstoreaccount1/pacs/x").unwrap();
-        assert_eq!(
-            z.service.as_str(),
-            "http://127.0.0.1:10000/devstoreaccount1/"
-        );
-        assert_eq!(
-            (z.account.as_str(), z.container.as_str(), z.prefix.as_str()),
-            ("devstoreaccount1", "pacs", "x")
-        );
-        assert_eq!(z.blob_name("a/b"), "x/a/b");
-    }
-
-    #[test]
-    fn refuses_plain_http_off_loopback_and_secrets_in_urls() {
-        let e = BlobUrl::parse("http://10.0.0.5:10000/acct/pacs")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("only for loopback"), "{e}");
-        let e = BlobUrl::parse("https://a.blob.core.windows.net/c?sv=1&sig=SECRET")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("AZURE_STORAGE_SAS_TOKEN") && !e.contains("SECRET"),
-            "{e}"
-        );
-        assert!(BlobUrl::parse("https://a.blob.core.windows.net/").is_err());
-        assert!(BlobUrl::parse("http://[::1]:1/a/c").is_ok());
-        // A password in the user part is refused and never repeated.
-        for url in [
-            "http://user:hunter2@127.0.0.1:1/acct/c",
-            "https://u:hunter2@a.blob.core.windows.net/c?sig=x",
-            "https://hunter2@a.blob.core.windows.net/c",
-        ] {
-            let e = BlobUrl::parse(url).unwrap_err().to_string();
-            assert!(
-                e.contains("user name or password") && !e.contains("hunter2"),
-                "{e}"
-            );
-            assert!(!redact(url).contains("hunter2"), "{}", redact(url));
+    fn methods_round_trip_their_names() {
+        for m in AuthMethod::ALL {
+            assert_eq!(AuthMethod::parse(m.as_str()), Some(m));
         }
-        assert_eq!(
-            redact("https://u:p@h.example/c/p@x?sig=1"),
-            "https://***@h.example/c/p@x"
+        assert_eq!(AuthMethod::parse("msi"), None);
+        assert!(
+            ways().contains("managed-identity | workload-identity | service-principal | azure-cli")
         );
     }
 
     #[test]
-    fn account_sas_matches_a_hand_computed_signature() {
-        // Inputs fixed; the expected signature was computed independently
-        // with Python's hmac/hashlib over the documented string-to-sign.
+    fn debug_output_never_shows_a_key() {
         let key = B64.decode("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==").unwrap();
-        let st: jiff::Timestamp = "2026-11-23T21:00:00Z".parse().unwrap();
-        let se: jiff::Timestamp = "2026-11-24T05:00:00Z".parse().unwrap();
-        let q = account_sas("devstoreaccount1", &key, st, se, false);
-        assert!(q.starts_with("sv=2022-11-02&ss=b&srt=sco&sp=racwdl&st=2026-11-23T21%3A00%3A00Z&se=2026-11-24T05%3A00%3A00Z&spr=https%2Chttp&sig="), "{}", q.as_str());
-        assert!(q.ends_with(SAS_VECTOR), "{}", q.as_str());
-        assert!(
-            !format!(
-                "{:?}",
-                Credential::Key {
-                    account: "a".into(),
-                    key: Zeroizing::new(key)
-                }
-            )
-            .contains("Eby8")
+        let shown = format!(
+            "{:?}",
+            Credential::Key {
+                account: "a".into(),
+                key: Zeroizing::new(key)
+            }
         );
+        assert!(!shown.contains("Eby8"), "{shown}");
     }
-
-    const SAS_VECTOR: &str = "J2EflHDekc3mT40SXZLtw9JL6G2Z7aqP6K20G8LFxMw%3D";
 }

@@ -1,9 +1,11 @@
-//! Retries, and the circuit breaker, of the blob destination: the one
+//! Retries, and the circuit breakers, of the blob destination: the one
 //! place requests are retried. Which failures are worth another attempt
 //! ([`decide`]: no answer, 5xx, 408, 429; never a TLS failure to verify
-//! the server, never another 4xx), how long to wait (0.5 s doubling to
-//! 16 s, with jitter), and when the endpoint is taken as down for the rest
-//! of the run.
+//! the server, never another 4xx but a bearer token's first 401), how long
+//! to wait (0.5 s doubling to 16 s, with jitter), when the endpoint is
+//! taken as down for the rest of the run, and when the credential is
+//! taken as refused ([`refusal`]: what the service's 401 or 403 says, in
+//! one line naming what to do).
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -11,7 +13,9 @@ use std::time::Duration;
 
 use azure_core::http::StatusCode;
 
-use super::{Blob, auth};
+use azure_core::error::ErrorKind;
+
+use super::{Access, AuthMethod, Blob, auth, url};
 use crate::dest::DestError;
 
 /// Attempts per request (the first try plus retries).
@@ -45,8 +49,14 @@ pub(super) enum Decision {
 }
 
 /// The retry decision for a failure with `status` (and whether it was a
-/// TLS failure) on attempt `attempt` of [`ATTEMPTS`].
-pub(super) fn decide(status: Option<u16>, tls: bool, attempt: u32) -> Decision {
+/// TLS failure) on attempt `attempt` of [`ATTEMPTS`]. A bearer token's
+/// first 401 is tried once more: the SDK's policy has dropped the cached
+/// token by then and signs in again (a token revoked or expired in
+/// flight).
+pub(super) fn decide(status: Option<u16>, tls: bool, bearer: bool, attempt: u32) -> Decision {
+    if bearer && status == Some(401) && attempt == 1 {
+        return Decision::Retry;
+    }
     let transient = is_transient(status, tls);
     if attempt >= ATTEMPTS && (status.is_none() || transient) {
         Decision::Down
@@ -97,15 +107,59 @@ pub(super) fn is_not_found(e: &azure_core::Error) -> bool {
     status(e).is_some_and(|s| u16::from(s) == 404)
 }
 
-pub(super) fn describe(e: &azure_core::Error) -> String {
-    match status(e).map(u16::from) {
-        Some(401 | 403) => format!(
-            "authentication or authorisation failed (HTTP {}): check the credential in {}, {} or {}",
-            u16::from(status(e).expect("checked")),
+/// The service's error code (`x-ms-error-code`), when it sent one.
+fn error_code(e: &azure_core::Error) -> Option<&str> {
+    match e.kind() {
+        ErrorKind::HttpResponse { error_code, .. } => error_code.as_deref(),
+        _ => None,
+    }
+}
+
+/// What a refusal of the credential means, in one line naming what to do;
+/// `None` when `e` is not one. Refusals are a 401 or 403 from the service
+/// (shared-key access disabled on the account, a role the identity lacks,
+/// a token or signature it does not take) and a sign-in that failed before
+/// any request was sent.
+pub(super) fn refusal(e: &azure_core::Error, method: AuthMethod, access: Access) -> Option<String> {
+    if matches!(e.kind(), ErrorKind::Credential) {
+        return Some(format!("sign-in failed: {}", first_line(e)));
+    }
+    let code = u16::from(status(e)?);
+    if code != 401 && code != 403 {
+        return None;
+    }
+    let detail = error_code(e).unwrap_or("no error code");
+    let entra = AuthMethod::ALL[1..]
+        .iter()
+        .map(|m| m.as_str())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    Some(match error_code(e) {
+        Some("KeyBasedAuthenticationNotPermitted") => format!(
+            "shared-key access is disabled on this storage account (HTTP {code} KeyBasedAuthenticationNotPermitted): \
+             account keys and every SAS made from them are refused; sign in with Microsoft Entra ID: --azure-auth {entra}"
+        ),
+        Some("AuthorizationPermissionMismatch") if method != AuthMethod::Key => format!(
+            "the identity signed in with --azure-auth {method} lacks a role here (HTTP {code} {detail}): \
+             this command needs {} on the container or the account",
+            access.role()
+        ),
+        _ if method == AuthMethod::Key => format!(
+            "authentication or authorisation failed (HTTP {code}): {detail}: check the credential in {}, {} or {}",
             auth::SAS_ENV,
             auth::KEY_ENV,
             auth::CONNECTION_STRING_ENV
         ),
+        _ => format!(
+            "the service refused the token from --azure-auth {method} (HTTP {code} {detail}): {}",
+            first_line(e)
+        ),
+    })
+}
+
+/// An SDK error in one line: what the service or the connection said.
+pub(super) fn describe(e: &azure_core::Error) -> String {
+    match status(e).map(u16::from) {
         Some(code) => format!("HTTP {code}: {}", first_line(e)),
         None if is_tls_failure(e) => format!(
             "TLS failed (is the server's certificate trusted? see --ca-file): {}",
@@ -131,7 +185,7 @@ pub(super) fn first_line(e: &azure_core::Error) -> String {
     text.split_whitespace()
         .map(|w| {
             if w.contains("sig=") {
-                auth::redact(w)
+                url::redact(w)
             } else {
                 w.to_owned()
             }
@@ -159,6 +213,14 @@ impl Blob {
                 "the endpoint kept failing earlier in this run (retries used up)",
             ));
         }
+        // A refused credential stays refused: no request is sent with it
+        // again (the first refusal's message is what the run reports).
+        if let Some(why) = self.refused.get() {
+            return Err(azure_core::Error::with_message(
+                ErrorKind::Credential,
+                format!("not sent: {why}"),
+            ));
+        }
         let mut backoff = Backoff::default();
         let mut attempt = 1;
         loop {
@@ -166,7 +228,18 @@ impl Blob {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            match decide(status(&e).map(u16::from), is_tls_failure(&e), attempt) {
+            let bearer = self.shared.is_some();
+            let first_bearer_401 = attempt == 1 && bearer && status(&e).map(u16::from) == Some(401);
+            if !first_bearer_401 && let Some(why) = refusal(&e, self.cred.method(), self.access) {
+                let _ = self.refused.set(why);
+                return Err(e);
+            }
+            match decide(
+                status(&e).map(u16::from),
+                is_tls_failure(&e),
+                bearer,
+                attempt,
+            ) {
                 Decision::Fail => return Err(e),
                 Decision::Down => {
                     self.unreachable.store(true, Ordering::Relaxed);
@@ -184,10 +257,20 @@ impl Blob {
         }
     }
 
+    /// An SDK error in one line: the refusal's meaning when it is one,
+    /// what was said otherwise.
+    pub(super) fn explain(&self, e: &azure_core::Error) -> String {
+        self.refused
+            .get()
+            .cloned()
+            .or_else(|| refusal(e, self.cred.method(), self.access))
+            .unwrap_or_else(|| describe(e))
+    }
+
     pub(super) fn io_err(&self, rel: &str, e: &azure_core::Error) -> DestError {
         DestError::Io {
             path: format!("{}/{}", self.url, rel).into(),
-            source: io::Error::other(describe(e)),
+            source: io::Error::other(self.explain(e)),
         }
     }
 }
@@ -199,29 +282,45 @@ mod tests {
     #[test]
     fn server_errors_throttling_timeouts_and_no_answer_are_retried() {
         for code in [500, 502, 503, 504, 408, 429] {
-            assert_eq!(decide(Some(code), false, 1), Decision::Retry, "{code}");
+            assert_eq!(
+                decide(Some(code), false, false, 1),
+                Decision::Retry,
+                "{code}"
+            );
         }
-        assert_eq!(decide(None, false, 1), Decision::Retry, "no answer");
-        assert_eq!(decide(None, false, ATTEMPTS - 1), Decision::Retry);
+        assert_eq!(decide(None, false, false, 1), Decision::Retry, "no answer");
+        assert_eq!(decide(None, false, false, ATTEMPTS - 1), Decision::Retry);
     }
 
     #[test]
     fn client_errors_and_tls_failures_are_never_retried() {
         for code in [400, 401, 403, 404, 409, 412, 416] {
-            assert_eq!(decide(Some(code), false, 1), Decision::Fail, "{code}");
+            assert_eq!(
+                decide(Some(code), false, false, 1),
+                Decision::Fail,
+                "{code}"
+            );
         }
-        assert_eq!(decide(None, true, 1), Decision::Fail, "TLS");
+        assert_eq!(decide(None, true, false, 1), Decision::Fail, "TLS");
         // A permanent failure on the last attempt does not take the
         // endpoint down: it answered.
-        assert_eq!(decide(Some(403), false, ATTEMPTS), Decision::Fail);
+        assert_eq!(decide(Some(403), false, false, ATTEMPTS), Decision::Fail);
+    }
+
+    #[test]
+    fn a_bearer_tokens_first_401_is_tried_once_more() {
+        assert_eq!(decide(Some(401), false, true, 1), Decision::Retry);
+        assert_eq!(decide(Some(401), false, true, 2), Decision::Fail);
+        assert_eq!(decide(Some(403), false, true, 1), Decision::Fail);
+        assert_eq!(decide(Some(401), false, false, 1), Decision::Fail);
     }
 
     #[test]
     fn retries_used_up_take_the_endpoint_down() {
-        assert_eq!(decide(Some(503), false, ATTEMPTS), Decision::Down);
-        assert_eq!(decide(None, false, ATTEMPTS), Decision::Down);
+        assert_eq!(decide(Some(503), false, false, ATTEMPTS), Decision::Down);
+        assert_eq!(decide(None, false, false, ATTEMPTS), Decision::Down);
         // No answer at all on the last attempt, even a TLS one.
-        assert_eq!(decide(None, true, ATTEMPTS), Decision::Down);
+        assert_eq!(decide(None, true, false, ATTEMPTS), Decision::Down);
     }
 
     #[test]

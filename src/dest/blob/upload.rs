@@ -13,7 +13,7 @@ use azure_storage_blob::models::{
     BlockLookupList,
 };
 
-use super::retry::{describe, is_not_found};
+use super::retry::is_not_found;
 use super::{Blob, Overwrite};
 use crate::dest::{DestError, Landing};
 
@@ -88,7 +88,7 @@ impl BlobLanding<'_> {
             let container = self
                 .blob
                 .container()
-                .map_err(|e| io::Error::other(describe(&e)))?;
+                .map_err(|e| io::Error::other(self.blob.explain(&e)))?;
             let client = container.blob_client(&self.name).block_blob_client();
             self.blob
                 .retry("stage a block", || {
@@ -98,7 +98,7 @@ impl BlobLanding<'_> {
                     };
                     client.stage_block(&id, len, RequestContent::from(data.clone()), Some(options))
                 })
-                .map_err(|e| io::Error::other(describe(&e)))?;
+                .map_err(|e| io::Error::other(self.blob.explain(&e)))?;
             self.blob.stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
         }
         self.ids.push(id);
