@@ -23,6 +23,8 @@ mod dicom;
 mod eio;
 #[path = "cli/encryption.rs"]
 mod encryption;
+#[path = "cli/entra.rs"]
+mod entra;
 #[path = "cli/faults.rs"]
 mod faults;
 #[path = "cli/handoff.rs"]

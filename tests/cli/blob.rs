@@ -374,78 +374,11 @@ fn azurite_stopped_mid_transfer_then_restarted_the_rerun_completes() {
     assert_eq!(s["verify"]["files_verified"], total);
 }
 
-/// A throwaway CA and a server certificate for 127.0.0.1, made with the
-/// openssl command.
-fn test_ca(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    std::fs::create_dir_all(dir).unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=custody test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(
-        dir.join("ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext",
-    ]);
-    (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    )
-}
-
 #[test]
 fn https_with_a_private_ca_as_on_a_data_box() {
     let ws = Ws::new();
-    let (ca, cert, key) = test_ca(&ws.root().join("tls"));
+    let tls = crate::support::tls::TestCa::new(&ws.root().join("tls"));
+    let (ca, cert, key) = (tls.ca.clone(), tls.cert.clone(), tls.key.clone());
     let az = Azurite::start_tls(&ws.root().join("azurite"), &cert, &key);
     ws.file("a.dcm", &bytes(1, 100_000));
     let url = format!("https://127.0.0.1:{}/{}/pacs", az.port, azurite::ACCOUNT);

@@ -57,6 +57,22 @@ impl Azurite {
         Self::start_with(data, 0, &["--cert", &c, "--key", &k])
     }
 
+    /// Starts Azurite serving HTTPS with OAuth (`--oauth basic`: bearer
+    /// tokens are checked for issuer, audience and lifetime, not their
+    /// signature), as well as keys and SAS.
+    pub fn start_oauth(data: &Path, tls: &super::tls::TestCa) -> Self {
+        let (c, k) = (
+            tls.cert.display().to_string(),
+            tls.key.display().to_string(),
+        );
+        Self::start_with(data, 0, &["--cert", &c, "--key", &k, "--oauth", "basic"])
+    }
+
+    /// `https://127.0.0.1:<port>/devstoreaccount1/<path>`.
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}/{ACCOUNT}/{path}", self.port)
+    }
+
     fn start_with(data: &Path, port: u16, extra: &[&str]) -> Self {
         std::fs::create_dir_all(data).unwrap();
         // The bin is the node script itself (no npx wrapper), so killing

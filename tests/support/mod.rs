@@ -13,6 +13,8 @@ use assert_cmd::Command;
 pub mod azurite;
 pub mod faultfs;
 pub mod proxy;
+pub mod standin;
+pub mod tls;
 
 /// A throwaway workspace.
 pub struct Ws {
