@@ -17,6 +17,8 @@ mod crash;
 mod crc64;
 #[path = "cli/databox.rs"]
 mod databox;
+#[path = "cli/databox_rest.rs"]
+mod databox_rest;
 #[path = "cli/dicom.rs"]
 mod dicom;
 #[path = "cli/eio.rs"]

@@ -40,7 +40,7 @@ pub struct Setting {
 
 /// The settings, in the order `custody config` lists them. Their names
 /// are a contract (cron jobs and deployment scripts set them).
-pub const SETTINGS: [Setting; 7] = [
+pub const SETTINGS: [Setting; 9] = [
     Setting {
         key: "signing_key",
         env: "CUSTODY_SIGNING_KEY",
@@ -89,6 +89,20 @@ pub const SETTINGS: [Setting; 7] = [
         flag: "--jobs",
         path: false,
         default: "(one per CPU)",
+    },
+    Setting {
+        key: "azure_auth",
+        env: "CUSTODY_AZURE_AUTH",
+        flag: "--azure-auth",
+        path: false,
+        default: "(key when AZURE_STORAGE_KEY, _SAS_TOKEN or _CONNECTION_STRING is set)",
+    },
+    Setting {
+        key: "ca_file",
+        env: "CUSTODY_CA_FILE",
+        flag: "--ca-file",
+        path: true,
+        default: "(the system's)",
     },
 ];
 

@@ -30,7 +30,7 @@ pub const IDENTITY: &str = "ops@hospital.example";
 
 /// The variables that carry operator defaults (docs/operations.md,
 /// "Configuration"): a test's custody sees none it did not set.
-pub const SETTINGS_ENV: [&str; 8] = [
+pub const SETTINGS_ENV: [&str; 11] = [
     "CUSTODY_CONFIG",
     "CUSTODY_SIGNING_KEY",
     "CUSTODY_ALLOWED_SIGNERS",
@@ -39,6 +39,9 @@ pub const SETTINGS_ENV: [&str; 8] = [
     "CUSTODY_LOG_FORMAT",
     "CUSTODY_LOG_FILE",
     "CUSTODY_JOBS",
+    "CUSTODY_AZURE_AUTH",
+    "CUSTODY_CA_FILE",
+    "CUSTODY_DATABOX_REST",
 ];
 
 impl Ws {
