@@ -430,3 +430,37 @@ fn a_service_principal_with_a_secret_or_a_certificate_and_a_workload_identity() 
             .any(|r| r["kind"] == "assertion" && r["status"] == 200)
     );
 }
+
+#[test]
+fn the_azure_cli_way_asks_az_for_a_storage_token() {
+    let site = Site::new();
+    site.ws.file("a.dcm", &bytes(1, 5_000));
+    // `az` on PATH, answering as a signed-in Azure CLI does.
+    let bin = site.ws.root().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/azure_standin.py");
+    std::fs::write(
+        bin.join("az"),
+        format!("#!/bin/sh\nexec python3 '{}' az \"$@\"\n", script.display()),
+    )
+    .unwrap();
+    chmod(&bin.join("az"), 0o755);
+    let log = site.ws.root().join("az.log");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let url = site.az.https_url("pacs/cli");
+    let mut c = site.transfer(&url, &["--azure-auth", "azure-cli"]);
+    c.env("PATH", &path).env("AZ_STANDIN_LOG", &log);
+    let out = c.assert().code(0).get_output().clone();
+    assert_eq!(json(&out)["verify"]["files_verified"], 1);
+    let asked = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        asked.contains("\"scope\": \"https://storage.azure.com/.default\""),
+        "{asked}"
+    );
+    // No `az` at all: exit 2, before anything moves.
+    site.ws.file("b.dcm", b"b");
+    let mut c = site.transfer(&url, &["--azure-auth", "azure-cli"]);
+    c.env("PATH", "/usr/bin:/bin");
+    let err = stderr(&c.assert().code(2).get_output().clone());
+    assert!(err.contains("sign-in failed"), "{err}");
+}

@@ -9,6 +9,8 @@ and tests/cli/databox_rest.rs (docs/blob.md, "How it is tested").
              client secret, a federated token or a certificate-signed
              assertion). It mints tokens Azurite's --oauth basic accepts:
              issuer https://sts.windows.net/<tenant>/, audience, lifetime.
+  az         The Azure CLI's `az account get-access-token -o json --scope S`,
+             as a signed-in `az` answers it (to stand on PATH as `az`).
   proxy      An HTTP(S) proxy in front of Azurite that behaves as a real
              endpoint documents where Azurite is lenient:
                --refuse-shared-key  403 KeyBasedAuthenticationNotPermitted
@@ -315,7 +317,29 @@ class Proxy(Handler):
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
 
 
+def az(argv):
+    """`az account get-access-token -o json --scope S [--tenant T]`."""
+    if argv[:2] != ["account", "get-access-token"] or "--scope" not in argv:
+        print("ERROR: this stand-in only answers account get-access-token", file=sys.stderr)
+        return 2
+    scope = argv[argv.index("--scope") + 1]
+    args = argparse.Namespace(audience=scope.removesuffix("/.default"), expired=False, lifetime=3600)
+    token, exp = mint(args, "72f988bf-86f1-41af-91ab-2d7cd011db47")
+    log(os.environ.get("AZ_STANDIN_LOG"), kind="az", scope=scope, exp=exp)
+    print(json.dumps({
+        "accessToken": token,
+        "expiresOn": time.strftime("%Y-%m-%d %H:%M:%S.000000", time.localtime(exp)),
+        "expires_on": exp,
+        "subscription": "00000000-0000-0000-0000-000000000000",
+        "tenant": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "tokenType": "Bearer",
+    }))
+    return 0
+
+
 def main():
+    if sys.argv[1:2] == ["az"]:
+        return az(sys.argv[2:])
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="what", required=True)
     i = sub.add_parser("identity")
