@@ -16,18 +16,7 @@ impl TestCa {
     /// Makes them under `dir`.
     pub fn new(dir: &Path) -> TestCa {
         std::fs::create_dir_all(dir).unwrap();
-        let run = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let run = |args: &[&str]| openssl(dir, args);
         run(&[
             "req",
             "-x509",
@@ -87,8 +76,9 @@ impl TestCa {
     /// A client certificate with an RSA key (a service principal's), as
     /// PEM with the key in the same file, and the certificate alone.
     pub fn client(&self, dir: &Path) -> (PathBuf, PathBuf) {
-        let out = std::process::Command::new("openssl")
-            .args([
+        openssl(
+            dir,
+            &[
                 "req",
                 "-x509",
                 "-newkey",
@@ -102,14 +92,25 @@ impl TestCa {
                 "2",
                 "-subj",
                 "/CN=custody-sp",
-            ])
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(out.status.success());
+            ],
+        );
         let mut pem = std::fs::read(dir.join("sp.crt")).unwrap();
         pem.extend(std::fs::read(dir.join("sp.key")).unwrap());
         std::fs::write(dir.join("sp.pem"), pem).unwrap();
         (dir.join("sp.pem"), dir.join("sp.crt"))
     }
+}
+
+/// `openssl ARGS` in `dir`, which must succeed.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
