@@ -286,12 +286,17 @@ fn a_source_file_swapped_for_a_fifo_fails_alone_and_the_run_ends() {
         .spawn()
         .unwrap();
     // Walked as a regular file; a FIFO by the time the worker opens it.
-    wait_while_running(&mut child, "a.bin landing", || {
+    // The walker runs ahead of the one worker, but on a loaded host it can
+    // be descheduled just after handing over a.bin: waiting until 2 MiB of
+    // a.bin have landed (a second or more at 1M/s) leaves it that long to
+    // have met z.dat, so the swap cannot beat the walk.
+    wait_while_running(&mut child, "2 MiB of a.bin landing", || {
         std::fs::read_dir(&ws.dest).is_ok_and(|d| {
             d.flatten().any(|e| {
                 e.file_name()
                     .to_string_lossy()
                     .starts_with(".custody-partial.")
+                    && e.metadata().is_ok_and(|m| m.len() >= 2 << 20)
             })
         })
     });
