@@ -448,7 +448,42 @@ impl JobState {
             params![job, kind::SOURCE_CHANGED, seed],
         )
         .map_err(err)?;
+        // What the sealed runs left out (not DICOM for a DICOMweb service,
+        // a rule skipped), by path, with when the latest such run started:
+        // a file left out then and not modified since is no new work.
+        conn.execute_batch(
+            "CREATE TEMP TABLE job_excluded (
+                 path  TEXT PRIMARY KEY,
+                 since TEXT NOT NULL
+             ) WITHOUT ROWID;",
+        )
+        .map_err(err)?;
+        conn.execute(
+            "INSERT OR REPLACE INTO temp.job_excluded (path, since)
+             SELECT x.path, r.started_at FROM excluded x JOIN runs r ON r.id = x.run_id
+             WHERE (r.job = ?1 OR r.id IS ?2) AND r.status = 'sealed'
+             ORDER BY r.id",
+            params![job, seed],
+        )
+        .map_err(err)?;
         Ok(JobState { conn, len })
+    }
+
+    /// Whether a sealed run of the job left `path` out, and the file's
+    /// `mtime_ns` is no later than that run's start: left out for the same
+    /// content, so no new work.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn excluded_unchanged(&self, path: &str, mtime_ns: i64) -> rusqlite::Result<bool> {
+        let since: Option<String> = self
+            .conn
+            .prepare_cached("SELECT since FROM temp.job_excluded WHERE path = ?1")?
+            .query_row([path], |r| r.get(0))
+            .optional()?;
+        Ok(since
+            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+            .is_some_and(|t| i128::from(mtime_ns) <= t.as_nanosecond()))
     }
 
     /// How many source paths the job has landed.

@@ -146,8 +146,9 @@ fn named(
     })
 }
 
-/// Whether the source differs from what the sealed runs landed: a file new,
-/// of another size or mtime, unreadable, or gone. Reads metadata only.
+/// Whether the source differs from what the sealed runs landed: a file new
+/// (and not one they left out, unmodified since), of another size or
+/// mtime, unreadable, or gone. Reads metadata only.
 fn changed(state: &JobState, source_root: &Path, ledger: &Path) -> Result<bool, TransferError> {
     let sql = |source| LedgerError::Sqlite {
         path: ledger.to_path_buf(),
@@ -157,6 +158,9 @@ fn changed(state: &JobState, source_root: &Path, ledger: &Path) -> Result<bool, 
         match entry {
             SourceEntry::File(f) => match state.take(f.rel.as_str()).map_err(sql)? {
                 Some(p) if p.size == f.size && p.mtime_ns == f.mtime_ns => {}
+                None if state
+                    .excluded_unchanged(f.rel.as_str(), f.mtime_ns)
+                    .map_err(sql)? => {}
                 _ => return Ok(true),
             },
             SourceEntry::Failed { .. } => return Ok(true),

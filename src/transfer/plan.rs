@@ -9,6 +9,7 @@ use super::copy::{Done, object_rel};
 use super::preflight::{lint, linter};
 use super::stop::Stopper;
 use super::{TransferError, TransferOptions};
+use crate::databox::Rule;
 use crate::dest::Destination;
 use crate::ledger::{FailureClass, JobState, LandedLookup, Prior};
 use crate::source::{self, SourceEntry, SourceFile};
@@ -100,7 +101,12 @@ pub(super) fn walk<'a>(
             };
             match linter.as_mut().and_then(|l| {
                 let own = lookup.as_ref().map(|o| (o, dest));
-                lint(l, &f, encrypted, own).into_iter().next()
+                // What the job landed is in the destination because the
+                // job put it there: its own, not in the way (as for the
+                // preflight's `known`).
+                lint(l, &f, encrypted, own)
+                    .into_iter()
+                    .find(|v| prior.is_none() || v.rule != Rule::ExistsAtDestination)
             }) {
                 Some(v) => Item::Ready(Done::Excluded {
                     path: f.rel.to_string(),

@@ -226,6 +226,27 @@ fn skip_violations_carries_the_rest_and_lists_the_skipped_as_excluded() {
     assert!(dest.join("PAT1/IM1.dcm").exists());
     assert!(!dest.join("PAT1/im1.DCM").exists());
     assert!(!dest.join("PAT2/notes.").exists());
+    // Regression: the same command again took the skipped files for new
+    // ones and started another run. Left out and unmodified, they are no
+    // new work; modified, they are looked at again (and left out again).
+    let again = json(&transfer_to(&ws, &dest, true, &["--skip-violations"]));
+    assert!(again["finished"].is_object(), "{again}");
+    assert_eq!(std::fs::read_dir(&ws.manifests).unwrap().count(), 2);
+    let notes = ws.src.join("PAT2/notes.");
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&notes)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let third = json(&transfer_to(&ws, &dest, true, &["--skip-violations"]));
+    assert!(third["finished"].is_null(), "{third}");
+    assert_eq!(third["files_copied"], 0);
+    // Regression: the files the first run landed were "skipped" as names
+    // already taken at the destination, where the job itself put them.
+    assert_eq!(third["excluded"], 2, "{third}");
+    assert_eq!(third["job"]["unchanged_files"], 2, "{third}");
 }
 
 // Regression: --skip-violations once checked no existing names, so a file
