@@ -166,6 +166,30 @@ pub struct Global {
     /// port. A `*.microsoftdatabox.com` host is recognised without it.
     #[arg(long, global = true, env = "CUSTODY_DATABOX_REST")]
     pub databox_rest: bool,
+    /// DICOMweb destinations: whose rules the preflight keeps. `azure`:
+    /// Azure Health Data Services' DICOM service (explicit-VR syntaxes
+    /// only, SOPClassUID and PatientID required); `generic`: only the UIDs
+    /// an instance is named by. Default: `azure` for an
+    /// `*.dicom.azurehealthcareapis.com` URL, `generic` otherwise.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PROFILE",
+        env = "CUSTODY_DICOMWEB_PROFILE",
+        value_parser = dicomweb_profile
+    )]
+    pub dicomweb_profile: Option<custody::databox::dicom::DicomProfile>,
+}
+
+fn dicomweb_profile(s: &str) -> Result<custody::databox::dicom::DicomProfile, String> {
+    use custody::databox::dicom::DicomProfile;
+    DicomProfile::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = DicomProfile::ALL.iter().map(|p| p.as_str()).collect();
+        format!(
+            "{s:?} is not a DICOMweb profile; use one of {}",
+            names.join(", ")
+        )
+    })
 }
 
 fn azure_auth(s: &str) -> Result<custody::dest::blob::AuthMethod, String> {

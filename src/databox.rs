@@ -9,7 +9,8 @@
 //! copy log), and a file too large for its type fails. [`Placement`] says
 //! where a destination lands and [`Placement::check`] names every rule a file
 //! would break, reading no file contents. The rules and their sources are
-//! listed in `docs/databox.md`.
+//! listed in `docs/databox.md`. `databox::dicom` holds the other kind of
+//! destination rule: what a DICOMweb service refuses, from each header.
 
 use std::fmt;
 
@@ -17,6 +18,7 @@ use serde::Serialize;
 
 pub mod bom;
 pub mod copylog;
+pub mod dicom;
 
 /// The Azure object type a Data Box share (or a blob URL) stores into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -115,6 +117,16 @@ pub enum Rule {
     /// Something already exists at the destination under that name (Data
     /// Box merges folders and overwrites same-named blobs).
     ExistsAtDestination,
+    /// A DICOM header that cannot be read (a DICOMweb destination).
+    UnreadableHeader,
+    /// A UID attribute that is not a DICOM UID (a DICOMweb destination).
+    InvalidUid,
+    /// An attribute the DICOMweb service requires is absent.
+    MissingAttribute,
+    /// An implicit-VR transfer syntax (Azure's DICOM service).
+    ImplicitVr,
+    /// Another file holds the same SOP Instance UID with other bytes.
+    DuplicateInstance,
 }
 
 impl Rule {
@@ -131,6 +143,11 @@ impl Rule {
             Rule::TooLarge => "too-large",
             Rule::CaseCollision => "case-collision",
             Rule::ExistsAtDestination => "exists-at-destination",
+            Rule::UnreadableHeader => "unreadable-header",
+            Rule::InvalidUid => "invalid-uid",
+            Rule::MissingAttribute => "missing-attribute",
+            Rule::ImplicitVr => "implicit-vr",
+            Rule::DuplicateInstance => "duplicate-instance",
         }
     }
 }
@@ -247,6 +264,9 @@ impl Placement {
             crate::dest::Target::Blob(url) => {
                 Self::for_blob(&url.container, &url.prefix, url.is_databox_host())
             }
+            // A DICOMweb service holds instances, not files: no Data Box
+            // placement (its own rules are the DICOM preflight's).
+            crate::dest::Target::Dicomweb(_) => return None,
         };
         if let Some(profile) = profile {
             placement.profile = profile;

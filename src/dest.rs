@@ -9,7 +9,9 @@
 //! power loss could take back.
 
 pub mod blob;
+pub mod dicomweb;
 pub mod names;
+pub(crate) mod retry;
 pub mod share;
 pub mod throttle;
 
@@ -19,23 +21,66 @@ use std::path::{Path, PathBuf};
 use crate::relpath::RelPath;
 
 /// A destination as the user named it: a directory (a mounted Data Box
-/// share) or a blob container URL.
+/// share), a blob container URL, or a DICOMweb service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// A directory.
     Share(PathBuf),
     /// A blob container (and prefix).
     Blob(blob::BlobUrl),
+    /// A DICOMweb service root.
+    Dicomweb(dicomweb::DicomwebUrl),
+}
+
+/// The URL schemes a destination may be written with, for messages.
+pub const SCHEMES: &str = "https:// and http:// (Azure Blob Storage, a Data Box's Blob REST endpoint, Azurite;      http on loopback only), https://<workspace>-<service>.dicom.azurehealthcareapis.com/v<N> (Azure's DICOM service),      dicomweb+https:// and dicomweb+http:// (any other DICOMweb root; http on loopback only)";
+
+/// The scheme of an argument written as a URL (`scheme://…`), if it is
+/// one: a path never has `://` right after a run of scheme characters.
+fn url_scheme(s: &str) -> Option<&str> {
+    let (scheme, _) = s.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then_some(scheme)
+}
+
+/// Whether a URL's host is a loopback address (or `localhost`): the only
+/// hosts plain `http` is allowed to.
+pub(crate) fn is_loopback(url: &url::Url) -> bool {
+    use std::net::IpAddr;
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// Whether a destination argument is written as a URL (`scheme://…`).
+pub fn is_url(s: &str) -> bool {
+    url_scheme(s).is_some()
 }
 
 impl Target {
-    /// Reads a destination argument: `http(s)://…` is a blob URL, anything
-    /// else a path.
+    /// Reads a destination argument: an Azure DICOM service's URL or a
+    /// `dicomweb+http(s)://` root is a DICOMweb service, another
+    /// `http(s)://…` a blob URL, any other `scheme://…` is refused (so that
+    /// a URL custody does not serve never becomes a local folder named
+    /// after it), and anything else is a path.
     ///
     /// # Errors
-    /// [`DestError::Unusable`] for a malformed or refused URL.
+    /// [`DestError::Unusable`] for a malformed or refused URL, or a scheme
+    /// custody does not serve (naming those it does).
     pub fn parse(arg: &Path) -> Result<Self, DestError> {
         match arg.to_str() {
+            Some(s) if dicomweb::is_dicomweb_url(s) => dicomweb::DicomwebUrl::parse(s)
+                .map(Target::Dicomweb)
+                .map_err(|reason| DestError::Unusable {
+                    path: blob::url::redact(s).into(),
+                    reason,
+                }),
             Some(s) if blob::is_blob_url(s) => {
                 blob::BlobUrl::parse(s)
                     .map(Target::Blob)
@@ -44,6 +89,12 @@ impl Target {
                         reason: e.to_string(),
                     })
             }
+            Some(s) if let Some(scheme) = url_scheme(s) => Err(DestError::Unusable {
+                path: blob::url::redact(s).into(),
+                reason: format!(
+                    "custody does not serve {scheme}:// destinations; it serves {SCHEMES}, and directories"
+                ),
+            }),
             _ => Ok(Target::Share(arg.to_path_buf())),
         }
     }
@@ -59,6 +110,7 @@ impl Target {
         Ok(match self {
             Target::Share(p) => Box::new(share::Share::existing(p)?),
             Target::Blob(u) => Box::new(blob::Blob::open(u, false, options)?),
+            Target::Dicomweb(u) => Box::new(dicomweb::DicomWeb::open(u, options)?),
         })
     }
 }
@@ -101,6 +153,15 @@ pub enum DestError {
         /// Why.
         reason: String,
     },
+    /// The destination does not do this at all (a DICOMweb service without
+    /// DELETE): asking again, for any object, gets the same answer.
+    #[error("{path}: {reason}")]
+    Unsupported {
+        /// The destination root.
+        path: PathBuf,
+        /// What it does not do, and what to do instead.
+        reason: String,
+    },
 }
 
 impl DestError {
@@ -110,7 +171,8 @@ impl DestError {
             DestError::Io { path, .. }
             | DestError::Blocked { path, .. }
             | DestError::Exists { path }
-            | DestError::Unusable { path, .. } => path,
+            | DestError::Unusable { path, .. }
+            | DestError::Unsupported { path, .. } => path,
         }
     }
 }
@@ -149,8 +211,43 @@ pub enum Removal {
     Gone,
 }
 
+/// What a destination holds of a landed file when that is not the bytes as
+/// written: a DICOMweb service's instance, held to the bytes after its
+/// preamble (which Azure's service rewrites).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// Its name at the destination.
+    pub rel: RelPath,
+    /// Size in bytes.
+    pub size: u64,
+    /// BLAKE3, hex.
+    pub blake3: String,
+    /// Azure Storage's CRC64, hex (16 digits).
+    pub crc64: String,
+}
+
+/// How a destination names what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Naming {
+    /// Under the source file's relative path (share, blob).
+    Path,
+    /// By the DICOM instance a file holds,
+    /// `studies/{study}/series/{series}/instances/{sop}` (DICOMweb); each
+    /// landing says so through [`Landing::held`].
+    Instance,
+}
+
 /// A file being written; see the module documentation.
 pub trait Landing: Write + Send {
+    /// What the destination will hold once committed, when it is not the
+    /// bytes as written ([`Naming::Instance`]); `None` otherwise.
+    ///
+    /// # Errors
+    /// What was written cannot land there (not a DICOM instance, no UIDs).
+    fn held(&self) -> Result<Option<Held>, DestError> {
+        Ok(None)
+    }
+
     /// Makes the written bytes visible under the final name.
     ///
     /// # Errors
@@ -168,6 +265,16 @@ pub trait Destination: Send + Sync {
     /// # Errors
     /// The object's state could not be read.
     fn landed_size(&self, rel: &RelPath) -> Result<Option<u64>, DestError>;
+
+    /// Whether the object at `rel` is there with `size` bytes: what a
+    /// resumed run asks of each file it recorded. A DICOMweb service, whose
+    /// searches give no sizes, answers whether it holds the instance.
+    ///
+    /// # Errors
+    /// The object's state could not be read.
+    fn holds(&self, rel: &RelPath, size: u64) -> Result<bool, DestError> {
+        Ok(self.landed_size(rel)? == Some(size))
+    }
 
     /// Starts landing `rel`; the source mtime (ns since the epoch) is applied
     /// to the landed object where the destination keeps times.
@@ -224,4 +331,35 @@ pub trait Destination: Send + Sync {
     fn refused(&self) -> Option<String> {
         None
     }
+
+    /// Why this destination removes nothing, once it said so (a DICOMweb
+    /// service without DELETE); `None` while removing may work.
+    fn cannot_remove(&self) -> Option<String> {
+        None
+    }
+
+    /// How objects are named here.
+    fn naming(&self) -> Naming {
+        Naming::Path
+    }
+
+    /// Why the destination did not keep the landing of `rel` (the source
+    /// path) after its commit, if it did not: a DICOMweb service answers
+    /// for a batch of instances only when the batch is sent, by
+    /// [`Destination::flush`] at the latest. Asked once per landing, after
+    /// the flush that covers it; `None` for a share or a blob.
+    fn rejected(&self, _rel: &RelPath) -> Option<String> {
+        None
+    }
+
+    /// Whether [`Destination::list`] gives sizes (a DICOMweb search does
+    /// not: a listed size is then 0 and only a read tells).
+    fn lists_sizes(&self) -> bool {
+        true
+    }
+
+    /// Tells the destination that `object` will be looked for, so that
+    /// [`Destination::list`] covers where it would be (a DICOMweb service
+    /// lists the studies it was told of, not the whole archive).
+    fn expect(&self, _object: &RelPath) {}
 }

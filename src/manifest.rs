@@ -63,11 +63,38 @@ pub const VERSION_WAVE: u64 = 5;
 /// changed ones (`files[].version_of`). Written only for job runs.
 pub const VERSION_JOB: u64 = 6;
 
+/// A run into a DICOMweb service: version 6's fields (`job`, `wave`,
+/// `source_changes` and `version_of` each optional, as there), no
+/// `encryption`, and for every file a `dicom` object with its study,
+/// series and instance UIDs and a `stored` object saying what the service
+/// holds: `path` `studies/{study}/series/{series}/instances/{instance}`,
+/// and the size, BLAKE3 and CRC64 of the file's bytes after its 128-byte
+/// preamble (which Azure's DICOM service replaces with zeros). 1 to 6
+/// still verify.
+pub const VERSION_DICOMWEB: u64 = 7;
+
+/// Whether manifests of `version` may carry a `job` (and its
+/// `source_changes` and `version_of`).
+pub fn defines_job(version: u64) -> bool {
+    matches!(version, VERSION_JOB | VERSION_DICOMWEB)
+}
+
+/// Whether manifests of `version` may carry a `wave`.
+pub fn defines_wave(version: u64) -> bool {
+    matches!(version, VERSION_WAVE | VERSION_JOB | VERSION_DICOMWEB)
+}
+
 /// Whether this code reads manifests of `version`.
 pub fn supported_version(version: u64) -> bool {
     matches!(
         version,
-        VERSION | VERSION_ENCRYPTED | VERSION_CRC64 | VERSION_DICOM | VERSION_WAVE | VERSION_JOB
+        VERSION
+            | VERSION_ENCRYPTED
+            | VERSION_CRC64
+            | VERSION_DICOM
+            | VERSION_WAVE
+            | VERSION_JOB
+            | VERSION_DICOMWEB
     )
 }
 
@@ -644,12 +671,12 @@ mod tests {
     #[test]
     fn parse_rejects_other_versions_duplicates_and_unknown_fields() {
         let text = String::from_utf8(sample().to_canonical()).unwrap();
-        let v7 = text.replace(r#""version":1"#, r#""version":7"#);
+        let v8 = text.replace(r#""version":1"#, r#""version":8"#);
         assert!(
-            Manifest::parse(v7.as_bytes())
+            Manifest::parse(v8.as_bytes())
                 .unwrap_err()
                 .to_string()
-                .contains("version 7")
+                .contains("version 8")
         );
         let dup = text.replacen(r#"{"created":"#, r#"{"host":"evil","created":"#, 1);
         assert!(

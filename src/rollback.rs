@@ -82,7 +82,7 @@ pub fn check_target(
         let p = std::path::Path::new(p);
         std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
     };
-    if !crate::dest::blob::is_blob_url(&given) {
+    if !crate::dest::is_url(&given) {
         let (here, source) = (resolve(&given), resolve(&manifest.source));
         let relation = if here == source {
             Some("is")
@@ -102,7 +102,7 @@ pub fn check_target(
             });
         }
     }
-    let recorded = match crate::dest::blob::is_blob_url(&manifest.destination) {
+    let recorded = match crate::dest::is_url(&manifest.destination) {
         true => manifest.destination.clone(),
         false => resolve(&manifest.destination).display().to_string(),
     };
@@ -123,6 +123,9 @@ pub enum LeftClass {
     Changed,
     /// It could not be read, or removing it failed.
     Unreadable,
+    /// The destination does not remove objects at all (a DICOMweb service
+    /// without DELETE).
+    Unsupported,
 }
 
 /// An object rollback left in place.
@@ -189,6 +192,10 @@ fn roll_back_one(
             detail,
         })
     };
+    if act && let Some(why) = dest.cannot_remove() {
+        // Nothing to read: removing would be refused.
+        return left(LeftClass::Unsupported, why);
+    }
     let rel = match RelPath::new(path.to_owned()) {
         Ok(r) => r,
         Err(e) => return left(LeftClass::Unreadable, e.to_string()),
@@ -232,6 +239,9 @@ fn roll_back_one(
         Ok(Removal::Removed) => Outcome::Removed(n),
         Ok(Removal::Gone) => Outcome::Missing(path.to_owned()),
         Ok(Removal::Changed) => left(LeftClass::Changed, "changed after it was hashed".into()),
+        Err(crate::dest::DestError::Unsupported { reason, .. }) => {
+            left(LeftClass::Unsupported, reason)
+        }
         Err(e) => left(LeftClass::Unreadable, format!("remove failed: {e}")),
     }
 }

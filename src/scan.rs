@@ -23,7 +23,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::databox::{Linter, Placement, Rule, Violation};
+use crate::databox::dicom::DicomProfile;
+use crate::databox::{self, Linter, Placement, Rule, Violation};
 use crate::digest;
 use crate::progress::{Notice, Phase, Progress, ProgressReader};
 use crate::source::dicom::{Outcome, Privacy, Probe, Probed};
@@ -44,6 +45,9 @@ pub struct ScanOptions {
     pub existing: Option<std::sync::Arc<dyn crate::databox::Occupied>>,
     /// Read every DICOM header (up to the pixel data).
     pub dicom: bool,
+    /// Check every header against what a DICOMweb service of this profile
+    /// refuses (`--dest` naming a DICOMweb service); implies reading them.
+    pub dicomweb: Option<DicomProfile>,
 }
 
 /// Receives what a scan finds as it goes; the inventory itself is returned
@@ -71,6 +75,17 @@ pub struct Preflight {
     /// Whether names already taken at the destination were looked for
     /// (not for a blob URL without a credential in the environment).
     pub existing_checked: bool,
+}
+
+/// The DICOMweb preflight's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct DicomwebPreflight {
+    /// Whose rules.
+    pub profile: DicomProfile,
+    /// Violations found.
+    pub violations: u64,
+    /// Violations by rule.
+    pub by_rule: BTreeMap<Rule, u64>,
 }
 
 /// Upper bounds (exclusive) of the size histogram's buckets; the last
@@ -132,6 +147,9 @@ pub struct Inventory {
     pub hashed_bytes: u64,
     /// The Data Box preflight, when a destination was given.
     pub preflight: Option<Preflight>,
+    /// The DICOMweb preflight, when the destination is a DICOMweb service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dicomweb_preflight: Option<DicomwebPreflight>,
     /// What the DICOM headers say (with [`ScanOptions::dicom`]).
     pub dicom: Option<dicom::DicomInventory>,
 }
@@ -174,6 +192,7 @@ impl Inventory {
                 existing_checked,
             }),
             dicom: None,
+            dicomweb_preflight: None,
         }
     }
 
@@ -182,6 +201,16 @@ impl Inventory {
             p.violations += 1;
             *p.by_rule.entry(v.rule).or_default() += 1;
         }
+        if let Some(p) = &mut self.dicomweb_preflight {
+            p.violations += 1;
+            *p.by_rule.entry(v.rule).or_default() += 1;
+        }
+    }
+
+    /// Violations of either preflight.
+    pub fn violations(&self) -> u64 {
+        self.preflight.as_ref().map_or(0, |p| p.violations)
+            + self.dicomweb_preflight.as_ref().map_or(0, |p| p.violations)
     }
 
     fn add(&mut self, path: &str, size: u64) {
@@ -247,7 +276,7 @@ enum Done {
         path: String,
         size: u64,
         hashed: Option<Hashed>,
-        dicom: Option<Outcome>,
+        dicom: Option<Box<Outcome>>,
     },
     Excluded {
         path: String,
@@ -322,6 +351,11 @@ pub fn scan(
         opts.placement.clone(),
         opts.existing.is_some(),
     );
+    inv.dicomweb_preflight = opts.dicomweb.map(|profile| DicomwebPreflight {
+        profile,
+        violations: 0,
+        by_rule: BTreeMap::new(),
+    });
     let mut linter = opts
         .placement
         .clone()
@@ -367,7 +401,7 @@ pub fn scan(
         violations.into_iter().chain(std::iter::once(item))
     });
     progress.begin(Phase::Scan, None, None);
-    let (hash, dicom) = (opts.hash, opts.dicom);
+    let (hash, dicom) = (opts.hash, opts.dicom || opts.dicomweb.is_some());
     let mut tally = match dicom {
         true => Some(dicom::Tally::new().map_err(std::io::Error::other)?),
         false => None,
@@ -385,7 +419,7 @@ pub fn scan(
                     }),
                     size: sums.map_or(size, |(n, _)| n),
                     path,
-                    dicom,
+                    dicom: dicom.map(Box::new),
                 },
                 Err(e) => Done::Failed {
                     path: abs.display().to_string(),
@@ -417,7 +451,14 @@ pub fn scan(
                         inv.hashed_bytes += h.size;
                         sink.hashed(&h);
                     }
+                    if let (Some(profile), Some(outcome)) = (opts.dicomweb, &dicom) {
+                        for v in databox::dicom::check(&path, outcome, profile) {
+                            inv.violation(&v);
+                            sink.violation(&v);
+                        }
+                    }
                     if let (Some(t), Some(outcome)) = (tally.as_mut(), dicom) {
+                        let outcome = *outcome;
                         t.add(&path, &outcome).map_err(std::io::Error::other)?;
                         if let Outcome::Dicom(h) = &outcome
                             && h.privacy.may_identify()
@@ -446,8 +487,40 @@ pub fn scan(
         },
     )?;
     progress.end(Phase::Scan);
+    if opts.dicomweb.is_some()
+        && let Some(t) = &tally
+    {
+        for v in different_duplicates(&opts.source, t)? {
+            inv.violation(&v);
+            sink.violation(&v);
+        }
+    }
     inv.dicom = tally.map(dicom::Tally::finish);
     Ok(inv)
+}
+
+/// The files holding an instance an earlier file holds, with other bytes:
+/// only those pairs are read and hashed.
+fn different_duplicates(
+    root: &std::path::Path,
+    tally: &dicom::Tally,
+) -> std::io::Result<Vec<Violation>> {
+    let hash = |rel: &str| -> std::io::Result<blake3::Hash> {
+        digest::hash_reader(source::open(&root.join(rel))?).map(|(_, h)| h)
+    };
+    let mut out = Vec::new();
+    let mut failed = None;
+    tally
+        .for_each_duplicate(|instance, first, again| match (hash(first), hash(again)) {
+            (Ok(a), Ok(b)) if a == b => {}
+            (Ok(_), Ok(_)) => out.push(databox::dicom::duplicate(again, instance, first)),
+            (Err(e), _) | (_, Err(e)) => failed = Some(e),
+        })
+        .map_err(std::io::Error::other)?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// One line of a `b3sum` list that `b3sum --check` accepts: the hex hash,

@@ -26,6 +26,8 @@ pub use job::{JobOptions, JobSummary, OnSourceChange};
 pub use stop::Limits;
 // Moved to the ledger, which records them; named here too for the face.
 pub use crate::ledger::{Failure, FailureClass};
+// The rules a DICOMweb destination keeps (`TransferOptions::dicomweb_profile`).
+pub use crate::databox::dicom::DicomProfile;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -81,6 +83,9 @@ pub struct TransferOptions {
     /// Read each DICOM file's header (from the same read) and record its
     /// identity in the manifest; `false` carries every file as a plain one.
     pub dicom: bool,
+    /// A DICOMweb destination's rules: this profile's, or (`None`) the one
+    /// its URL implies ([`DicomProfile::for_destination`]).
+    pub dicomweb_profile: Option<DicomProfile>,
     /// Refuse, before anything moves, if any DICOM file may identify a
     /// patient or cannot be checked ([`crate::source::dicom::Outcome::refusal`]);
     /// such a file met later (changed since) fails instead of landing.
@@ -587,12 +592,12 @@ fn copy_all(
             batch.take(done, summary, progress);
             progress.file_done();
             if batch.due() {
-                batch.record(dest, ledger, run)?;
+                batch.record(dest, ledger, run, summary, progress)?;
             }
             Ok::<(), TransferError>(())
         },
     );
-    let result = result.and_then(|()| batch.record(dest, ledger, run));
+    let result = result.and_then(|()| batch.record(dest, ledger, run, summary, progress));
     progress.end(Phase::Transfer);
     summary.copy_seconds = started.elapsed().as_secs_f64();
     summary.flush_seconds = batch.flush_time.as_secs_f64();

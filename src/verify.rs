@@ -305,6 +305,14 @@ fn verify_index(
         by_study,
     } = *opts;
     let (files_expected, bytes_expected) = index.totals()?;
+    // A destination that lists only where it was told to look (a DICOMweb
+    // service's studies) hears of every expected object first.
+    index.for_each_object(|o| {
+        if let Ok(rel) = RelPath::new(o) {
+            dest.expect(&rel);
+        }
+    })?;
+    let sized = dest.lists_sizes();
     let index = Mutex::new(index);
     let mut report = VerifyReport::new(&head.id, dest, files_expected);
     progress.begin(Phase::Verify, Some(files_expected), Some(bytes_expected));
@@ -322,7 +330,7 @@ fn verify_index(
     let items = dest.list().map_while(move |listed| {
         let item = match listed {
             Ok(Listed::Object { rel, size }) => match lookup(rel.as_str()) {
-                Ok(Some(e)) if e.size != size => Item::Report(Discrepancy {
+                Ok(Some(e)) if sized && e.size != size => Item::Report(Discrepancy {
                     class: DiscrepancyClass::Size,
                     path: rel.to_string(),
                     detail: format!("expected {} bytes, found {size}", e.size),
@@ -331,7 +339,10 @@ fn verify_index(
                 Ok(None) => Item::Report(Discrepancy {
                     class: DiscrepancyClass::Extra,
                     path: rel.to_string(),
-                    detail: format!("{size} bytes, not in the manifest"),
+                    detail: match sized {
+                        true => format!("{size} bytes, not in the manifest"),
+                        false => "not in the manifest".into(),
+                    },
                 }),
                 Err(e) => {
                     *failed_ref = Some(e);
@@ -386,7 +397,17 @@ fn verify_index(
                             .map_err(VerifyError::from)?;
                     }
                 }
-                Checked::Bad(d) => report.discrepancies.push(d),
+                Checked::Bad(mut d) => {
+                    let source = index_ref
+                        .lock()
+                        .expect("index lock poisoned")
+                        .source(&d.path)
+                        .map_err(VerifyError::from)?;
+                    if let Some(s) = source {
+                        d.detail = format!("{} (source file {s})", d.detail);
+                    }
+                    report.discrepancies.push(d);
+                }
             }
             progress.file_done();
             Ok::<(), VerifyError>(())
@@ -408,11 +429,15 @@ fn verify_index(
     if by_study {
         report.by_study = Some(index.by_study()?);
     }
-    index.for_each_unseen(|path, size| {
+    index.for_each_unseen(|path, size, source| {
+        let detail = match source {
+            Some(s) => format!("{size} bytes expected, not found (source file {s})"),
+            None => format!("{size} bytes expected, not found"),
+        };
         report.discrepancies.push(Discrepancy {
             class: DiscrepancyClass::Missing,
             path,
-            detail: format!("{size} bytes expected, not found"),
+            detail,
         });
     })?;
     progress.end(Phase::Verify);

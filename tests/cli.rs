@@ -21,6 +21,8 @@ mod databox;
 mod databox_rest;
 #[path = "cli/dicom.rs"]
 mod dicom;
+#[path = "cli/dicomweb.rs"]
+mod dicomweb;
 #[path = "cli/eio.rs"]
 mod eio;
 #[path = "cli/encryption.rs"]

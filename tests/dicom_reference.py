@@ -177,6 +177,27 @@ def write(root):
     print()
 
 
+def studies(root, count, per, pixels):
+    """COUNT synthetic studies of PER instances each (one series), marked
+    de-identified, with PIXELS bytes of pixel data each: STUDY<n>/<i>.dcm.
+    Prints each file's path and UIDs as JSON lines."""
+    for n in range(count):
+        study, series = generate_uid(), generate_uid()
+        for i in range(per):
+            rel = f"STUDY{n:04}/{i:04}.dcm"
+            path = os.path.join(root, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            sop = generate_uid()
+            instance(path, study, series, sop, name="ANONYMOUS", pid=f"SYNTH-{n:04}",
+                     birth=None, removed="YES")
+            if pixels != 4096:
+                ds = pydicom.dcmread(path)
+                ds.PixelData = bytes(i % 251 for i in range(pixels))
+                ds.Rows, ds.Columns = 1, pixels
+                pydicom.dcmwrite(path, ds, enforce_file_format=True)
+            print(json.dumps({"path": rel, "study": study, "series": series, "instance": sop}))
+
+
 def main(argv):
     if len(argv) >= 2 and argv[1] == "files":
         for path in test_files():
@@ -186,6 +207,8 @@ def main(argv):
             print(json.dumps(read(path), sort_keys=True))
     elif len(argv) == 3 and argv[1] == "write":
         write(argv[2])
+    elif len(argv) in (5, 6) and argv[1] == "studies":
+        studies(argv[2], int(argv[3]), int(argv[4]), int(argv[5]) if len(argv) == 6 else 4096)
     else:
         sys.exit(__doc__)
 

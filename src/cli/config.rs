@@ -40,7 +40,7 @@ pub struct Setting {
 
 /// The settings, in the order `custody config` lists them. Their names
 /// are a contract (cron jobs and deployment scripts set them).
-pub const SETTINGS: [Setting; 9] = [
+pub const SETTINGS: [Setting; 10] = [
     Setting {
         key: "signing_key",
         env: "CUSTODY_SIGNING_KEY",
@@ -103,6 +103,13 @@ pub const SETTINGS: [Setting; 9] = [
         flag: "--ca-file",
         path: true,
         default: "(the system's)",
+    },
+    Setting {
+        key: "dicomweb_profile",
+        env: "CUSTODY_DICOMWEB_PROFILE",
+        flag: "--dicomweb-profile",
+        path: false,
+        default: "(azure for an Azure DICOM service URL, else generic)",
     },
 ];
 

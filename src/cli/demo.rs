@@ -291,6 +291,7 @@ fn options(src: &Path, dest: &Path, manifests: &Path, ledger: &Path) -> Transfer
         skip_violations: false,
         require_deidentified: false,
         dicom: true,
+        dicomweb_profile: None,
         limits: custody::transfer::Limits::default(),
         wave: None,
         job: None,

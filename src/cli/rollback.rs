@@ -146,6 +146,19 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
             println!("recorded as custody event {} (rolled_back)", e.seq);
         }
     }
+    // A destination that removes nothing (a DICOMweb service without
+    // DELETE) is said once, with what to do instead.
+    if let Some(l) = report
+        .left
+        .iter()
+        .find(|l| l.class == LeftClass::Unsupported)
+    {
+        return Err(
+            Failure::usage(anyhow::anyhow!("{}: {}", dest.describe(), l.detail)).hint(
+                "the objects listed KEPT are still there; the manifest names each one (stored.path)",
+            ),
+        );
+    }
     // What was removed is recorded above; a refused credential is a
     // configuration problem, not something rollback left behind.
     if let Some(reason) = dest.refused() {
@@ -166,6 +179,11 @@ fn print_report(r: &RollbackReport, quiet: bool) {
         let label = match l.class {
             LeftClass::Changed => "CHANGED",
             LeftClass::Unreadable => "UNREADABLE",
+            // The reason is the same for every object: said once, below.
+            LeftClass::Unsupported => {
+                println!("{:<10} {} (left in place)", "KEPT", l.path);
+                continue;
+            }
         };
         println!("{label:<10} {}: {} (left in place)", l.path, l.detail);
     }

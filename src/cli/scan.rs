@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use custody::databox::dicom::DicomProfile;
 use custody::databox::{Occupied, Placement, Profile, Violation};
 use custody::dest;
 use custody::dest::blob::Blob;
@@ -133,6 +134,7 @@ fn placement(
         // Without a credential the names are still linted; the report
         // says that existing blobs were not looked for.
         dest::Target::Blob(_) if !dest::blob::auth::is_configured(g.azure_auth) => None,
+        dest::Target::Dicomweb(_) => None,
         dest::Target::Blob(url) => {
             let options = g.blob_options(dest::blob::Access::Read);
             // A container that does not exist yet holds nothing.
@@ -241,12 +243,27 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
     if jobs == 0 {
         return Err(Failure::usage(anyhow::anyhow!("--jobs must be at least 1")));
     }
-    let (placement, existing) = match &args.dest {
-        Some(d) => {
-            let (p, e) = placement(d, args.profile, g)?;
-            (Some(p), e)
+    let target = args
+        .dest
+        .as_deref()
+        .map(dest::Target::parse)
+        .transpose()
+        .map_err(Failure::usage)?;
+    let (placement, existing, dicomweb) = match (&args.dest, target) {
+        (_, Some(dest::Target::Dicomweb(url))) => {
+            if args.profile.is_some() {
+                return Err(Failure::usage(anyhow::anyhow!(
+                    "--profile is a Data Box share's type; a DICOMweb destination's rules are chosen with --dicomweb-profile"
+                )));
+            }
+            let profile = DicomProfile::for_destination(url.azure, g.dicomweb_profile);
+            (None, None, Some(profile))
         }
-        None => (None, None),
+        (Some(d), _) => {
+            let (p, e) = placement(d, args.profile, g)?;
+            (Some(p), e, None)
+        }
+        (None, _) => (None, None, None),
     };
     let list = match &args.b3sum {
         Some(p) => Some(std::io::BufWriter::new(
@@ -263,6 +280,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         placement,
         existing,
         dicom: !args.no_dicom,
+        dicomweb,
     };
     let phi = args.phi_check || args.require_deidentified;
     let mut sink = Sink {
@@ -297,7 +315,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
     } else if !g.quiet {
         print_inventory(&inv);
     }
-    let violations = inv.preflight.as_ref().map_or(0, |p| p.violations);
+    let violations = inv.violations();
     let refused = inv
         .dicom
         .as_ref()
@@ -362,6 +380,9 @@ fn print_inventory(inv: &Inventory) {
     if let Some(d) = &inv.dicom {
         print_dicom(d);
     }
+    if let Some(p) = &inv.dicomweb_preflight {
+        print_dicomweb(p);
+    }
     if let Some(p) = &inv.preflight {
         let into = match &p.placement.container {
             Some(c) => format!("container {c}"),
@@ -384,6 +405,23 @@ fn print_inventory(inv: &Inventory) {
                 rules.join(", ")
             );
         }
+    }
+}
+
+fn print_dicomweb(p: &custody::scan::DicomwebPreflight) {
+    let whose = match p.profile {
+        DicomProfile::Azure => "the Azure DICOM service's rules",
+        DicomProfile::Generic => "a DICOMweb service's rules",
+    };
+    if p.violations == 0 {
+        println!("preflight ({whose}): no violations");
+    } else {
+        let rules: Vec<String> = p.by_rule.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        println!(
+            "preflight ({whose}): {} violations ({}); `custody transfer` refuses to start until they are fixed or skipped",
+            p.violations,
+            rules.join(", ")
+        );
     }
 }
 

@@ -232,6 +232,7 @@ pub fn run_in_wave(args: &Args, g: &Global, wave: Option<custody::manifest::Wave
         skip_violations: args.skip_violations,
         require_deidentified: args.require_deidentified,
         dicom: !args.no_dicom,
+        dicomweb_profile: g.dicomweb_profile,
         limits: custody::transfer::Limits {
             window: args.window.clone(),
             clock: match (&args.now, args.clock_step) {

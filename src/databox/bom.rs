@@ -440,7 +440,7 @@ pub fn check(manifest: &SignedFile, boms: &[PathBuf]) -> Result<BomReport, BomEr
         });
     }
     index
-        .for_each_unseen(|path, size| report.findings.push(BomFinding::Missing { path, size }))
+        .for_each_unseen(|path, size, _| report.findings.push(BomFinding::Missing { path, size }))
         .map_err(idx)?;
     Ok(report)
 }

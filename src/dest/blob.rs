@@ -26,7 +26,7 @@ use upload::{BlobLanding, block_list};
 
 pub mod api;
 pub mod auth;
-mod client;
+pub(crate) mod client;
 mod retry;
 mod upload;
 pub mod url;

@@ -145,6 +145,10 @@ impl Write for ThrottledLanding<'_> {
 }
 
 impl Landing for ThrottledLanding<'_> {
+    fn held(&self) -> Result<Option<crate::dest::Held>, DestError> {
+        self.inner.held()
+    }
+
     fn commit(self: Box<Self>) -> Result<(), DestError> {
         self.inner.commit()
     }
@@ -157,6 +161,10 @@ impl Destination for Throttled<'_> {
 
     fn landed_size(&self, rel: &RelPath) -> Result<Option<u64>, DestError> {
         self.inner.landed_size(rel)
+    }
+
+    fn holds(&self, rel: &RelPath, size: u64) -> Result<bool, DestError> {
+        self.inner.holds(rel, size)
     }
 
     fn create(&self, rel: &RelPath, mtime_ns: i64) -> Result<Box<dyn Landing + '_>, DestError> {
@@ -192,6 +200,22 @@ impl Destination for Throttled<'_> {
 
     fn refused(&self) -> Option<String> {
         self.inner.refused()
+    }
+
+    fn naming(&self) -> crate::dest::Naming {
+        self.inner.naming()
+    }
+
+    fn rejected(&self, rel: &RelPath) -> Option<String> {
+        self.inner.rejected(rel)
+    }
+
+    fn lists_sizes(&self) -> bool {
+        self.inner.lists_sizes()
+    }
+
+    fn expect(&self, object: &RelPath) {
+        self.inner.expect(object);
     }
 }
 

@@ -471,6 +471,8 @@ pub struct Recorded {
     pub mtime_ns: i64,
     /// Size of the stored object, when it is not the plaintext.
     pub stored_size: Option<u64>,
+    /// The DICOM instance it held (what a DICOMweb service names it by).
+    pub dicom: Option<Instance>,
 }
 
 impl LandedLookup {
@@ -497,7 +499,7 @@ impl LandedLookup {
     pub fn get(&self, path: &str) -> Result<Option<Recorded>, rusqlite::Error> {
         self.conn
             .prepare_cached(
-                "SELECT size, mtime_ns, stored_size FROM landed WHERE run_id = ?1 AND path = ?2
+                "SELECT size, mtime_ns, stored_size, dicom FROM landed WHERE run_id = ?1 AND path = ?2
                  ORDER BY id DESC LIMIT 1",
             )?
             .query_row(params![self.run, path], |r| {
@@ -505,6 +507,7 @@ impl LandedLookup {
                     size: r.get(0)?,
                     mtime_ns: r.get(1)?,
                     stored_size: r.get(2)?,
+                    dicom: dicom_column(r, 3)?,
                 })
             })
             .optional()

@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use super::{
     FileEntry, Manifest, ManifestError, SignedFile, SignedManifest, VERSION, VERSION_DICOM,
-    VERSION_ENCRYPTED, VERSION_JOB, VERSION_WAVE, has_crc64, stream, versioned_path,
+    VERSION_DICOMWEB, VERSION_ENCRYPTED, VERSION_JOB, VERSION_WAVE, defines_job, defines_wave,
+    has_crc64, stream, versioned_path,
 };
 use crate::digest;
 use crate::keys::Signer;
@@ -91,7 +92,7 @@ impl<'m> Auditor<'m> {
         a.job_header();
         match (&m.wave, m.version) {
             (None, VERSION_WAVE) => a.add("wave", format!("version {} requires it", m.version)),
-            (Some(_), v) if v != VERSION_WAVE && v != VERSION_JOB => {
+            (Some(_), v) if !defines_wave(v) => {
                 a.add("wave", format!("version {} does not define it", m.version));
             }
             (Some(w), _) => {
@@ -129,7 +130,7 @@ impl<'m> Auditor<'m> {
     /// `source_changes` belongs to version 6 too.
     fn job_header(&mut self) {
         let m = self.m;
-        if m.source_changes.is_some() && m.version != VERSION_JOB {
+        if m.source_changes.is_some() && !defines_job(m.version) {
             self.add(
                 "source_changes",
                 format!("version {} does not define it", m.version),
@@ -155,7 +156,7 @@ impl<'m> Auditor<'m> {
             }
             return;
         };
-        if m.version != VERSION_JOB {
+        if !defines_job(m.version) {
             self.add("job", format!("version {} does not define it", m.version));
         }
         if job.name.trim().is_empty() {
@@ -188,7 +189,7 @@ impl<'m> Auditor<'m> {
             return;
         };
         match &self.m.job {
-            Some(job) if self.m.version == VERSION_JOB => {
+            Some(job) if defines_job(self.m.version) => {
                 let expect = versioned_path(of, job.run);
                 if f.path != expect {
                     self.add(&f.path, format!("version_of {of:?} needs path {expect:?}"));
@@ -218,6 +219,14 @@ impl<'m> Auditor<'m> {
                 format!(
                     "is {} but `encryption` requires {VERSION_ENCRYPTED} or later",
                     m.version
+                ),
+            );
+        }
+        if m.version == VERSION_DICOMWEB {
+            self.add(
+                "encryption",
+                format!(
+                    "version {VERSION_DICOMWEB} (a DICOMweb service) does not define it: the service holds DICOM instances, not ciphertext"
                 ),
             );
         }
@@ -276,7 +285,7 @@ impl<'m> Auditor<'m> {
         let Some(d) = &f.dicom else {
             return;
         };
-        if !(VERSION_DICOM..=VERSION_JOB).contains(&self.m.version) {
+        if !(VERSION_DICOM..=VERSION_DICOMWEB).contains(&self.m.version) {
             self.add(
                 &f.path,
                 format!(
@@ -313,7 +322,58 @@ impl<'m> Auditor<'m> {
         }
     }
 
+    /// Version 7: every file is an instance, and `stored` names it as the
+    /// service holds it (its bytes after the preamble).
+    fn dicomweb_entry(&mut self, f: &FileEntry) {
+        let uids = f
+            .dicom
+            .as_ref()
+            .and_then(crate::source::dicom::InstanceUids::of);
+        let Some(uids) = uids else {
+            self.add(
+                &f.path,
+                format!(
+                    "no dicom study, series and instance (version {VERSION_DICOMWEB} requires them)"
+                ),
+            );
+            return;
+        };
+        let Some(st) = &f.stored else {
+            self.add(
+                &f.path,
+                format!("no `stored` object (version {VERSION_DICOMWEB} requires it)"),
+            );
+            return;
+        };
+        if st.path != uids.path() {
+            self.add(
+                &f.path,
+                format!("stored.path {:?} is not {:?}", st.path, uids.path()),
+            );
+        }
+        if digest::parse_hex(&st.blake3).is_none() {
+            self.add(
+                &f.path,
+                "stored.blake3 is not 64 lowercase hex digits".into(),
+            );
+        }
+        self.crc64(&f.path, "stored.crc64", st.crc64.as_deref());
+        let preamble = crate::source::dicom::PREAMBLE as u64;
+        if f.size.checked_sub(preamble) != Some(st.size) {
+            self.add(
+                &f.path,
+                format!(
+                    "stored.size {} is not size {} less the {preamble}-byte preamble",
+                    st.size, f.size
+                ),
+            );
+        }
+    }
+
     fn encryption_entry(&mut self, f: &FileEntry) {
+        if self.m.version == VERSION_DICOMWEB {
+            return self.dicomweb_entry(f);
+        }
         let Some(enc) = &self.m.encryption else {
             if f.stored.is_some() && !self.stored_without_encryption {
                 self.stored_without_encryption = true;

@@ -111,6 +111,7 @@ impl Index {
                  plain_hash  TEXT,
                  crc64       TEXT,
                  study       TEXT,
+                 source      TEXT,
                  seen        INTEGER NOT NULL DEFAULT 0,
                  verified    INTEGER NOT NULL DEFAULT 0
              ) WITHOUT ROWID;",
@@ -132,16 +133,20 @@ impl Index {
         {
             let mut insert = tx.prepare(
                 "INSERT OR REPLACE INTO expected
-                     (object, size, blake3, plain_size, plain_hash, crc64, study)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     (object, size, blake3, plain_size, plain_hash, crc64, study, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             manifest.for_each_file(|f| {
                 let study = f.dicom.as_ref().and_then(|d| d.study.clone());
+                let path = f.path.clone();
                 let (object, e) = Expected::of(f);
                 let (plain_size, plain_hash) = e.plain.unzip();
+                // The source file, where the object's name does not say it
+                // (an instance in a DICOMweb service).
+                let source = (!object.starts_with(path.as_str())).then_some(path.as_str());
                 insert
                     .execute(params![
-                        object, e.size, e.blake3, plain_size, plain_hash, e.crc64, study
+                        object, e.size, e.blake3, plain_size, plain_hash, e.crc64, study, source
                     ])
                     .map(drop)
                     .map_err(|e| e.to_string())
@@ -212,17 +217,38 @@ impl Index {
         )
     }
 
-    /// Every object never seen, with its expected size.
+    /// The source file `object` was landed from, where its name does not
+    /// say it (an instance in a DICOMweb service).
+    pub(crate) fn source(&self, object: &str) -> rusqlite::Result<Option<String>> {
+        self.conn
+            .prepare_cached("SELECT source FROM expected WHERE object = ?1")?
+            .query_row([object], |r| r.get(0))
+            .optional()
+            .map(Option::flatten)
+    }
+
+    /// Every expected object's name, in no particular order.
+    pub(crate) fn for_each_object(&self, mut each: impl FnMut(&str)) -> rusqlite::Result<()> {
+        let mut stmt = self.conn.prepare("SELECT object FROM expected")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            each(r.get_ref(0)?.as_str()?);
+        }
+        Ok(())
+    }
+
+    /// Every object never seen, with its expected size and, where the
+    /// object's name does not say it, the source file it was landed from.
     pub(crate) fn for_each_unseen(
         &self,
-        mut each: impl FnMut(String, u64),
+        mut each: impl FnMut(String, u64, Option<String>),
     ) -> rusqlite::Result<()> {
         let mut stmt = self
             .conn
-            .prepare("SELECT object, size FROM expected WHERE seen = 0")?;
+            .prepare("SELECT object, size, source FROM expected WHERE seen = 0")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            each(r.get(0)?, r.get(1)?);
+            each(r.get(0)?, r.get(1)?, r.get(2)?);
         }
         Ok(())
     }

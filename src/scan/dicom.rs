@@ -81,6 +81,7 @@ impl Tally {
              PRAGMA synchronous = OFF;
              PRAGMA temp_store = FILE;
              CREATE TABLE instance (uid TEXT PRIMARY KEY, path TEXT NOT NULL) WITHOUT ROWID;
+             CREATE TABLE again (uid TEXT NOT NULL, path TEXT NOT NULL);
              CREATE TABLE series (uid TEXT PRIMARY KEY) WITHOUT ROWID;
              CREATE TABLE study (uid TEXT PRIMARY KEY) WITHOUT ROWID;
              BEGIN;",
@@ -153,6 +154,9 @@ impl Tally {
                 }
                 Some(s) => (s, path.to_owned()),
             };
+            self.conn
+                .prepare_cached("INSERT INTO again (uid, path) VALUES (?1, ?2)")?
+                .execute([uid, &again])?;
             inv.duplicate_instances += 1;
             if inv.duplicates.len() < LISTED {
                 inv.duplicates.push(Duplicate {
@@ -160,6 +164,27 @@ impl Tally {
                     path: again,
                     first,
                 });
+            }
+        }
+        Ok(())
+    }
+
+    /// Every file that holds an instance an earlier file holds: the
+    /// instance, the earliest file (in manifest order) and this one.
+    pub(crate) fn for_each_duplicate(
+        &self,
+        mut each: impl FnMut(&str, &str, &str),
+    ) -> rusqlite::Result<()> {
+        let mut stmt = self.conn.prepare(
+            "SELECT a.uid, i.path, a.path FROM again a JOIN instance i ON i.uid = a.uid",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (uid, first, again): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            // The earliest path may have moved to `first` after `again`
+            // was stored (readers finish in no fixed order).
+            if first != again {
+                each(&uid, &first, &again);
             }
         }
         Ok(())
@@ -188,6 +213,7 @@ mod tests {
                 modality: Some(modality.into()),
             },
             privacy: Privacy::default(),
+            store: Default::default(),
         })
     }
 

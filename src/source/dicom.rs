@@ -40,7 +40,7 @@ const TRIES: [usize; 3] = [64 << 10, 512 << 10, MAX_HEADER];
 /// What identifies a DICOM instance, as recorded in the manifest (the
 /// `dicom` object of a file entry, version 4) and the ledger. Fields are
 /// declared in key order, so serialising yields canonical JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Instance {
     /// SOPInstanceUID (0008,0018), else the file meta's
@@ -101,6 +101,69 @@ impl Instance {
     }
 }
 
+/// The bytes before `DICM` in a DICOM Part 10 file.
+pub const PREAMBLE: usize = 128;
+
+/// An instance's three UIDs: where a DICOMweb service holds it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InstanceUids {
+    /// StudyInstanceUID.
+    pub study: String,
+    /// SeriesInstanceUID.
+    pub series: String,
+    /// SOPInstanceUID.
+    pub instance: String,
+}
+
+impl InstanceUids {
+    /// `studies/{study}/series/{series}/instances/{sop}`.
+    pub fn path(&self) -> String {
+        format!(
+            "studies/{}/series/{}/instances/{}",
+            self.study, self.series, self.instance
+        )
+    }
+
+    /// The UIDs an object name ([`InstanceUids::path`]) holds.
+    pub fn from_path(rel: &str) -> Option<Self> {
+        let mut p = rel.split('/');
+        match (
+            p.next(),
+            p.next(),
+            p.next(),
+            p.next(),
+            p.next(),
+            p.next(),
+            p.next(),
+        ) {
+            (
+                Some("studies"),
+                Some(st),
+                Some("series"),
+                Some(se),
+                Some("instances"),
+                Some(i),
+                None,
+            ) => Some(InstanceUids {
+                study: st.to_owned(),
+                series: se.to_owned(),
+                instance: i.to_owned(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The object name of an instance with these header values, if all
+    /// three are there.
+    pub fn of(instance: &Instance) -> Option<Self> {
+        Some(InstanceUids {
+            study: instance.study.clone()?,
+            series: instance.series.clone()?,
+            instance: instance.instance.clone()?,
+        })
+    }
+}
+
 /// The attributes that identify a patient, checked by name, never read
 /// out: PatientName (0010,0010), PatientID (0010,0020), PatientBirthDate
 /// (0010,0030).
@@ -137,6 +200,33 @@ pub struct Header {
     pub instance: Instance,
     /// Its de-identification state.
     pub privacy: Privacy,
+    /// What a DICOMweb service checks before it stores an instance.
+    pub store: StoreFacts,
+}
+
+/// What a DICOMweb service checks of an instance before it stores it
+/// (Azure's DICOM service: its required attributes and transfer syntaxes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreFacts {
+    /// The TransferSyntaxUID of the file meta group.
+    pub transfer_syntax: String,
+    /// PatientID (0010,0020) is present (even empty).
+    pub patient_id: bool,
+    /// UID attributes present with a value that is not a DICOM UID (longer
+    /// than 64 characters, or other than digits and dots): recorded as
+    /// absent in [`Instance`], named here.
+    pub bad_uids: Vec<&'static str>,
+}
+
+/// The Implicit VR Little Endian transfer syntax: the one standard syntax
+/// without explicit value representations.
+pub const IMPLICIT_VR_LITTLE_ENDIAN: &str = "1.2.840.10008.1.2";
+
+impl StoreFacts {
+    /// Whether the data set is encoded without explicit VRs.
+    pub fn implicit_vr(&self) -> bool {
+        self.transfer_syntax == IMPLICIT_VR_LITTLE_ENDIAN
+    }
 }
 
 /// What a probe found.
@@ -383,6 +473,7 @@ fn parse_unguarded(bytes: &[u8]) -> Result<(Header, bool), String> {
     let header = Header {
         instance: instance(&obj),
         privacy: privacy(&obj),
+        store: store_facts(&obj),
     };
     Ok((header, reader.hit))
 }
@@ -599,6 +690,24 @@ fn instance(obj: &DefaultDicomObject) -> Instance {
     }
 }
 
+fn store_facts(obj: &DefaultDicomObject) -> StoreFacts {
+    let uids = [
+        ("StudyInstanceUID", tags::STUDY_INSTANCE_UID),
+        ("SeriesInstanceUID", tags::SERIES_INSTANCE_UID),
+        ("SOPInstanceUID", tags::SOP_INSTANCE_UID),
+        ("SOPClassUID", tags::SOP_CLASS_UID),
+    ];
+    StoreFacts {
+        transfer_syntax: trim(obj.meta().transfer_syntax()).to_owned(),
+        patient_id: matches!(obj.element_opt(tags::PATIENT_ID), Ok(Some(_))),
+        bad_uids: uids
+            .iter()
+            .filter(|(_, tag)| text(obj, *tag).is_some_and(|s| !is_uid(&s)))
+            .map(|(name, _)| *name)
+            .collect(),
+    }
+}
+
 fn privacy(obj: &DefaultDicomObject) -> Privacy {
     let present = |tag| matches!(obj.element_opt(tag), Ok(Some(_)));
     Privacy {
@@ -648,6 +757,23 @@ fn is_code(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_is_named_by_its_uids_and_back() {
+        let u = InstanceUids {
+            study: "1.2".into(),
+            series: "1.2.3".into(),
+            instance: "1.2.3.4".into(),
+        };
+        assert_eq!(u.path(), "studies/1.2/series/1.2.3/instances/1.2.3.4");
+        assert_eq!(InstanceUids::from_path(&u.path()), Some(u));
+        assert_eq!(InstanceUids::from_path("studies/1.2/series/1.2.3"), None);
+        assert_eq!(InstanceUids::from_path("a/b/c/d/e/f"), None);
+        assert_eq!(
+            InstanceUids::from_path("studies/1/series/2/instances/3/x"),
+            None
+        );
+    }
 
     #[test]
     fn plain_bytes_are_not_dicom() {

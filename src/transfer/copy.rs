@@ -8,7 +8,7 @@ use std::io::Read;
 
 use super::{TransferOptions, stop};
 use crate::crypt::{self, EncryptWriter};
-use crate::dest::Destination;
+use crate::dest::{Destination, Naming};
 use crate::digest::{CHUNK, HashingWriter, Sums};
 use crate::ledger::{FailureClass, LandedFile, Stored};
 use crate::manifest::SourceChange;
@@ -53,6 +53,10 @@ pub(super) enum Interrupted {
     Failed(FailureClass, String),
 }
 
+/// Why a file is left out of a transfer into a DICOMweb service.
+pub(super) const REASON_NOT_DICOM: &str =
+    "not a DICOM Part 10 file (no DICM magic); a DICOMweb service holds only DICOM instances";
+
 thread_local! {
     static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; CHUNK]);
 }
@@ -84,14 +88,29 @@ impl Output<'_> {
         }
     }
 
-    /// Finishes the encryption (if any) and commits the landing.
-    fn commit(self) -> Result<Option<Stored>, String> {
+    /// Finishes the encryption (if any) and commits the landing; what is
+    /// stored when it is not the plaintext (the ciphertext, or what a
+    /// DICOMweb service holds of an instance).
+    fn commit(self) -> Result<Option<Stored>, (FailureClass, String)> {
         let (landing, stored) = match self {
-            Output::Plain(l) => (l, None),
+            Output::Plain(l) => {
+                let held = l
+                    .held()
+                    .map_err(|e| (FailureClass::DicomRefused, e.to_string()))?;
+                let stored = held.map(|h| Stored {
+                    size: h.size,
+                    blake3: h.blake3,
+                    crc64: Some(h.crc64),
+                });
+                (l, stored)
+            }
             Output::Encrypted(w) => {
-                let hw = w
-                    .finish()
-                    .map_err(|e| format!("destination write failed: {e}"))?;
+                let hw = w.finish().map_err(|e| {
+                    (
+                        FailureClass::Destination,
+                        format!("destination write failed: {e}"),
+                    )
+                })?;
                 let (landing, sums) = hw.finish();
                 let stored = Stored {
                     size: sums.len,
@@ -101,7 +120,9 @@ impl Output<'_> {
                 (landing, Some(stored))
             }
         };
-        landing.commit().map_err(|e| format!("destination {e}"))?;
+        landing
+            .commit()
+            .map_err(|e| (FailureClass::Destination, format!("destination {e}")))?;
         Ok(stored)
     }
 }
@@ -154,7 +175,8 @@ pub(super) fn copy_one(
     };
     let mut sums = Sums::new();
     // The DICOM header, from the same bytes (no second read).
-    let mut probe = (opts.dicom || opts.require_deidentified).then(Probe::new);
+    let instances = dest.naming() == Naming::Instance;
+    let mut probe = (opts.dicom || opts.require_deidentified || instances).then(Probe::new);
     let read = BUF.with_borrow_mut(|buf| -> Result<(), Interrupted> {
         loop {
             if stopper.abandon() {
@@ -194,6 +216,32 @@ pub(super) fn copy_one(
         Err(e) => return fail(Unreadable, e.to_string()),
     }
     let outcome = probe.map_or(Outcome::NotDicom, Probe::finish);
+    if instances && matches!(outcome, Outcome::NotDicom) {
+        // Never committed, so nothing was sent.
+        return Done::Excluded {
+            path: f.rel.to_string(),
+            reason: REASON_NOT_DICOM.into(),
+        };
+    }
+    // What the service would refuse is never sent: left out with
+    // --skip-violations, else refused (the preflight passed it, so it
+    // changed since).
+    if let Some(profile) = super::preflight::dicomweb_profile(opts)
+        && let Some(v) = crate::databox::dicom::check(f.rel.as_str(), &outcome, profile)
+            .into_iter()
+            .next()
+    {
+        return match opts.skip_violations {
+            true => Done::Excluded {
+                path: f.rel.to_string(),
+                reason: format!("DICOMweb rule {}: {}", v.rule, v.detail).into(),
+            },
+            false => fail(
+                FailureClass::DicomRefused,
+                format!("DICOMweb rule {}: {}", v.rule, v.detail),
+            ),
+        };
+    }
     if opts.require_deidentified
         && let Some(why) = outcome.refusal()
     {
@@ -205,7 +253,7 @@ pub(super) fn copy_one(
     }
     let stored = match landing.commit() {
         Ok(s) => s,
-        Err(e) => return fail(Dest, e),
+        Err((class, e)) => return fail(class, e),
     };
     let (dicom, note) = match outcome {
         Outcome::Dicom(h) if h.instance.is_empty() => (None, None),

@@ -10,8 +10,10 @@ use super::preflight::{lint, linter};
 use super::stop::Stopper;
 use super::{TransferError, TransferOptions};
 use crate::databox::Rule;
-use crate::dest::Destination;
-use crate::ledger::{FailureClass, JobState, LandedLookup, Prior};
+use crate::dest::{Destination, Naming};
+use crate::ledger::{FailureClass, JobState, LandedLookup, Prior, Recorded};
+use crate::relpath::RelPath;
+use crate::source::dicom::InstanceUids;
 use crate::source::{self, SourceEntry, SourceFile};
 
 pub(super) enum Item {
@@ -35,10 +37,10 @@ pub(super) fn plan(
         Some(Ok(Some(rec)))
             if rec.size == f.size
                 && rec.mtime_ns == f.mtime_ns
-                && matches!(
-                    dest.landed_size(&object_rel(&f.rel, encrypted)),
-                    Ok(Some(s)) if s == rec.stored_size.unwrap_or(rec.size)
-                ) =>
+                && object(&f.rel, &rec, dest, encrypted).is_some_and(|o| {
+                    dest.holds(&o, rec.stored_size.unwrap_or(rec.size))
+                        .unwrap_or(false)
+                }) =>
         {
             Item::Ready(Done::Skipped { bytes: f.size })
         }
@@ -55,6 +57,24 @@ pub(super) fn plan(
         }
         (Item::Copy(f), Some(p)) => Item::Check(f, p),
         (item, _) => item,
+    }
+}
+
+/// Where the destination holds what was recorded of `rel`: under its path
+/// (with the encrypted suffix), or by the instance it held.
+fn object(
+    rel: &RelPath,
+    rec: &Recorded,
+    dest: &dyn Destination,
+    encrypted: bool,
+) -> Option<RelPath> {
+    match dest.naming() {
+        Naming::Path => Some(object_rel(rel, encrypted)),
+        Naming::Instance => rec
+            .dicom
+            .as_ref()
+            .and_then(InstanceUids::of)
+            .and_then(|u| RelPath::new(u.path()).ok()),
     }
 }
 

@@ -9,12 +9,14 @@ use super::copy::object_rel;
 use super::setup::Opened;
 use super::{LISTED_VIOLATIONS, TransferError, TransferOptions};
 use crate::crypt;
+use crate::databox::dicom::DicomProfile;
 use crate::databox::{Linter, Occupied, Placement, Rule, ShareNames, Violation};
 use crate::dest::blob::Overwrite;
 use crate::dest::names::Names;
 use crate::dest::share::Share;
 use crate::dest::{Destination, Target};
 use crate::ledger::{JobState, LandedLookup, Ledger};
+use crate::scan::{self, ScanOptions, ScanSink};
 use crate::source::{self, SourceEntry, SourceFile};
 
 /// What the destination already holds, for the preflight's
@@ -42,6 +44,9 @@ pub(super) fn existing(
             Some(Arc::new(names))
         }
         Target::Blob(_) => None,
+        // Instances the service already holds are told apart by their bytes
+        // when it says so (Failure Reason 45070), not by names up front.
+        Target::Dicomweb(_) => None,
     })
 }
 
@@ -210,8 +215,73 @@ pub(super) fn check(
             opts.encryption.is_some(),
         )?;
     }
+    if let Some(profile) = dicomweb_profile(opts)
+        && !opts.skip_violations
+    {
+        dicomweb(source_root, profile, opts.jobs)?;
+    }
     if opts.require_deidentified {
         require_deidentified(source_root, opts.jobs)?;
     }
     Ok(())
+}
+
+/// The rules of the DICOMweb service the run lands in, if it does.
+pub(super) fn dicomweb_profile(opts: &TransferOptions) -> Option<DicomProfile> {
+    match &opts.destination {
+        Target::Dicomweb(url) => Some(DicomProfile::for_destination(
+            url.azure,
+            opts.dicomweb_profile,
+        )),
+        _ => None,
+    }
+}
+
+/// Reads every DICOM header under `source` (and hashes the files that
+/// share a SOP Instance UID) and refuses the transfer if any breaks what
+/// the DICOMweb service of `profile` refuses (`custody scan SRC --dest
+/// URL` finds the same).
+fn dicomweb(source: &Path, profile: DicomProfile, jobs: usize) -> Result<(), TransferError> {
+    struct Found {
+        count: u64,
+        first: Vec<Violation>,
+    }
+    impl ScanSink for Found {
+        fn violation(&mut self, v: &Violation) {
+            self.count += 1;
+            if self.first.len() < LISTED_VIOLATIONS {
+                self.first.push(v.clone());
+            }
+        }
+    }
+    let opts = ScanOptions {
+        source: source.to_path_buf(),
+        hash: false,
+        jobs,
+        placement: None,
+        existing: None,
+        dicom: true,
+        dicomweb: Some(profile),
+    };
+    let mut found = Found {
+        count: 0,
+        first: Vec::new(),
+    };
+    scan::scan(&opts, &crate::progress::Silent, &mut found).map_err(|e| TransferError::Source {
+        path: source.to_path_buf(),
+        reason: format!("the DICOMweb preflight could not read it: {e}"),
+    })?;
+    match found.count {
+        0 => Ok(()),
+        count => {
+            // In manifest order, whatever order the headers were read in.
+            found
+                .first
+                .sort_by(|a, b| crate::relpath::cmp_components(&a.path, &b.path));
+            Err(TransferError::Preflight {
+                count,
+                first: found.first,
+            })
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::copy::Done;
 use super::{MAX_LISTED_FAILURES, TransferError, TransferSummary};
 use crate::dest::Destination;
-use crate::ledger::{Failure, LandedFile, Ledger};
+use crate::ledger::{Failure, FailureClass, LandedFile, Ledger};
 use crate::manifest::{Excluded, SourceChange};
 use crate::progress::{Notice, Progress};
 
@@ -40,6 +40,8 @@ impl Batch {
         dest: &dyn Destination,
         ledger: &mut Ledger,
         run: u64,
+        summary: &mut TransferSummary,
+        progress: &dyn Progress,
     ) -> Result<(), TransferError> {
         if self.landed.is_empty()
             && self.failed.is_empty()
@@ -52,6 +54,7 @@ impl Batch {
         let t = Instant::now();
         dest.flush()?;
         let flushed = Instant::now();
+        self.settle(dest, summary, progress);
         ledger.record_batch(
             run,
             &self.landed,
@@ -73,6 +76,45 @@ impl Batch {
         self.changes.clear();
         self.since = None;
         Ok(())
+    }
+
+    /// Moves the landings the destination did not keep after all (a
+    /// DICOMweb service's answer, which comes with the flush) from landed
+    /// to failed, in the summary too.
+    fn settle(
+        &mut self,
+        dest: &dyn Destination,
+        summary: &mut TransferSummary,
+        progress: &dyn Progress,
+    ) {
+        let mut kept = Vec::with_capacity(self.landed.len());
+        for f in std::mem::take(&mut self.landed) {
+            let rejected = crate::relpath::RelPath::new(f.path.clone())
+                .ok()
+                .and_then(|rel| dest.rejected(&rel));
+            let Some(error) = rejected else {
+                kept.push(f);
+                continue;
+            };
+            summary.files_copied -= 1;
+            summary.bytes_copied -= f.size;
+            summary.dicom_instances -= u64::from(f.dicom.is_some());
+            summary.failed += 1;
+            progress.notice(Notice::Failed {
+                path: &f.path,
+                error: &error,
+            });
+            let failure = Failure {
+                path: f.path,
+                error,
+                class: FailureClass::Destination,
+            };
+            if summary.failures.len() < MAX_LISTED_FAILURES {
+                summary.failures.push(failure.clone());
+            }
+            self.failed.push(failure);
+        }
+        self.landed = kept;
     }
 
     /// Takes what one file came to: counts it in `summary`, tells

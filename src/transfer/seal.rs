@@ -11,6 +11,7 @@ use crate::ledger::{Ledger, RunRef};
 use crate::manifest::{
     self, ChainHead, Encryption, Manifest, ManifestError, Operator, Tool, Totals,
 };
+use crate::source::dicom::InstanceUids;
 
 /// Builds, signs, stores and writes the manifest of a finished run, as a
 /// stream: the entries go from a sorted ledger query to the file without
@@ -53,7 +54,10 @@ pub(super) fn seal(
         Some(_) => Some(ledger.run_source_changes(run.id)?).filter(|c| !c.is_empty()),
         None => None,
     };
+    // What a DICOMweb service holds is named by its instance.
+    let instances = matches!(opts.destination, crate::dest::Target::Dicomweb(_));
     let version = match (crc64, &encryption) {
+        (true, _) if instances => manifest::VERSION_DICOMWEB,
         (true, _) if job.is_some() => manifest::VERSION_JOB,
         (true, _) if wave.is_some() => manifest::VERSION_WAVE,
         (true, _) => manifest::VERSION_DICOM,
@@ -101,6 +105,12 @@ pub(super) fn seal(
     let written = ledger.with_manifest_files(run.id, |files| {
         let files = files.map(|f| {
             f.map(|mut f| {
+                if instances
+                    && let (Some(st), Some(uids)) =
+                        (&mut f.stored, f.dicom.as_ref().and_then(InstanceUids::of))
+                {
+                    st.path = uids.path();
+                }
                 if !crc64 {
                     f.crc64 = None;
                     f.dicom = None;

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use super::stop::Stopper;
 use super::{TransferError, TransferOptions};
 use crate::dest::blob::{Blob, BlobStats};
+use crate::dest::dicomweb::DicomWeb;
 use crate::dest::share::Share;
-use crate::dest::{Destination, Target};
+use crate::dest::{DestError, Destination, Target};
 use crate::lock::RunLock;
 
 /// Absolute, normalised form of a user path: its longest existing
@@ -61,6 +62,7 @@ pub(super) fn check_manifest_dir(dir: &Path) -> Result<(), TransferError> {
 pub(super) enum Opened {
     Share(Share),
     Blob(Box<Blob>),
+    Dicomweb(Box<DicomWeb>),
 }
 
 impl Opened {
@@ -68,19 +70,20 @@ impl Opened {
         match self {
             Opened::Share(s) => s,
             Opened::Blob(b) => b.as_ref(),
+            Opened::Dicomweb(d) => d.as_ref(),
         }
     }
 
     pub(super) fn share(&self) -> Option<&Share> {
         match self {
             Opened::Share(s) => Some(s),
-            Opened::Blob(_) => None,
+            Opened::Blob(_) | Opened::Dicomweb(_) => None,
         }
     }
 
     pub(super) fn blob_stats(&self) -> Option<&BlobStats> {
         match self {
-            Opened::Share(_) => None,
+            Opened::Share(_) | Opened::Dicomweb(_) => None,
             Opened::Blob(b) => Some(b.stats()),
         }
     }
@@ -101,6 +104,14 @@ pub(super) fn open(opts: &TransferOptions, source_root: &Path) -> Result<Opened,
             Ok(Opened::Share(Share::for_writing(path)?))
         }
         Target::Blob(url) => Ok(Opened::Blob(Box::new(Blob::open(url, true, &opts.blob)?))),
+        Target::Dicomweb(url) if opts.encryption.is_some() => Err(DestError::Unusable {
+            path: url.to_string().into(),
+            reason: "--encrypt: a DICOMweb service stores DICOM instances, which it parses, \
+                     not ciphertext; encrypt on the wire (https) and at rest in the service instead"
+                .into(),
+        }
+        .into()),
+        Target::Dicomweb(url) => Ok(Opened::Dicomweb(Box::new(DicomWeb::open(url, &opts.blob)?))),
     }
 }
 

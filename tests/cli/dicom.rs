@@ -12,7 +12,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{Ws, json, stderr, stdout};
+use crate::support::{Ws, json, pydicom_files, stderr, stdout};
 
 fn reference() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dicom_reference.py")
@@ -30,22 +30,6 @@ fn python(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// pydicom's test files directory (read only).
-fn pydicom_files() -> PathBuf {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import os, pydicom; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))",
-        ])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "pydicom is not installed (./scripts/test installs it)"
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 /// What pydicom reads from each of its Part 10 test files, by path

@@ -12,6 +12,7 @@ use assert_cmd::Command;
 
 pub mod azurite;
 pub mod faultfs;
+pub mod orthanc;
 pub mod proxy;
 pub mod standin;
 pub mod tls;
@@ -30,7 +31,7 @@ pub const IDENTITY: &str = "ops@hospital.example";
 
 /// The variables that carry operator defaults (docs/operations.md,
 /// "Configuration"): a test's custody sees none it did not set.
-pub const SETTINGS_ENV: [&str; 11] = [
+pub const SETTINGS_ENV: [&str; 12] = [
     "CUSTODY_CONFIG",
     "CUSTODY_SIGNING_KEY",
     "CUSTODY_ALLOWED_SIGNERS",
@@ -42,6 +43,7 @@ pub const SETTINGS_ENV: [&str; 11] = [
     "CUSTODY_AZURE_AUTH",
     "CUSTODY_CA_FILE",
     "CUSTODY_DATABOX_REST",
+    "CUSTODY_DICOMWEB_PROFILE",
 ];
 
 impl Ws {
@@ -469,4 +471,20 @@ pub fn wait_while_running(
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+}
+
+/// pydicom's test files directory (read only).
+pub fn pydicom_files() -> PathBuf {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import os, pydicom; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))",
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "pydicom is not installed (./scripts/test installs it)"
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }

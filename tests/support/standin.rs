@@ -2,7 +2,9 @@
 //! endpoint (App Service managed identity and Microsoft Entra ID) and an
 //! HTTP(S) proxy in front of Azurite that refuses what the real endpoint
 //! refuses (shared-key requests on a keyless account, API versions a Data
-//! Box does not speak, writes by a reader). Each logs one JSON line per
+//! Box does not speak, writes by a reader); and of
+//! `tests/support/dicomweb_standin.py`, a proxy in front of Orthanc that
+//! behaves as Azure's DICOM service does. Each logs one JSON line per
 //! request, which the tests read back.
 
 use std::io::{BufRead, BufReader};
@@ -16,16 +18,37 @@ pub struct Standin {
     pub log: PathBuf,
 }
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/azure_standin.py")
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(name)
 }
 
 impl Standin {
     /// Starts `azure_standin.py WHAT ARGS --log LOG`.
     pub fn start(what: &str, args: &[&str], log: &Path) -> Standin {
+        let mut all = vec![what];
+        all.extend_from_slice(args);
+        Self::run("azure_standin.py", &all, log)
+    }
+
+    /// The proxy of `dicomweb_standin.py` in front of Orthanc's DICOMweb
+    /// root `target` (`http://127.0.0.1:PORT/dicom-web`): `--azure`,
+    /// `--drop-instance UID`, `--record DIR`.
+    pub fn dicomweb(target: &str, args: &[&str], log: &Path) -> Standin {
+        let mut all = vec!["--target", target];
+        all.extend_from_slice(args);
+        Self::run("dicomweb_standin.py", &all, log)
+    }
+
+    /// `dicomweb+http://127.0.0.1:PORT/dicom-web`, through this proxy.
+    pub fn dicomweb_url(&self) -> String {
+        format!("dicomweb+http://127.0.0.1:{}/dicom-web", self.port)
+    }
+
+    fn run(script_name: &str, args: &[&str], log: &Path) -> Standin {
         let mut child = Command::new("python3")
-            .arg(script())
-            .arg(what)
+            .arg(script(script_name))
             .args(args)
             .arg("--log")
             .arg(log)
@@ -40,7 +63,7 @@ impl Standin {
         let port = line
             .strip_prefix("listening ")
             .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{what} did not start: {line:?}"));
+            .unwrap_or_else(|| panic!("{script_name} {args:?} did not start: {line:?}"));
         Standin {
             child,
             port,

@@ -196,6 +196,14 @@ fn client_options(api: Api, transport: &Transport) -> BlobContainerClientOptions
 /// The HTTP client: the SDK's settings (connect timeout 20 s, read timeout
 /// 60 s, no redirects, no automatic decompression) plus the CA bundle.
 pub(super) fn http_client(ca_file: Option<&std::path::Path>) -> Result<Transport, String> {
+    Ok(Transport::new(std::sync::Arc::new(reqwest_client(
+        ca_file,
+    )?)))
+}
+
+/// The reqwest client under [`http_client`] (the DICOMweb destination
+/// makes its requests with it directly).
+pub(crate) fn reqwest_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
     let mut builder = reqwest::ClientBuilder::new()
         .connect_timeout(Duration::from_secs(20))
         .read_timeout(Duration::from_secs(60))
@@ -214,8 +222,7 @@ pub(super) fn http_client(ca_file: Option<&std::path::Path>) -> Result<Transport
             builder = builder.add_root_certificate(c);
         }
     }
-    let client = builder
+    builder
         .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    Ok(Transport::new(std::sync::Arc::new(client)))
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }

@@ -29,15 +29,6 @@ pub fn is_blob_url(s: &str) -> bool {
     s.starts_with("https://") || s.starts_with("http://")
 }
 
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
-}
-
 impl BlobUrl {
     /// Parses one of:
     /// `https://<account>.blob.core.windows.net/<container>[/<prefix>]` (Azure),
@@ -64,7 +55,7 @@ impl BlobUrl {
         }
         match url.scheme() {
             "https" => {}
-            "http" if is_loopback(&url) => {}
+            "http" if crate::dest::is_loopback(&url) => {}
             "http" => return Err(bad("plain http is allowed only for loopback addresses")),
             other => return Err(bad(&format!("unsupported scheme {other}"))),
         }

@@ -62,6 +62,15 @@ pub const STORAGE: Audience = Audience {
     blob_hosts: true,
 };
 
+/// Azure Health Data Services' DICOM service as an audience (its
+/// documentation: "the resource is https://dicom.healthcareapis.azure.com").
+pub const DICOM: Audience = Audience {
+    name: "the Azure DICOM service",
+    resource: "https://dicom.healthcareapis.azure.com",
+    also: &[],
+    blob_hosts: false,
+};
+
 /// The service a token is for.
 #[derive(Debug, Clone, Copy)]
 pub struct Audience {
@@ -114,6 +123,19 @@ fn sdk_error(method: AuthMethod, e: &azure_core::Error) -> BlobError {
 pub fn credential(
     method: AuthMethod,
     transport: &Transport,
+) -> Result<Arc<dyn TokenCredential>, BlobError> {
+    credential_for(method, transport, STORAGE)
+}
+
+/// [`credential`] for another service: its tokens are checked against
+/// `audience`.
+///
+/// # Errors
+/// As [`credential`].
+pub fn credential_for(
+    method: AuthMethod,
+    transport: &Transport,
+    audience: Audience,
 ) -> Result<Arc<dyn TokenCredential>, BlobError> {
     let client_options = ClientOptions {
         transport: Some(transport.clone()),
@@ -193,7 +215,7 @@ pub fn credential(
     Ok(Arc::new(Checked {
         inner,
         method,
-        audience: STORAGE,
+        audience,
     }))
 }
 
