@@ -251,6 +251,9 @@ pub(super) fn reason(code: u16) -> &'static str {
         43265 => "its Study Instance UID is not the study of the request",
         45063 => "its data set does not match its SOP class",
         45070 => "an instance with these UIDs is already stored",
+        45071 => {
+            "another process is creating this instance, or an earlier attempt is still being cleaned up"
+        }
         49152 => "the service cannot understand it",
         _ => "refused",
     }

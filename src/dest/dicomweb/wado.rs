@@ -36,13 +36,18 @@ impl DicomWeb {
         }
     }
 
-    /// The instances the service holds of `study`, page by page.
-    pub(super) async fn study_instances(&self, study: &str) -> Result<Vec<InstanceUids>, Failure> {
-        let mut out = Vec::new();
+    /// The instances the service holds of `study`, page by page, each
+    /// once (Azure pages newest first, so an instance stored meanwhile can
+    /// push one already listed onto the next page).
+    pub(super) async fn study_instances(
+        &self,
+        study: &str,
+    ) -> Result<std::collections::BTreeSet<InstanceUids>, Failure> {
+        let mut out = std::collections::BTreeSet::new();
+        let mut offset = 0;
         loop {
             let url = self.url.join(&format!(
-                "studies/{study}/instances?includefield=0020000E&includefield=00080018&limit={PAGE}&offset={}",
-                out.len()
+                "studies/{study}/instances?includefield=0020000E&includefield=00080018&limit={PAGE}&offset={offset}"
             ));
             let page = match self
                 .request("list a study's instances", || {
@@ -57,13 +62,16 @@ impl DicomWeb {
                 Err(e) => return Err(e),
             };
             let n = page.len();
+            offset += n;
             for d in page {
                 match (string(&d, "0020000E"), string(&d, "00080018")) {
-                    (Some(series), Some(instance)) => out.push(InstanceUids {
-                        study: study.to_owned(),
-                        series,
-                        instance,
-                    }),
+                    (Some(series), Some(instance)) => {
+                        out.insert(InstanceUids {
+                            study: study.to_owned(),
+                            series,
+                            instance,
+                        });
+                    }
                     _ => {
                         return Err(Failure::Transport(format!(
                             "study {study}: the service listed an instance without its Series or SOP Instance UID"
