@@ -301,7 +301,8 @@ pub struct FileEntry {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
-    /// The stored object, when it is not the plaintext (version 2).
+    /// The stored object, when it is not the plaintext (version 2), or
+    /// what a DICOMweb service holds of the instance (version 7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored: Option<StoredEntry>,
     /// For a new version of a file the job landed before, which changed at
@@ -311,7 +312,9 @@ pub struct FileEntry {
     pub version_of: Option<String>,
 }
 
-/// A stored (encrypted) object.
+/// A stored object: the ciphertext of an encrypted copy (version 2), or a
+/// DICOMweb service's instance, held to the bytes after its preamble
+/// (version 7).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoredEntry {
@@ -321,7 +324,8 @@ pub struct StoredEntry {
     /// Box BOM lists for the object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crc64: Option<String>,
-    /// Its path at the destination (`path` plus the suffix).
+    /// Its path at the destination (`path` plus the suffix; for version 7,
+    /// `studies/{study}/series/{series}/instances/{instance}`).
     pub path: String,
     /// Its size in bytes.
     pub size: u64,
@@ -666,6 +670,69 @@ mod tests {
                 .any(|f| f.starts_with("source_changes: version 4"))
         );
         assert!(found.iter().any(|f| f.contains("has version_of")));
+    }
+
+    #[test]
+    fn a_dicomweb_manifest_names_each_instance_and_holds_it_to_its_bytes_after_the_preamble() {
+        let mut m = sample();
+        m.version = VERSION_DICOMWEB;
+        m.destination = "dicomweb+https://pacs.example.org/dicom-web/".into();
+        let file: Vec<u8> = (0..300u32).map(|i| (i % 251) as u8).collect();
+        let f = &mut m.files[0];
+        f.size = file.len() as u64;
+        f.blake3 = blake3::hash(&file).to_hex().to_string();
+        f.crc64 = Some("0".repeat(16));
+        f.dicom = Some(crate::source::dicom::Instance {
+            instance: Some("1.2.3.3".into()),
+            series: Some("1.2.3.2".into()),
+            study: Some("1.2.3.1".into()),
+            ..Default::default()
+        });
+        f.stored = Some(StoredEntry {
+            blake3: blake3::hash(&file[128..]).to_hex().to_string(),
+            crc64: Some("1".repeat(16)),
+            path: "studies/1.2.3.1/series/1.2.3.2/instances/1.2.3.3".into(),
+            size: 172,
+        });
+        m.totals.bytes = 300;
+        let signer = Signer {
+            fingerprint: m.operator.key_fingerprint.clone(),
+            principal: None,
+        };
+        let audit = |m: &Manifest| {
+            let signed = SignedManifest {
+                manifest: m.clone(),
+                bytes: m.to_canonical(),
+                signer: signer.clone(),
+            };
+            audit(&signed)
+                .into_iter()
+                .map(|f| format!("{}: {}", f.at, f.problem))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(audit(&m), Vec::<String>::new());
+        assert_eq!(Manifest::parse(&m.to_canonical()).unwrap(), m);
+        let mut moved = m.clone();
+        moved.files[0].stored.as_mut().unwrap().path =
+            "studies/1.2.3.1/series/1.2.3.2/instances/9.9".into();
+        assert!(
+            audit(&moved)[0].contains("stored.path"),
+            "{:?}",
+            audit(&moved)
+        );
+        let mut whole = m.clone();
+        whole.files[0].stored.as_mut().unwrap().size = 300;
+        assert!(audit(&whole)[0].contains("less the 128-byte preamble"));
+        let mut unnamed = m.clone();
+        unnamed.files[0].dicom.as_mut().unwrap().series = None;
+        assert!(audit(&unnamed)[0].contains("no dicom study, series and instance"));
+        let mut bare = m.clone();
+        bare.files[0].stored = None;
+        assert!(audit(&bare)[0].contains("no `stored` object"));
+        // Version 6 does not know instances held elsewhere than the path.
+        let mut v6 = m.clone();
+        v6.version = VERSION_JOB;
+        assert!(!audit(&v6).is_empty());
     }
 
     #[test]

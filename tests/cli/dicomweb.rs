@@ -173,6 +173,7 @@ fn real_and_synthetic_studies_land_verify_and_a_rerun_does_nothing() {
         )
     );
     let manifest = ws.manifest();
+    assert_eq!(crate::audit::schema_errors(&manifest), "");
     assert!(
         ssh_keygen_verify(&ws.signers(), IDENTITY, &manifest)
             .status
@@ -345,7 +346,7 @@ fn other_bytes_under_the_same_uid_are_changed_and_a_stranger_is_extra() {
 fn azures_zeroed_preambles_still_verify_and_its_refusals_are_per_instance() {
     let ws = Ws::new();
     let o = Orthanc::start(ws.root(), Config::default());
-    studies(&ws.src, 2, 3, 4096);
+    let synthetic = studies(&ws.src, 2, 3, 4096);
     real_files(&ws);
     let proxy = Standin::dicomweb(
         &format!("{}/dicom-web", o.http_base()),
@@ -388,17 +389,45 @@ fn azures_zeroed_preambles_still_verify_and_its_refusals_are_per_instance() {
         "nothing moved"
     );
     assert_eq!(o.instance_count(), 0);
-    // Skipped, the rest lands and verifies although every preamble comes
-    // back as zeros (CT_small and MR_small carry TIFF preambles).
-    let s = json(&run(
-        &mut transfer(
-            &ws,
-            &url,
-            &["--dicomweb-profile", "azure", "--skip-violations"],
-        ),
-        0,
-    ));
-    assert_eq!(s["files_copied"], 10, "{s}");
+    // Another client stored two of the instances already: one with the
+    // same bytes (an earlier run, say), one with other bytes under the
+    // same UIDs. Azure answers 45070 for both, in a 202 with the others
+    // stored: the first is landed, the second fails alone.
+    let same = &synthetic[0];
+    o.store(&std::fs::read(ws.src.join(&same.path)).unwrap());
+    let other = &synthetic[1];
+    let mut bytes = std::fs::read(ws.src.join(&other.path)).unwrap();
+    *bytes.last_mut().unwrap() ^= 0x5a;
+    o.store(&bytes);
+    let skip = ["--dicomweb-profile", "azure", "--skip-violations"];
+    let out = run(&mut transfer(&ws, &url, &skip), 3);
+    let s1 = json(&out);
+    assert_eq!(
+        (s1["files_copied"].clone(), s1["failed"].clone()),
+        (9.into(), 1.into()),
+        "{s1}"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&other.path)
+            && err.contains("Failure Reason 45070")
+            && err.contains("differs"),
+        "{err}"
+    );
+    assert!(
+        proxy.requests().iter().any(|r| r["status"] == 202),
+        "a partial success"
+    );
+    // Removed by its owner, the instance goes on the rerun; then everything
+    // verifies although every preamble comes back as zeros (CT_small and
+    // MR_small carry TIFF preambles).
+    o.delete_instance(&other.instance);
+    let s = json(&run(&mut transfer(&ws, &url, &skip), 0));
+    assert_eq!(
+        (s["files_skipped"].clone(), s["files_copied"].clone()),
+        (9.into(), 1.into()),
+        "{s}"
+    );
     assert_eq!(s["verify"]["files_verified"], 10, "{s}");
     let zeroed = proxy
         .requests()
@@ -688,4 +717,59 @@ fn a_duplicate_instance_with_other_bytes_is_refused_by_the_preflight() {
         "{err}"
     );
     assert_eq!(o.instance_count(), 0);
+}
+
+#[test]
+fn the_version_7_vector_audits_and_each_entry_matches_its_source_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("manifests/dicomweb-example");
+    let m = dir.join("20261207T031712Z-391d0d72.json");
+    let signers = root.join("keys-example/allowed_signers");
+    assert_eq!(crate::audit::schema_errors(&m), "");
+    let ws = Ws::new();
+    ws.custody(&["audit"])
+        .arg(&m)
+        .arg("--allowed-signers")
+        .arg(&signers)
+        .assert()
+        .code(0);
+    let ok = ssh_keygen_verify(&signers, "demo-operator@custody.example", &m);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    // Both hashes of each entry, from the synthetic source files kept
+    // beside it: the whole file, and what the service holds (the bytes
+    // after the 128-byte preamble).
+    let v: Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+    assert_eq!(v["version"], 7);
+    let files = v["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    for f in files {
+        let bytes = std::fs::read(dir.join("source").join(f["path"].as_str().unwrap())).unwrap();
+        assert_eq!(f["blake3"], blake3::hash(&bytes).to_hex().to_string());
+        assert_eq!(
+            f["stored"]["blake3"],
+            blake3::hash(&bytes[128..]).to_hex().to_string()
+        );
+        assert_eq!(f["stored"]["size"], bytes.len() as u64 - 128);
+    }
+    assert_eq!(v["excluded"][0]["path"], "README.txt");
+    // One byte of the held part changed: the schema still holds, the
+    // signature does not.
+    let tampered = ws.root().join("tampered.json");
+    let text = std::fs::read_to_string(&m).unwrap();
+    let held = files[0]["stored"]["blake3"].as_str().unwrap();
+    let mut flipped = held.to_owned();
+    flipped.replace_range(0..1, if held.starts_with('0') { "1" } else { "0" });
+    std::fs::write(&tampered, text.replace(held, &flipped)).unwrap();
+    std::fs::copy(
+        m.with_extension("json.sig"),
+        tampered.with_extension("json.sig"),
+    )
+    .unwrap();
+    assert_eq!(crate::audit::schema_errors(&tampered), "");
+    ws.custody(&["audit"])
+        .arg(&tampered)
+        .arg("--allowed-signers")
+        .arg(&signers)
+        .assert()
+        .code(1);
 }
