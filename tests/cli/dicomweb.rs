@@ -773,3 +773,68 @@ fn the_version_7_vector_audits_and_each_entry_matches_its_source_file() {
         .assert()
         .code(1);
 }
+
+#[test]
+fn azures_service_takes_a_managed_identitys_token_for_its_own_audience_only() {
+    use crate::support::tls::TestCa;
+    const DICOM: &str = "https://dicom.healthcareapis.azure.com";
+    let ws = Ws::new();
+    let o = Orthanc::start(ws.root(), Config::default());
+    studies(&ws.src, 1, 3, 4096);
+    let tls = TestCa::new(&ws.root().join("tls"));
+    let ids = |name: &str, audience: &str| {
+        Standin::identity(&tls, &["--audience", audience], &ws.root().join(name))
+    };
+    let dicom_id = ids("dicom-id.log", DICOM);
+    let storage_id = ids("storage-id.log", "https://storage.azure.com");
+    let upstream = format!("{}:{}", orthanc::USER, orthanc::PASSWORD);
+    let (cert, key) = (
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+    );
+    let proxy = Standin::dicomweb(
+        &format!("{}/dicom-web", o.http_base()),
+        &[
+            "--azure",
+            "--bearer",
+            DICOM,
+            "--upstream-auth",
+            &upstream,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+        ],
+        &ws.root().join("azure.log"),
+    );
+    let url = format!("dicomweb+https://127.0.0.1:{}/dicom-web", proxy.port);
+    let signed_in = |c: &mut assert_cmd::Command, id: &Standin| {
+        c.env_remove("CUSTODY_DICOMWEB_USERNAME")
+            .env_remove("CUSTODY_DICOMWEB_PASSWORD")
+            .env("CUSTODY_AZURE_AUTH", "managed-identity")
+            .env("CUSTODY_CA_FILE", &tls.ca)
+            .env(
+                "IDENTITY_ENDPOINT",
+                format!("https://127.0.0.1:{}/msi/token", id.port),
+            )
+            .env("IDENTITY_HEADER", "custody-test-header");
+    };
+    // A token for storage is refused by custody itself, before anything
+    // moves: it was not minted for the DICOM service.
+    let mut c = transfer(&ws, &url, &[]);
+    signed_in(&mut c, &storage_id);
+    let err = stderr(&run(&mut c, 2));
+    assert!(err.contains("audience") || err.contains(DICOM), "{err}");
+    assert!(proxy.requests().iter().all(|r| r["method"] != "POST"));
+    // With the service's own audience: stored, sealed and verified.
+    let mut c = transfer(&ws, &url, &["-vv"]);
+    signed_in(&mut c, &dicom_id);
+    let out = run(&mut c, 0);
+    assert_eq!(json(&out)["verify"]["files_verified"], 3);
+    let reqs = proxy.requests();
+    assert!(reqs.iter().all(|r| r["bearer"] == "ok"), "{reqs:?}");
+    for text in [stdout(&out), stderr(&out)] {
+        assert!(!text.contains("eyJ"), "a token in the output");
+    }
+    assert_eq!(o.instance_count(), 3);
+}

@@ -30,6 +30,14 @@ tests/cli/dicomweb.rs (docs/dicomweb.md, "How it is tested").
   --drop-once        Drops that part in the first request that holds it
                      only (a server that lost it once)
   --record DIR       Keeps every STOW-RS request body as DIR/<n>.body
+  --bearer AUD       Takes only Microsoft Entra ID bearer tokens, as Azure's
+                     service does: 401 unless the token's audience is AUD,
+                     its issuer https://sts.windows.net/<tenant>/ and it has
+                     not expired (the signature is not checked: the tokens
+                     come from tests/support/azure_standin.py identity);
+                     the request goes on to Orthanc with --upstream-auth
+  --upstream-auth U:P  HTTP Basic credentials for Orthanc
+  --cert F --key F   Serves HTTPS (Entra ID is refused on plain http)
 
 Prints "listening <port>" once ready and appends one JSON line per request
 to --log (method, path, status, and the SOP Instance UIDs of a STOW-RS
@@ -43,9 +51,12 @@ import io
 import json
 import os
 import re
+import base64
 import socketserver
+import ssl
 import sys
 import threading
+import time
 import urllib.parse
 
 import pydicom
@@ -110,7 +121,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         t = urllib.parse.urlsplit(a.target)
         conn = http.client.HTTPConnection(t.hostname, t.port, timeout=60)
         h = dict(headers or {})
-        if self.headers.get("Authorization"):
+        if a.upstream_auth:
+            h["Authorization"] = "Basic " + base64.b64encode(a.upstream_auth.encode()).decode()
+        elif self.headers.get("Authorization"):
             h["Authorization"] = self.headers["Authorization"]
         conn.request(method, path, body=body, headers=h)
         resp = conn.getresponse()
@@ -131,12 +144,38 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def root(self):
         return urllib.parse.urlsplit(self.server.args.target).path.rstrip("/")
 
+    def bearer_refusal(self):
+        """Why a request is refused under --bearer, or None."""
+        auth = self.headers.get("Authorization", "")
+        if not auth.startswith("Bearer "):
+            return "no bearer token"
+        try:
+            payload = auth.split(" ", 1)[1].split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (IndexError, ValueError):
+            return "not a JWT"
+        if claims.get("aud") != self.server.args.bearer:
+            return "wrong audience"
+        if not str(claims.get("iss", "")).startswith("https://sts.windows.net/"):
+            return "wrong issuer"
+        if claims.get("exp", 0) <= time.time():
+            return "expired"
+        return None
+
     def handle_any(self):
         a = self.server.args
         length = int(self.headers.get("Content-Length", "0") or "0")
         body = self.rfile.read(length) if length else b""
         url = urllib.parse.urlsplit(self.path)
         entry = dict(method=self.command, path=url.path)
+        if a.bearer:
+            why = self.bearer_refusal()
+            entry["bearer"] = why or "ok"
+            if why:
+                entry["status"] = 401
+                log(a.log, **entry)
+                return self.reply(401, json.dumps({"error": why}).encode(), "application/json",
+                                  [("WWW-Authenticate", "Bearer")])
         if self.command == "POST" and "multipart/related" in self.headers.get("Content-Type", ""):
             parts = parts_of(body, self.headers["Content-Type"])
             entry["sops"] = [sop_of(p) for _, p in parts]
@@ -310,10 +349,18 @@ def main():
     p.add_argument("--drop-instance")
     p.add_argument("--drop-once", action="store_true")
     p.add_argument("--record")
+    p.add_argument("--bearer")
+    p.add_argument("--upstream-auth")
+    p.add_argument("--cert")
+    p.add_argument("--key")
     p.add_argument("--log", required=True)
     args = p.parse_args()
     server = Server(("127.0.0.1", 0), Handler)
     server.args = args
+    if args.cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.cert, args.key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print(f"listening {server.server_address[1]}", flush=True)
     server.serve_forever()
 
