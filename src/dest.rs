@@ -33,7 +33,12 @@ pub enum Target {
 }
 
 /// The URL schemes a destination may be written with, for messages.
-pub const SCHEMES: &str = "https:// and http:// (Azure Blob Storage, a Data Box's Blob REST endpoint, Azurite;      http on loopback only), https://<workspace>-<service>.dicom.azurehealthcareapis.com/v<N> (Azure's DICOM service),      dicomweb+https:// and dicomweb+http:// (any other DICOMweb root; http on loopback only)";
+pub const SCHEMES: &str = concat!(
+    "https:// and http:// (Azure Blob Storage, a Data Box's Blob REST endpoint, Azurite; ",
+    "http on loopback only), ",
+    "https://<workspace>-<service>.dicom.azurehealthcareapis.com/v<N> (Azure's DICOM service), ",
+    "dicomweb+https:// and dicomweb+http:// (any other DICOMweb root; http on loopback only)"
+);
 
 /// The scheme of an argument written as a URL (`scheme://…`), if it is
 /// one: a path never has `://` right after a run of scheme characters.

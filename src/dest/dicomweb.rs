@@ -167,12 +167,13 @@ impl DicomWeb {
                     return Err(Failure::Refused(why));
                 }
             }
-            let (status, failure) = match req.send().await {
+            let (status, tls, failure) = match req.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     match resp.bytes().await {
                         Err(e) => (
                             None,
+                            false,
                             Failure::Transport(format!("the answer was cut off: {}", describe(&e))),
                         ),
                         Ok(body) if (200..300).contains(&status) || status == 409 => {
@@ -187,13 +188,16 @@ impl DicomWeb {
                                 let _ = self.refused.set(why.clone());
                                 return Err(Failure::Refused(why));
                             }
-                            (Some(status), Failure::Status(status, text))
+                            (Some(status), false, Failure::Status(status, text))
                         }
                     }
                 }
-                Err(e) => (None, Failure::Transport(describe(&e))),
+                Err(e) => (
+                    None,
+                    super::retry::is_tls_failure(&e),
+                    Failure::Transport(describe(&e)),
+                ),
             };
-            let tls = matches!(&failure, Failure::Transport(t) if is_tls(t));
             match decide(status, tls, bearer, attempt) {
                 Decision::Fail => return Err(failure),
                 Decision::Down => {
@@ -338,11 +342,6 @@ fn describe(e: &reqwest::Error) -> String {
         cause = c.source();
     }
     out
-}
-
-fn is_tls(text: &str) -> bool {
-    let t = text.to_ascii_lowercase();
-    t.contains("certificate") || t.contains("ssl") || t.contains("tls")
 }
 
 /// An instance being read into memory, to go out with its study.

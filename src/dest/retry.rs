@@ -22,6 +22,21 @@ pub(crate) fn is_transient(status: Option<u16>, tls: bool) -> bool {
     }
 }
 
+/// Whether `e`, or anything in its chain of causes, is a TLS failure (the
+/// server's certificate not trusted, a handshake refused): no retry fixes
+/// that.
+pub(crate) fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string().to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("ssl") || text.contains("tls") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// What to do after attempt number `attempt` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {

@@ -23,15 +23,7 @@ pub(super) fn status(e: &azure_core::Error) -> Option<StatusCode> {
 }
 
 pub(super) fn is_tls_failure(e: &azure_core::Error) -> bool {
-    let mut cause: Option<&dyn std::error::Error> = Some(e);
-    while let Some(c) = cause {
-        let text = c.to_string().to_ascii_lowercase();
-        if text.contains("certificate") || text.contains("ssl") || text.contains("tls") {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
+    crate::dest::retry::is_tls_failure(e)
 }
 
 pub(super) fn is_not_found(e: &azure_core::Error) -> bool {
