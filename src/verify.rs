@@ -192,9 +192,15 @@ fn check(
     };
     let (n, h) = raw.finish();
     if n != size {
+        // Where the listing gave a size, it matched: the object changed
+        // since. Elsewhere (a DICOMweb service) the read is the first look.
+        let since = match dest.lists_sizes() {
+            true => " (changed while verifying?)",
+            false => "",
+        };
         return bad(
             DiscrepancyClass::Size,
-            format!("expected {size} bytes, read {n} (changed while verifying?)"),
+            format!("expected {size} bytes, read {n}{since}"),
         );
     }
     if h.to_hex().as_str() != blake3 {
@@ -493,7 +499,14 @@ pub fn verify_listed(
                     );
                 }
             };
-            match dest.landed_size(&rel) {
+            // A destination without sizes in its listings (a DICOMweb
+            // service) is asked whether it holds the object (a search), and
+            // the read compares size and hash: one download, not two.
+            let present = match dest.lists_sizes() {
+                true => dest.landed_size(&rel),
+                false => dest.holds(&rel, e.size).map(|held| held.then_some(e.size)),
+            };
+            match present {
                 Ok(None) => bad(
                     DiscrepancyClass::Missing,
                     format!("{} bytes expected, not found", e.size),

@@ -598,11 +598,19 @@ fn a_nightly_job_moves_only_new_instances() {
     let first = posted(&proxy).len();
     assert_eq!(first, 3);
     let new = studies(&ws.src.join("night2"), 1, 2, 4096);
+    let night1 = proxy.requests().len();
     let s = json(&run(
         &mut transfer(&ws, &url, &["--job", "pacs-nightly"]),
         0,
     ));
     assert_eq!(s["files_copied"], 2);
+    // The night's verify downloads each new instance once (it asks
+    // whether the service holds one by a search, not a second download).
+    let downloads = proxy.requests()[night1..]
+        .iter()
+        .filter(|r| r["method"] == "GET" && r["path"].as_str().unwrap().contains("/instances/"))
+        .count();
+    assert_eq!(downloads, 2);
     let sent: BTreeSet<String> = posted(&proxy)[first..].iter().cloned().collect();
     let expected: BTreeSet<String> = new.iter().map(|i| i.instance.clone()).collect();
     assert_eq!(sent, expected);
