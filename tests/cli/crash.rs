@@ -240,6 +240,38 @@ fn a_transfer_killed_again_and_again_into_blob_storage_still_lands_everything_on
     assert_bounded(wrote, killed, &last, tree);
 }
 
+#[test]
+fn a_transfer_killed_again_and_again_into_a_dicomweb_service_still_lands_every_instance_once() {
+    use crate::support::orthanc::{self, Config, Orthanc};
+    let ws = Ws::new();
+    let o = Orthanc::start(ws.root(), Config::default());
+    // 600 instances of about 12 KiB in 20 studies.
+    let all = crate::dicomweb::studies(&ws.src, 20, 30, 12_000);
+    let url = o.dicomweb_url();
+    let env = [
+        ("CUSTODY_DICOMWEB_USERNAME", orthanc::USER),
+        ("CUSTODY_DICOMWEB_PASSWORD", orthanc::PASSWORD),
+    ];
+    // Paced (about 7 s for the tree), so that kills land all through it:
+    // in a request, between a request and its record, in the seal.
+    let (_, killed, last) = crash_loop(&ws, &url, &env, &["--bwlimit", "1M"]);
+    assert!(killed > 0, "no attempt was killed");
+    // Every instance landed once (the service holds each UID once, and
+    // nothing else), the one sealed manifest lists each, and a verify from
+    // scratch re-reads every one.
+    let n = all.len() as u64;
+    assert_eq!(o.instance_count(), n);
+    let report = verified_once(&ws, &url, &env);
+    assert_eq!(report["files_verified"], n, "{last}");
+    assert_eq!(report["discrepancies"], serde_json::json!([]));
+    ws.custody(&["ledger", "verify"]).assert().code(0);
+    let recorded: i64 = ws
+        .db()
+        .query_row("SELECT COUNT(DISTINCT path) FROM landed", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(recorded as u64, n);
+}
+
 /// Sealed runs in the ledger (0 while it does not exist yet).
 fn sealed_runs(ledger: &std::path::Path) -> i64 {
     rusqlite::Connection::open_with_flags(ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

@@ -17,15 +17,15 @@ use crate::support::standin::Standin;
 use crate::support::*;
 
 /// One synthetic instance: its source path and UIDs.
-struct Instance {
-    path: String,
-    study: String,
-    instance: String,
+pub(crate) struct Instance {
+    pub(crate) path: String,
+    pub(crate) study: String,
+    pub(crate) instance: String,
 }
 
 /// Writes `count` synthetic studies of `per` instances (`pixels` bytes of
 /// pixel data each) under `root`.
-fn studies(root: &Path, count: u32, per: u32, pixels: u32) -> Vec<Instance> {
+pub(crate) fn studies(root: &Path, count: u32, per: u32, pixels: u32) -> Vec<Instance> {
     let out = Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dicom_reference.py"))
         .args(["studies", root.to_str().unwrap()])
