@@ -596,6 +596,23 @@ mod tests {
         assert_eq!(Manifest::parse(text.as_bytes()).unwrap(), m);
     }
 
+    /// What `custody audit` finds in `m`, signed by its operator's key,
+    /// as `at: problem` lines.
+    fn audit_lines(m: &Manifest) -> Vec<String> {
+        let signed = SignedManifest {
+            manifest: m.clone(),
+            bytes: m.to_canonical(),
+            signer: Signer {
+                fingerprint: m.operator.key_fingerprint.clone(),
+                principal: None,
+            },
+        };
+        audit(&signed)
+            .into_iter()
+            .map(|f| format!("{}: {}", f.at, f.problem))
+            .collect()
+    }
+
     #[test]
     fn a_job_manifest_is_canonical_and_audits_its_link_and_versions() {
         let mut m = sample();
@@ -624,22 +641,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(serde_json::to_vec(&v).unwrap(), bytes);
         assert_eq!(Manifest::parse(&bytes).unwrap(), m);
-        let signer = Signer {
-            fingerprint: m.operator.key_fingerprint.clone(),
-            principal: None,
-        };
-        let audit = |m: &Manifest| {
-            let bytes = m.to_canonical();
-            let signed = SignedManifest {
-                manifest: m.clone(),
-                bytes,
-                signer: signer.clone(),
-            };
-            audit(&signed)
-                .into_iter()
-                .map(|f| format!("{}: {}", f.at, f.problem))
-                .collect::<Vec<_>>()
-        };
+        let audit = audit_lines;
         assert_eq!(audit(&m), Vec::<String>::new());
         // A later run must link; a first run must not; a version names
         // its run; version 4 knows none of it.
@@ -695,21 +697,7 @@ mod tests {
             size: 172,
         });
         m.totals.bytes = 300;
-        let signer = Signer {
-            fingerprint: m.operator.key_fingerprint.clone(),
-            principal: None,
-        };
-        let audit = |m: &Manifest| {
-            let signed = SignedManifest {
-                manifest: m.clone(),
-                bytes: m.to_canonical(),
-                signer: signer.clone(),
-            };
-            audit(&signed)
-                .into_iter()
-                .map(|f| format!("{}: {}", f.at, f.problem))
-                .collect::<Vec<_>>()
-        };
+        let audit = audit_lines;
         assert_eq!(audit(&m), Vec::<String>::new());
         assert_eq!(Manifest::parse(&m.to_canonical()).unwrap(), m);
         let mut moved = m.clone();
