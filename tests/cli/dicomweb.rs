@@ -533,19 +533,8 @@ fn kill_9_mid_transfer_resumes_without_resending_what_was_recorded() {
         &ws.root().join("proxy.log"),
     );
     let url = proxy.dicomweb_url();
-    let (src, key) = (ws.src.display().to_string(), ws.key().display().to_string());
     let mut child = ws
-        .spawnable(&[
-            "transfer",
-            &src,
-            &url,
-            "--signing-key",
-            &key,
-            "--jobs",
-            "1",
-            "--bwlimit",
-            "512K",
-        ])
+        .transfer_at(Path::new(&url), "512K")
         .env("CUSTODY_DICOMWEB_USERNAME", orthanc::USER)
         .env("CUSTODY_DICOMWEB_PASSWORD", orthanc::PASSWORD)
         .spawn()

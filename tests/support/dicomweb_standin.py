@@ -46,13 +46,11 @@ request). Credentials are passed on, never logged.
 
 import argparse
 import http.client
-import http.server
 import io
 import json
 import os
 import re
 import base64
-import socketserver
 import ssl
 import sys
 import threading
@@ -60,6 +58,10 @@ import time
 import urllib.parse
 
 import pydicom
+
+# The handler (quiet, a client killed mid-request is not an error) and the
+# threading server are azure_standin.py's, beside this file.
+import azure_standin
 
 LOCK = threading.Lock()
 COUNTER = [0]
@@ -104,18 +106,7 @@ def element(tag, vr, value):
     return {tag: {"vr": vr, "Value": [value]}}
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *a):
-        pass
-
-    def handle(self):
-        try:
-            super().handle()
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
+class Handler(azure_standin.Handler):
     def upstream(self, method, path, body=None, headers=None):
         a = self.server.args
         t = urllib.parse.urlsplit(a.target)
@@ -337,11 +328,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
 
-class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--target", required=True, help="Orthanc's base URL, http://127.0.0.1:PORT/dicom-web")
@@ -355,7 +341,7 @@ def main():
     p.add_argument("--key")
     p.add_argument("--log", required=True)
     args = p.parse_args()
-    server = Server(("127.0.0.1", 0), Handler)
+    server = azure_standin.Server(("127.0.0.1", 0), Handler)
     server.args = args
     if args.cert:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
