@@ -51,7 +51,6 @@ import json
 import os
 import re
 import base64
-import ssl
 import sys
 import threading
 import time
@@ -60,7 +59,8 @@ import urllib.parse
 import pydicom
 
 # The handler (quiet, a client killed mid-request is not an error) and the
-# threading server are azure_standin.py's, beside this file.
+# server (threads, optional TLS, "listening <port>") are azure_standin.py's,
+# beside this file.
 import azure_standin
 
 LOCK = threading.Lock()
@@ -340,15 +340,7 @@ def main():
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--log", required=True)
-    args = p.parse_args()
-    server = azure_standin.Server(("127.0.0.1", 0), Handler)
-    server.args = args
-    if args.cert:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(args.cert, args.key)
-        server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    print(f"listening {server.server_address[1]}", flush=True)
-    server.serve_forever()
+    azure_standin.serve(Handler, p.parse_args())
 
 
 if __name__ == "__main__":
