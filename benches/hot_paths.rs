@@ -116,6 +116,8 @@ fn manifest_encode(c: &mut Criterion) {
         wave: None,
         job: None,
         source_changes: None,
+        selection: None,
+        shard: None,
     };
     let mut g = c.benchmark_group("manifest");
     g.throughput(Throughput::Elements(10_000));
@@ -135,7 +137,7 @@ fn ledger_insert(c: &mut Criterion) {
     let key = custody::keys::SigningKey::load(&g.private_key).unwrap();
     let mut ledger = Ledger::open(&dir.path().join("bench.db")).unwrap();
     let run = ledger
-        .begin_run("/src", "/dst", &key, None, None, None)
+        .begin_run(&custody::ledger::NewRun::new("/src", "/dst"), &key)
         .unwrap();
     let batch: Vec<LandedFile> = files(1024)
         .into_iter()

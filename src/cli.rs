@@ -50,6 +50,7 @@ mod render;
 mod report;
 mod rollback;
 mod scan;
+mod split;
 mod transfer;
 mod verify;
 
@@ -223,7 +224,7 @@ impl Global {
 #[derive(Debug, Subcommand)]
 enum Command {
     Keygen(keygen::Args),
-    Transfer(transfer::Args),
+    Transfer(Box<transfer::Args>),
     Verify(verify::Args),
     Audit(audit::Args),
     Decrypt(decrypt::Args),
@@ -233,6 +234,8 @@ enum Command {
     Handoff(handoff::Args),
     Demo(demo::Args),
     Scan(scan::Args),
+    Split(split::Args),
+    SealSet(split::SealSetArgs),
     #[command(subcommand)]
     Databox(databox::DataboxCommand),
     Plan(plan::PlanArgs),
@@ -287,6 +290,8 @@ pub fn main() -> ExitCode {
         Command::Handoff(a) => handoff::run(a, g),
         Command::Demo(a) => demo::run(a, g),
         Command::Scan(a) => scan::run(a, g),
+        Command::Split(a) => split::run(a, g),
+        Command::SealSet(a) => split::seal_set(a, g),
         Command::Databox(c) => databox::run(c, g),
         Command::Plan(a) => plan::plan(a, g),
         Command::Run(a) => plan::run(a, g),

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 pub mod bom;
 pub mod copylog;
+pub mod device;
 pub mod dicom;
 
 /// The Azure object type a Data Box share (or a blob URL) stores into.

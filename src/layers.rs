@@ -13,9 +13,9 @@ const FLOORS: &[&[&str]] = &[
     &["manifest", "dest"],
     &["ledger", "lock"],
     &["databox", "schedule"],
-    &["scan", "verify", "rollback", "restore", "report"],
+    &["scan", "split", "verify", "rollback", "restore", "report"],
     // A transfer ends with the verify stage (`--verify`).
-    &["transfer"],
+    &["transfer", "set"],
 ];
 
 fn floor(module: &str) -> Option<usize> {

@@ -29,10 +29,10 @@ pub use class::{Failure, FailureClass};
 pub use copying::Copying;
 pub use events::{Event, Handoff};
 pub use job::{JobRun, JobState, Prior, SealedRun};
-pub use runs::{LandedFile, LandedLookup, Recorded, RunRef, Stored};
+pub use runs::{LandedFile, LandedLookup, NewRun, Recorded, RunRef, Stored};
 
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 /// The collation (registered on every connection) that orders paths as a
 /// manifest lists them.
 const COMPONENTS: &str = "custody_components";
@@ -388,7 +388,7 @@ mod tests {
         let g = crate::keys::generate(&dir.path().join("k"), "op").unwrap();
         let key = SigningKey::load(&g.private_key).unwrap();
         let mut l = Ledger::open(&dir.path().join("l.db")).unwrap();
-        let run = l.begin_run("/src", "/dst", &key, None, None, None).unwrap();
+        let run = l.begin_run(&NewRun::new("/src", "/dst"), &key).unwrap();
         assert_eq!((run.id, run.attempt, run.resumed), (1, 1, false));
         let f = LandedFile {
             path: "a".into(),
@@ -430,10 +430,16 @@ mod tests {
         assert!(l.run_has_crc64(run.id).unwrap());
         l.mark_incomplete(run.id, &json!({})).unwrap();
         assert!(matches!(
-            l.begin_run("/src", "/dst", &key, Some("00"), None, None),
+            l.begin_run(
+                &NewRun {
+                    encryption_key_id: Some("00"),
+                    ..NewRun::new("/src", "/dst")
+                },
+                &key
+            ),
             Err(LedgerError::EncryptionMismatch { run: 1, .. })
         ));
-        let again = l.begin_run("/src", "/dst", &key, None, None, None).unwrap();
+        let again = l.begin_run(&NewRun::new("/src", "/dst"), &key).unwrap();
         assert_eq!((again.id, again.attempt, again.resumed), (1, 2, true));
         let report = l.verify_chain(None).unwrap();
         assert!(report.problems.is_empty(), "{:?}", report.problems);

@@ -28,7 +28,9 @@ pub mod restore;
 pub mod rollback;
 pub mod scan;
 pub mod schedule;
+pub mod set;
 pub mod source;
+pub mod split;
 pub mod transfer;
 pub mod verify;
 

@@ -16,7 +16,9 @@
 mod audit;
 pub mod chain;
 pub mod index;
+pub mod set;
 mod signed;
+pub mod split;
 mod stream;
 
 use std::path::PathBuf;
@@ -28,7 +30,7 @@ use crate::keys::{self, KeyError, SigningKey};
 /// A file entry's `dicom` object (version 4).
 pub use crate::source::dicom::Instance as DicomEntry;
 pub use audit::{Finding, audit, audit_file};
-pub use signed::{SignedManifest, read_signed, signature_path};
+pub use signed::{SignedManifest, read_signed, read_verified, signature_path};
 pub use stream::{
     SignedFile, WriteError, Written, hash_head, open_signed, sign_written, write_canonical,
 };
@@ -73,15 +75,58 @@ pub const VERSION_JOB: u64 = 6;
 /// still verify.
 pub const VERSION_DICOMWEB: u64 = 7;
 
+/// A run through a selection (`--include`, `--exclude`, `--files-from`)
+/// or of one shard of a split (`--shard`): version 6's fields, with `job`
+/// optional as `wave` is, plus `selection` (the filters, the list and how
+/// many files they left out) and `shard` (the split, signed, and the
+/// shard's number and list), at least one of the two. 1 to 7 still
+/// verify.
+pub const VERSION_SELECTED: u64 = 8;
+
 /// Whether manifests of `version` may carry a `job` (and its
 /// `source_changes` and `version_of`).
 pub fn defines_job(version: u64) -> bool {
-    matches!(version, VERSION_JOB | VERSION_DICOMWEB)
+    matches!(version, VERSION_JOB | VERSION_DICOMWEB | VERSION_SELECTED)
+}
+
+/// What a run was limited to (version 8): the filters in the order they
+/// were tried, the `--files-from` list, and how many files of the tree
+/// they left out (neither copied nor listed as excluded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selection {
+    /// The `--files-from` list, by the BLAKE3 of its bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_from: Option<String>,
+    /// The rules, in the order they were tried (rclone's: includes, then
+    /// excludes; with any include, everything else is left out).
+    pub filters: Vec<crate::source::select::FilterRule>,
+    /// Files of the tree left out by the filters and the list.
+    pub left_out: u64,
+}
+
+/// The shard of a split a run carried (version 8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardRef {
+    /// The shard list's file name (`shard-02.list`).
+    pub list: String,
+    /// BLAKE3 of the list's bytes, as the split records it.
+    pub list_blake3: String,
+    /// The shard's number, from 1.
+    pub number: u64,
+    /// How many shards the split has.
+    pub of: u64,
+    /// The split (`split.json`): its id and the hashes of its bytes.
+    pub split: Link,
 }
 
 /// Whether manifests of `version` may carry a `wave`.
 pub fn defines_wave(version: u64) -> bool {
-    matches!(version, VERSION_WAVE | VERSION_JOB | VERSION_DICOMWEB)
+    matches!(
+        version,
+        VERSION_WAVE | VERSION_JOB | VERSION_DICOMWEB | VERSION_SELECTED
+    )
 }
 
 /// Whether this code reads manifests of `version`.
@@ -95,6 +140,7 @@ pub fn supported_version(version: u64) -> bool {
             | VERSION_WAVE
             | VERSION_JOB
             | VERSION_DICOMWEB
+            | VERSION_SELECTED
     )
 }
 
@@ -262,6 +308,12 @@ pub struct Manifest {
     pub operator: Operator,
     /// The ledger's run number.
     pub run: u64,
+    /// What the run was limited to (version 8 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Selection>,
+    /// The shard of a split the run carried (version 8 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardRef>,
     /// The source root, as given to `transfer` (absolute).
     pub source: String,
     /// Files the job landed before that changed or disappeared at the
@@ -578,6 +630,8 @@ mod tests {
             wave: None,
             job: None,
             source_changes: None,
+            selection: None,
+            shard: None,
         }
     }
 
@@ -724,14 +778,79 @@ mod tests {
     }
 
     #[test]
+    fn a_selected_manifest_records_its_filters_and_its_shard_and_only_version_8_does() {
+        let mut m = sample();
+        m.version = VERSION_SELECTED;
+        m.files[0].crc64 = Some("0".repeat(16));
+        m.selection = Some(Selection {
+            files_from: None,
+            filters: vec![crate::source::select::FilterRule {
+                action: crate::source::select::FilterAction::Exclude,
+                pattern: "*.tmp".into(),
+            }],
+            left_out: 3,
+        });
+        m.shard = Some(ShardRef {
+            list: "shard-02.list".into(),
+            list_blake3: "a".repeat(64),
+            number: 2,
+            of: 3,
+            split: Link {
+                blake3: "b".repeat(64),
+                id: "20261207T000000Z-00000000".into(),
+                sha256: "c".repeat(64),
+            },
+        });
+        let bytes = m.to_canonical();
+        assert_eq!(Manifest::parse(&bytes).unwrap(), m);
+        let text = String::from_utf8(bytes).unwrap();
+        // Keys sorted: `selection` and `shard` between `run` and `source`.
+        let at = |k: &str| text.find(&format!("\"{k}\":")).unwrap();
+        assert!(at("run") < at("selection") && at("shard") < at("source"));
+        assert_eq!(audit_lines(&m), Vec::<String>::new());
+        let mut bad = m.clone();
+        bad.shard.as_mut().unwrap().number = 4;
+        assert!(audit_lines(&bad)[0].contains("4 is not a shard of 3"));
+        bad.shard.as_mut().unwrap().list_blake3 = "xyz".into();
+        assert!(
+            audit_lines(&bad)
+                .iter()
+                .any(|l| l.starts_with("shard.list_blake3"))
+        );
+        let mut neither = m.clone();
+        (neither.selection, neither.shard) = (None, None);
+        assert!(audit_lines(&neither)[0].contains("needs a `selection` or a `shard`"));
+        let mut older = m.clone();
+        older.version = VERSION_JOB;
+        older.job = Some(Job {
+            name: "n".into(),
+            previous: None,
+            run: 1,
+        });
+        let found = audit_lines(&older);
+        assert!(
+            found
+                .iter()
+                .any(|l| l == "selection: version 6 does not define it"),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|l| l == "shard: version 6 does not define it"),
+            "{found:?}"
+        );
+    }
+
+    #[test]
     fn parse_rejects_other_versions_duplicates_and_unknown_fields() {
         let text = String::from_utf8(sample().to_canonical()).unwrap();
-        let v8 = text.replace(r#""version":1"#, r#""version":8"#);
+        let v9 = text.replace(r#""version":1"#, r#""version":9"#);
         assert!(
-            Manifest::parse(v8.as_bytes())
+            Manifest::parse(v9.as_bytes())
                 .unwrap_err()
                 .to_string()
-                .contains("version 8")
+                .contains("version 9")
         );
         let dup = text.replacen(r#"{"created":"#, r#"{"host":"evil","created":"#, 1);
         assert!(

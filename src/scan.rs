@@ -48,6 +48,11 @@ pub struct ScanOptions {
     /// Check every header against what a DICOMweb service of this profile
     /// refuses (`--dest` naming a DICOMweb service); implies reading them.
     pub dicomweb: Option<DicomProfile>,
+    /// Which files of the tree to take (`--include`, `--exclude`,
+    /// `--files-from`).
+    pub selection: crate::source::select::Selection,
+    /// Whether the tree fits one device of this kind (`--device`).
+    pub device: Option<crate::databox::device::Device>,
 }
 
 /// Receives what a scan finds as it goes; the inventory itself is returned
@@ -152,6 +157,11 @@ pub struct Inventory {
     pub dicomweb_preflight: Option<DicomwebPreflight>,
     /// What the DICOM headers say (with [`ScanOptions::dicom`]).
     pub dicom: Option<dicom::DicomInventory>,
+    /// Files the selection left out (neither counted nor checked).
+    pub left_out: u64,
+    /// Whether the tree fits one device (with [`ScanOptions::device`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<crate::databox::device::Fit>,
 }
 
 impl Inventory {
@@ -193,6 +203,8 @@ impl Inventory {
             }),
             dicom: None,
             dicomweb_preflight: None,
+            left_out: 0,
+            device: None,
         }
     }
 
@@ -372,10 +384,24 @@ pub fn scan(
     }
     // Rules are checked here, in walk order (case collisions need it),
     // before files are spread over the workers.
-    let items = source::walk(&opts.source).flat_map(move |e| {
+    let left_out = crate::source::select::LeftOut::default();
+    let containers = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = containers.clone();
+    let mut last_top: Option<String> = None;
+    let walk = crate::source::select::walk(&opts.source, &opts.selection, left_out.clone())
+        .map_err(std::io::Error::other)?;
+    let items = walk.flat_map(move |e| {
         let (violations, item) = match e {
             SourceEntry::File(f) => {
                 let path = f.rel.to_string();
+                // The walk is in component order: a top-level folder's
+                // files come together.
+                if let Some((top, _)) = path.split_once('/')
+                    && last_top.as_deref() != Some(top)
+                {
+                    last_top = Some(top.to_owned());
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 let found = linter
                     .as_mut()
                     .map(|l| l.check(&path, f.size))
@@ -496,6 +522,23 @@ pub fn scan(
         }
     }
     inv.dicom = tally.map(dicom::Tally::finish);
+    inv.left_out = left_out.get();
+    if let Some(device) = &opts.device {
+        let one_container = opts
+            .placement
+            .as_ref()
+            .is_some_and(|p| p.container.is_some());
+        let mut containers = containers.load(std::sync::atomic::Ordering::Relaxed);
+        if one_container {
+            containers = containers.min(1);
+        }
+        let load = crate::databox::device::Load {
+            bytes: inv.bytes,
+            files: inv.files,
+            containers,
+        };
+        inv.device = Some(device.fit(load, device.bytes));
+    }
     Ok(inv)
 }
 

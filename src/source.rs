@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 pub mod dicom;
+pub mod select;
 
 use crate::relpath::RelPath;
 

@@ -17,6 +17,7 @@ mod job;
 mod plan;
 mod preflight;
 mod record;
+mod scope;
 mod seal;
 mod setup;
 mod stop;
@@ -45,7 +46,7 @@ use crate::keys::{KeyError, SigningKey, Trust};
 use crate::ledger::{JobState, LandedLookup, Ledger, LedgerError, RunRef};
 use crate::manifest::{self, ChangeAction, ChangeKind, ManifestError};
 use crate::progress::{Notice, Phase, Progress};
-use crate::source::{self, SourceEntry};
+use crate::source::SourceEntry;
 use crate::verify::{self, VerifyReport};
 
 use copy::{Done, copy_one};
@@ -107,6 +108,24 @@ pub struct TransferOptions {
     /// of the same source and destination covers it (`--full`); without
     /// it, finished work is not redone (see `transfer::finished`).
     pub full: bool,
+    /// Which files of the source the run carries (`--include`,
+    /// `--exclude`, `--files-from`; `docs/selection.md`). A run through a
+    /// selection is a run of its own, and a job keeps its selection.
+    pub selection: crate::source::select::Selection,
+    /// Carry exactly one shard of a split (`--shard DIR/shard-NN.list`).
+    pub shard: Option<ShardOptions>,
+    /// Refuse, before anything moves, a tree that does not fit one device
+    /// of this kind (`--device`; a shard is held to its split's device).
+    pub device: Option<crate::databox::device::Device>,
+}
+
+/// `--shard`: the list, and whom its `split.json` must be signed by.
+#[derive(Debug, Clone)]
+pub struct ShardOptions {
+    /// The shard's list, beside its `split.json`.
+    pub list: PathBuf,
+    /// The keys the split's signature must verify with.
+    pub trust: Trust,
 }
 
 /// How many violations a refused preflight names (all of them: `custody
@@ -176,6 +195,21 @@ pub enum TransferError {
         /// When it next opens (local time), if within a week.
         opens: Option<String>,
     },
+    /// `--shard` names a list its split does not vouch for (or the split
+    /// cannot be read or verified); nothing moved.
+    #[error("--shard {}: {reason}", list.display())]
+    Shard {
+        /// The list.
+        list: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The tree does not fit one device (`--device`); nothing moved.
+    #[error("preflight: the source {0}; `custody split` divides it into shards that each fit")]
+    DoesNotFit(crate::databox::device::Fit),
+    /// A selection or shard with a DICOMweb destination (not supported).
+    #[error("{0}")]
+    Unsupported(String),
     /// Another transfer holds this ledger and destination, or the lock file
     /// cannot be used.
     #[error(transparent)]
@@ -225,6 +259,9 @@ impl TransferError {
                 | TransferError::EmptySource { .. }
                 | TransferError::Preflight { .. }
                 | TransferError::NotDeidentified { .. }
+                | TransferError::Shard { .. }
+                | TransferError::DoesNotFit(_)
+                | TransferError::Unsupported(_)
                 | TransferError::Lock(crate::lock::LockError::Io { .. })
                 | TransferError::ManifestDir { .. }
                 | TransferError::Destination(DestError::Unusable { .. })
@@ -395,7 +432,13 @@ pub fn transfer(
     progress: &dyn Progress,
 ) -> Result<TransferSummary, TransferError> {
     let source_root = check_source(&opts.source)?;
-    if !opts.allow_empty && !source::walk(&source_root).any(|e| matches!(e, SourceEntry::File(_))) {
+    let scope = scope::Scope::resolve(opts, &source_root)?;
+    if scope.is_selected() && matches!(opts.destination, crate::dest::Target::Dicomweb(_)) {
+        return Err(TransferError::Unsupported(
+            "a DICOMweb destination takes no --include, --exclude, --files-from or --shard (not supported yet); nothing was copied".into(),
+        ));
+    }
+    if !opts.allow_empty && !scope.walk().any(|e| matches!(e, SourceEntry::File(_))) {
         return Err(TransferError::EmptySource { path: source_root });
     }
     let opened = setup::open(opts, &source_root)?;
@@ -407,7 +450,7 @@ pub fn transfer(
     let source_str = source_root.display().to_string();
     let dest_str = dest.describe();
     let implicit;
-    let opts = match finished::rerun(&mut ledger, opts, &source_root, &source_str, &dest_str)? {
+    let opts = match finished::rerun(&mut ledger, opts, &scope, &source_str, &dest_str)? {
         Rerun::AsAsked => opts,
         Rerun::Implicit(job) => {
             implicit = TransferOptions {
@@ -417,7 +460,7 @@ pub fn transfer(
             &implicit
         }
         Rerun::Verify(sealed) => {
-            return finished::verify_now(&sealed, opts, dest, &mut ledger, key, progress);
+            return finished::verify_now(&sealed, opts, &scope, dest, &mut ledger, key, progress);
         }
         Rerun::NothingNew(sealed) => return finished::summary(&sealed, opts, &ledger),
     };
@@ -426,8 +469,8 @@ pub fn transfer(
         Some(j) => Some(JobState::load(&opts.ledger, &j.name, None)?),
         None => None,
     };
-    preflight::check(opts, &source_root, &opened, &ledger, job_state.as_ref())?;
-    let run = begin(&mut ledger, opts, key, &source_str, &dest_str)?;
+    preflight::check(opts, &scope, &opened, &ledger, job_state.as_ref())?;
+    let run = begin(&mut ledger, opts, key, &source_str, &dest_str, &scope)?;
     // Only a resumed run has landings to look up.
     let lookup = match run.resumed {
         true => Some(LandedLookup::open(ledger.path(), run.id)?),
@@ -448,14 +491,7 @@ pub fn transfer(
     }
     let mut summary = TransferSummary::started(run, partials_swept, opts);
     let job_state = job_state.map(Mutex::new);
-    let items = plan::walk(
-        &source_root,
-        opts,
-        dest,
-        lookup,
-        job_state.as_ref(),
-        &stopper,
-    )?;
+    let items = plan::walk(&scope, opts, dest, lookup, job_state.as_ref(), &stopper)?;
     let copied = copy_all(
         items,
         opts,
@@ -488,12 +524,14 @@ pub fn transfer(
         record_deleted(&js, &mut ledger, &mut summary, opts, progress)?;
     }
     let sealing = Instant::now();
-    let sealed = seal(&mut ledger, run, &source_str, &dest_str, opts, key)?;
+    let sealed = seal(&mut ledger, run, &source_str, &dest_str, opts, &scope, key)?;
     summary.seal_seconds = sealing.elapsed().as_secs_f64();
     let manifest_path = sealed.manifest.clone();
     summary.sealed = Some(sealed);
     if opts.verify {
-        let listed = opts.job.is_some();
+        // A job's run, or a shard (whose destination also holds the
+        // other shards), lists what it landed: each is read back by name.
+        let listed = opts.job.is_some() || scope.shard.is_some();
         let report = verify_sealed(
             &manifest_path,
             dest,
@@ -529,15 +567,19 @@ fn begin(
     key: &SigningKey,
     source: &str,
     dest: &str,
+    scope: &scope::Scope,
 ) -> Result<RunRef, TransferError> {
     let key_id = opts.encryption.as_ref().map(EncryptionKey::id_hex);
     let run = ledger.begin_run(
-        source,
-        dest,
+        &crate::ledger::NewRun {
+            source,
+            destination: dest,
+            selection: scope.key.as_deref(),
+            encryption_key_id: key_id.as_deref(),
+            wave: opts.wave.as_ref(),
+            job: opts.job.as_ref().map(|j| j.name.as_str()),
+        },
         key,
-        key_id.as_deref(),
-        opts.wave.as_ref(),
-        opts.job.as_ref().map(|j| j.name.as_str()),
     )?;
     tracing::info!(
         run = run.id,

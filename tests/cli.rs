@@ -57,6 +57,8 @@ mod rollback;
 mod safety;
 #[path = "cli/scan.rs"]
 mod scan;
+#[path = "cli/split.rs"]
+mod split;
 #[path = "cli/transfer.rs"]
 mod transfer;
 #[path = "cli/vectors.rs"]

@@ -24,6 +24,9 @@ The same signature check with stock OpenSSH:
 A job's chain of nightly manifests, back to its first run:
   custody audit manifests/<newest>.json --chain manifests --allowed-signers allowed_signers
 
+A set (custody seal-set): the split, its lists and every shard's manifest gathered in DIR:
+  custody audit pacs-2026.set.json --chain split-2026 --allowed-signers allowed_signers
+
 Exit codes: 0 sound, 1 bad signature, inconsistency or broken chain, 2 usage error.")]
 pub struct Args {
     /// The manifest (`<id>.json`; its signature is `<id>.json.sig`).
@@ -34,12 +37,17 @@ pub struct Args {
     /// MANIFEST is a job's newest: walk its chain back to the job's first
     /// run, finding each previous manifest (<id>.json + .sig) in DIR, and
     /// report any link that is missing, altered, unsigned or out of
-    /// sequence.
+    /// sequence. For a set (MANIFEST is a SET.json), DIR holds the split
+    /// (split.json and its lists) and each shard's manifest (<id>.json +
+    /// .sig, or under DIR/manifests) [default: the set's directory].
     #[arg(long, value_name = "DIR")]
     chain: Option<PathBuf>,
 }
 
 pub fn run(args: &Args, g: &Global) -> Outcome {
+    if is_set(&args.manifest) {
+        return set(args, g);
+    }
     if let Some(dir) = &args.chain {
         return chain(args, dir, g);
     }
@@ -143,6 +151,90 @@ fn chain(args: &Args, dir: &std::path::Path, g: &Global) -> Outcome {
                     )
                 } else {
                     format!("CHAIN BROKEN: {} problem(s)", report.problems.len())
+                }
+            );
+        }
+    }
+    Ok(if report.ok() {
+        Code::Ok
+    } else {
+        Code::Integrity
+    })
+}
+
+/// Whether `path` holds a set (`custody seal-set`) rather than a manifest.
+fn is_set(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(1 << 20).read_to_end(&mut head))
+        .is_ok_and(|_| custody::manifest::set::is_set(&head))
+}
+
+/// Audits a set: the split, every shard's list and manifest, the union.
+fn set(args: &Args, g: &Global) -> Outcome {
+    let trust = args.trust.load()?;
+    let dir = match &args.chain {
+        Some(d) => d.clone(),
+        None => args
+            .manifest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf(),
+    };
+    let report = custody::set::audit(&args.manifest, &dir, &trust).map_err(|e| {
+        if e.is_integrity() {
+            super::Failure::integrity(e)
+        } else {
+            super::Failure::usage(e)
+        }
+    })?;
+    if g.json {
+        print_json(&serde_json::json!({
+            "set": report.set,
+            "split": report.split,
+            "signer": report.signer,
+            "result": if report.ok() { "pass" } else { "fail" },
+            "shards": report.shards,
+            "problems": report.problems,
+        }));
+    } else {
+        for p in &report.problems {
+            println!("PROBLEM    set: {p}");
+        }
+        for s in &report.shards {
+            for p in &s.problems {
+                println!("PROBLEM    shard {}: {p}", s.number);
+            }
+        }
+        if !g.quiet {
+            for s in &report.shards {
+                println!(
+                    "shard {:>3}  manifest {}  {} files  signed by {}",
+                    s.number,
+                    s.manifest.as_deref().unwrap_or("(none)"),
+                    s.files,
+                    s.signer
+                        .as_ref()
+                        .map(|x| match &x.principal {
+                            Some(p) => format!("{} ({p})", x.fingerprint),
+                            None => x.fingerprint.clone(),
+                        })
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+            println!(
+                "{}",
+                if report.ok() {
+                    format!(
+                        "set {} intact: split {}, {} shard(s), each manifest signed and covering exactly its list, the lists disjoint",
+                        report.set,
+                        report.split,
+                        report.shards.len()
+                    )
+                } else {
+                    "SET AUDIT FAILED".to_owned()
                 }
             );
         }

@@ -297,6 +297,9 @@ fn options(src: &Path, dest: &Path, manifests: &Path, ledger: &Path) -> Transfer
         job: None,
         allow_empty: false,
         full: false,
+        selection: Default::default(),
+        shard: None,
+        device: None,
     }
 }
 

@@ -33,9 +33,72 @@ pub struct PlanArgs {
     /// Also write an iCalendar file with each wave's windows.
     #[arg(long, value_name = "FILE")]
     ics: Option<PathBuf>,
+    /// Also plan each wave onto devices of this kind: how many it needs
+    /// (studies kept whole, as `custody split` divides it; headers are
+    /// read), and per device its files, bytes and copy time at the rate.
+    #[command(flatten)]
+    device: super::args::DeviceArgs,
     /// Pretend it is this local time (RFC 3339 with zone): for tests.
     #[arg(long, env = "CUSTODY_NOW", hide = true)]
     now: Option<jiff::ZonedDateTime>,
+}
+
+/// One wave on devices (`plan --device`).
+#[derive(Debug, serde::Serialize)]
+struct OnDevices {
+    wave: String,
+    device: String,
+    devices: usize,
+    lower_bound: u64,
+    shards: Vec<DevicePlan>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct DevicePlan {
+    number: u64,
+    files: u64,
+    bytes: u64,
+    studies: u64,
+    copy_seconds: f64,
+}
+
+/// Each wave's shards on `device`, as `custody split` would make them.
+fn on_devices(
+    plan: &Plan,
+    device: custody::databox::device::Device,
+    rate: f64,
+    g: &Global,
+) -> Result<Vec<OnDevices>, Failure> {
+    let mut out = Vec::new();
+    for w in &plan.waves {
+        let opts = custody::split::SplitOptions {
+            source: w.source.clone(),
+            device,
+            headroom_percent: custody::databox::device::DEFAULT_HEADROOM_PERCENT,
+            selection: Default::default(),
+            jobs: std::thread::available_parallelism().map_or(2, usize::from),
+        };
+        let part = custody::split::partition(&opts, &super::render::Renderer::new(g))
+            .map_err(|e| Failure::usage(anyhow::anyhow!("wave {:?}: {e}", w.name)))?;
+        out.push(OnDevices {
+            wave: w.name.clone(),
+            device: device.kind.to_string(),
+            devices: part.shards.len(),
+            lower_bound: part.totals.lower_bound,
+            shards: part
+                .shards
+                .iter()
+                .map(|s| DevicePlan {
+                    number: s.number,
+                    files: s.files,
+                    bytes: s.bytes,
+                    studies: s.studies,
+                    copy_seconds: s.bytes as f64 / rate,
+                })
+                .collect(),
+        });
+    }
+    Ok(out)
 }
 
 /// Run one wave of a plan inside its window and bandwidth timetable.
@@ -125,13 +188,21 @@ pub fn plan(args: &PlanArgs, g: &Global) -> Outcome {
         std::fs::write(path, schedule::calendar(&plan, &estimates))
             .map_err(|e| Failure::usage(anyhow::anyhow!("{}: {e}", path.display())))?;
     }
+    let devices = match args.device.device()? {
+        Some(d) => Some(on_devices(&plan, d, rate, g)?),
+        None => None,
+    };
     if g.json {
-        print_json(&serde_json::json!({
+        let mut out = serde_json::json!({
             "plan": plan.path,
             "rate": rate,
             "rate_measured": measured,
             "waves": estimates,
-        }));
+        });
+        if let Some(d) = &devices {
+            out["devices"] = serde_json::json!(d);
+        }
+        print_json(&out);
         return Ok(Code::Ok);
     }
     println!(
@@ -145,8 +216,24 @@ pub fn plan(args: &PlanArgs, g: &Global) -> Outcome {
             "--rate".into()
         }
     );
-    for (w, e) in plan.waves.iter().zip(&estimates) {
+    for (i, (w, e)) in plan.waves.iter().zip(&estimates).enumerate() {
         print_estimate(w, e);
+        if let Some(d) = devices.as_ref().and_then(|d| d.get(i)) {
+            println!(
+                "  devices: {} × {} (at least {} by bytes, files and folders alone)",
+                d.devices, d.device, d.lower_bound
+            );
+            for s in &d.shards {
+                let copying = jiff::SignedDuration::from_secs(s.copy_seconds.ceil() as i64);
+                println!(
+                    "    device {}: {} files, {}, {} studies; {copying:#} of copying",
+                    s.number,
+                    s.files,
+                    render::bytes(s.bytes),
+                    s.studies
+                );
+            }
+        }
     }
     if let Some(path) = &args.ics {
         println!("calendar written to {}", path.display());

@@ -81,6 +81,10 @@ pub struct Args {
     /// a DICOM file whose header cannot be read (so cannot be checked).
     #[arg(long)]
     require_deidentified: bool,
+    #[command(flatten)]
+    select: super::args::SelectionArgs,
+    #[command(flatten)]
+    device: super::args::DeviceArgs,
 }
 
 /// `--profile` values (Data Box's share suffixes are accepted too).
@@ -281,6 +285,8 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         existing,
         dicom: !args.no_dicom,
         dicomweb,
+        selection: args.select.selection()?,
+        device: args.device.device()?,
     };
     let phi = args.phi_check || args.require_deidentified;
     let mut sink = Sink {
@@ -315,6 +321,19 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
     } else if !g.quiet {
         print_inventory(&inv);
     }
+    if let Some(fit) = inv.device.as_ref().filter(|f| !f.fits()) {
+        // With --json, the inventory (its `device`) is the one object.
+        if g.json {
+            return Ok(Code::Usage);
+        }
+        return Err(Failure::usage(anyhow::anyhow!("{}: {fit}", args.source.display())).hint(
+            format!(
+                "`custody split {} --device {} --out DIR` divides it into shards that each fit, keeping studies whole",
+                args.source.display(),
+                fit.device.kind
+            ),
+        ));
+    }
     let violations = inv.violations();
     let refused = inv
         .dicom
@@ -338,13 +357,20 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
 
 fn print_inventory(inv: &Inventory) {
     println!(
-        "{}: {} files, {}; {} excluded, {} unreadable",
+        "{}: {} files, {}; {} excluded, {} unreadable{}",
         inv.source.display(),
         inv.files,
         render::bytes(inv.bytes),
         inv.excluded,
-        inv.failed
+        inv.failed,
+        match inv.left_out {
+            0 => String::new(),
+            n => format!("; {n} left out by --include/--exclude/--files-from"),
+        }
     );
+    if let Some(fit) = &inv.device {
+        println!("device: {fit}");
+    }
     if inv.hashed_files > 0 {
         println!(
             "hashed: {} files, {} (BLAKE3)",

@@ -148,6 +148,19 @@ pub struct Args {
         requires = "job"
     )]
     on_source_change: OnSourceChangeArg,
+    #[command(flatten)]
+    select: super::args::SelectionArgs,
+    /// Copy exactly the files of one shard of a split (`custody split`):
+    /// DIR/shard-NN.list, checked against DIR/split.json (signed; trusted
+    /// through --allowed-signers or the configured allowed_signers, else
+    /// the operator's own key) before anything moves. The manifest records
+    /// the split and the shard; files outside it are not touched.
+    #[arg(long, value_name = "LIST", conflicts_with_all = ["include", "exclude", "files_from"])]
+    shard: Option<PathBuf>,
+    #[command(flatten)]
+    device: super::args::DeviceArgs,
+    #[command(flatten)]
+    trust: super::args::TrustArgs,
     /// Pretend it is this local time (RFC 3339 with zone, e.g.
     /// 2026-11-24T05:59:58[Europe/Berlin]) for the window: for tests.
     #[arg(long, env = "CUSTODY_NOW", hide = true)]
@@ -211,6 +224,18 @@ pub fn run_in_wave(args: &Args, g: &Global, wave: Option<custody::manifest::Wave
         }
         p
     });
+    let shard = match &args.shard {
+        Some(list) => Some(custody::transfer::ShardOptions {
+            list: list.clone(),
+            // The split is signed by whoever made it: the trusted signers,
+            // or (none configured) this operator.
+            trust: match (&args.trust.allowed_signers, &args.trust.public_key) {
+                (None, None) => custody::keys::Trust::PublicKey(key.public_key().clone()),
+                _ => args.trust.load()?,
+            },
+        }),
+        None => None,
+    };
     let opts = TransferOptions {
         source: args.source.clone(),
         destination,
@@ -258,6 +283,9 @@ pub fn run_in_wave(args: &Args, g: &Global, wave: Option<custody::manifest::Wave
         }),
         allow_empty: args.allow_empty,
         full: args.full,
+        selection: args.select.selection()?,
+        shard,
+        device: args.device.device()?,
     };
     let renderer = Renderer::new(g);
     let summary = custody::transfer::transfer(&opts, &key, &renderer).map_err(|e| {
@@ -274,6 +302,15 @@ pub fn run_in_wave(args: &Args, g: &Global, wave: Option<custody::manifest::Wave
         }
         let setup = e.is_setup();
         let preflight = matches!(e, custody::transfer::TransferError::Preflight { .. });
+        let fit = matches!(e, custody::transfer::TransferError::DoesNotFit(_));
+        if fit {
+            return Failure::usage(e).hint(format!(
+                "nothing was copied; `custody split {} --device KIND --out DIR` divides it, \
+                 then `custody transfer {} DEST --shard DIR/shard-01.list` copies one shard",
+                args.source.display(),
+                args.source.display()
+            ));
+        }
         let phi = matches!(e, custody::transfer::TransferError::NotDeidentified { .. });
         let f = if setup {
             Failure::usage(e)

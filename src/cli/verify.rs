@@ -33,7 +33,7 @@ Exit codes: 0 everything matches, 1 discrepancy, bad signature or broken chain, 
 pub struct Args {
     /// The manifest (`<id>.json`; its signature is `<id>.json.sig`); with
     /// --chain, the job's newest. Left out with --job.
-    #[arg(value_name = "MANIFEST", required_unless_present = "job")]
+    #[arg(value_name = "MANIFEST", required_unless_present_any = ["job", "set"])]
     manifest: Option<PathBuf>,
     /// Where it landed: a directory, or a blob container URL (credentials
     /// from the environment, as for `transfer`).
@@ -51,6 +51,13 @@ pub struct Args {
     /// finding each earlier manifest in DIR.
     #[arg(long, value_name = "DIR")]
     chain: Option<PathBuf>,
+    /// Verify a set (`custody seal-set`): the union of its shards'
+    /// manifests as one closed set, against where every device finally
+    /// landed (then only DEST is given). Each manifest is found beside
+    /// SET.json (or in its manifests/) or in --manifest-dir and must be the
+    /// one the set binds. Discrepancies are reported per shard and study.
+    #[arg(long, value_name = "SET.json", conflicts_with_all = ["job", "chain"])]
+    set: Option<PathBuf>,
     /// Files checked in parallel [default: number of cores].
     #[arg(long, short = 'j', value_name = "N", env = "CUSTODY_JOBS")]
     jobs: Option<usize>,
@@ -110,6 +117,33 @@ impl Args {
     }
 }
 
+/// What reading the landed data takes: the destination opened, the
+/// decryption key, the number of readers.
+type Reading = (
+    Box<dyn custody::dest::Destination>,
+    Option<custody::crypt::EncryptionKey>,
+    usize,
+);
+
+impl Args {
+    /// Opens `destination` for reading, with the key and workers asked for.
+    fn reading(&self, destination: &Path, g: &Global) -> Result<Reading, Failure> {
+        let decrypt = self
+            .decrypt_key
+            .as_deref()
+            .map(super::load_encryption_key)
+            .transpose()?;
+        let target = custody::dest::Target::parse(destination).map_err(Failure::usage)?;
+        let options = g.blob_options(custody::dest::blob::Access::Read);
+        let dest = target.open_existing(&options).map_err(Failure::usage)?;
+        let jobs = self
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
+            .max(1);
+        Ok((dest, decrypt, jobs))
+    }
+}
+
 /// Audits one manifest before its data is read: a manifest that is not
 /// sound is not verified against.
 fn audited(path: &Path, trust: &TrustArgs) -> Result<SignedFile, Failure> {
@@ -129,6 +163,9 @@ fn audited(path: &Path, trust: &TrustArgs) -> Result<SignedFile, Failure> {
 }
 
 pub fn run(args: &Args, g: &Global) -> Outcome {
+    if let Some(set) = &args.set {
+        return verify_set(args, set, g);
+    }
     let (against, destination) = args.against(g)?;
     let (signed, chain) = match &against {
         Against::One(path) => (audited(path, &args.trust)?, None),
@@ -157,18 +194,7 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         .as_deref()
         .map(super::load_signing_key)
         .transpose()?;
-    let decrypt = args
-        .decrypt_key
-        .as_deref()
-        .map(super::load_encryption_key)
-        .transpose()?;
-    let target = custody::dest::Target::parse(&destination).map_err(Failure::usage)?;
-    let options = g.blob_options(custody::dest::blob::Access::Read);
-    let share = target.open_existing(&options).map_err(Failure::usage)?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
-        .max(1);
+    let (share, decrypt, jobs) = args.reading(&destination, g)?;
     let renderer = Renderer::new(g);
     let opts = custody::verify::VerifyOptions {
         jobs,
@@ -285,4 +311,99 @@ pub fn print_report(r: &VerifyReport) {
         c.hash,
         c.unreadable,
     );
+}
+
+/// `verify --set SET.json DEST`.
+fn verify_set(args: &Args, set: &Path, g: &Global) -> Outcome {
+    let destination = match (&args.manifest, &args.destination) {
+        (Some(d), None) => d.clone(),
+        _ => {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "with --set, give only DEST (the set names its manifests)"
+            )));
+        }
+    };
+    let trust = args.trust.load()?;
+    let (dest, decrypt, jobs) = args.reading(&destination, g)?;
+    let opts = custody::verify::VerifyOptions {
+        jobs,
+        key: decrypt.as_ref(),
+        by_study: true,
+    };
+    let beside = set
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dirs = [beside, g.manifest_dir.as_path()];
+    let v = custody::set::verify_set(set, &dirs, dest.as_ref(), &trust, &opts, &Renderer::new(g))
+        .map_err(|e| match e.is_integrity() {
+        true => Failure::integrity(e),
+        false => Failure::usage(e),
+    })?;
+    if g.json {
+        print_json(&serde_json::json!({
+            "set": v.set,
+            "result": if v.ok() { "pass" } else { "fail" },
+            "by_shard": v.by_shard,
+            "discrepancies": v.placed,
+            "report": v.report,
+        }));
+    } else if !g.quiet {
+        for p in &v.placed {
+            let d = &p.discrepancy;
+            println!(
+                "{:<10} {} ({}; {}{})",
+                format!("{:?}", d.class).to_uppercase(),
+                d.path,
+                d.detail,
+                match p.shard {
+                    Some(n) => format!("shard {n}"),
+                    None => "in no shard".into(),
+                },
+                p.study
+                    .as_ref()
+                    .map(|s| format!(", study {s}"))
+                    .unwrap_or_default()
+            );
+        }
+        for s in &v.by_shard {
+            let c = &s.counts;
+            println!(
+                "shard {:>3}  manifest {}: {} missing, {} size, {} changed, {} unreadable",
+                s.number, s.manifest, c.missing, c.size, c.hash, c.unreadable
+            );
+        }
+        let r = &v.report;
+        if let Some(studies) = &r.by_study {
+            let complete = studies.iter().filter(|s| s.complete()).count();
+            for s in studies.iter().filter(|s| !s.complete()) {
+                println!(
+                    "STUDY {}: {} instances, {} verified: INCOMPLETE",
+                    s.study, s.instances, s.verified
+                );
+            }
+            println!(
+                "studies: {complete} complete, {} incomplete",
+                studies.len() - complete
+            );
+        }
+        let c = &r.counts;
+        println!(
+            "{} set {}: {} of {} files match ({} re-read from {}); {} missing, {} extra, {} size, {} changed, {} unreadable",
+            if v.ok() { "verified" } else { "VERIFY FAILED:" },
+            v.set,
+            r.files_verified,
+            r.files_expected,
+            render::bytes(r.bytes_read),
+            r.destination,
+            c.missing,
+            c.extra,
+            c.size,
+            c.hash,
+            c.unreadable
+        );
+    } else {
+        print_discrepancies(&v.report);
+    }
+    Ok(if v.ok() { Code::Ok } else { Code::Integrity })
 }

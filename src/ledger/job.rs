@@ -82,25 +82,34 @@ impl Ledger {
         job: &str,
         source: &str,
         destination: &str,
+        selection: Option<&str>,
         encryption_key_id: Option<&str>,
     ) -> Result<(), LedgerError> {
-        let first: Option<(String, String, Option<String>)> = self
+        type First = (String, String, Option<String>, Option<String>);
+        let first: Option<First> = self
             .conn
             .query_row(
-                "SELECT source, destination, encryption_key_id FROM runs
+                "SELECT source, destination, encryption_key_id, selection FROM runs
                  WHERE job = ?1 ORDER BY job_run LIMIT 1",
                 [job],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
             .map_err(self.err())?;
-        let Some((src, dst, key)) = first else {
+        let Some((src, dst, key, sel)) = first else {
             return Ok(());
         };
         let reason = if src != source {
             format!("reads {src}, not {source}")
         } else if dst != destination {
             format!("lands in {dst}, not {destination}")
+        } else if sel.as_deref() != selection {
+            let none = "no filters, list or shard";
+            format!(
+                "was started with {}, not with {}",
+                sel.as_deref().unwrap_or(none),
+                selection.unwrap_or(none)
+            )
         } else if key.as_deref() != encryption_key_id {
             match key {
                 Some(k) => format!("encrypts with key {k}"),
@@ -181,12 +190,14 @@ impl Ledger {
         job: &str,
         source: &str,
         destination: &str,
+        selection: Option<&str>,
     ) -> Result<Option<u64>, LedgerError> {
         self.conn
             .query_row(
                 "SELECT id FROM runs WHERE job = ?1 AND source = ?2 AND destination = ?3
+                   AND selection IS ?4
                  ORDER BY job_run DESC LIMIT 1",
-                params![job, source, destination],
+                params![job, source, destination, selection],
                 |r| r.get(0),
             )
             .optional()

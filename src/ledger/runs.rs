@@ -74,26 +74,59 @@ pub(super) fn dicom_column(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<
     })
 }
 
+/// What identifies a run, and what it is started with.
+#[derive(Debug, Clone, Copy)]
+pub struct NewRun<'a> {
+    /// The source root.
+    pub source: &'a str,
+    /// The destination, as it describes itself.
+    pub destination: &'a str,
+    /// What part of the source it carries (`None`: all of it): runs of
+    /// other selections are other runs.
+    pub selection: Option<&'a str>,
+    /// The encryption key's id, when encrypting.
+    pub encryption_key_id: Option<&'a str>,
+    /// The wave it belongs to.
+    pub wave: Option<&'a Wave>,
+    /// The job it belongs to.
+    pub job: Option<&'a str>,
+}
+
+impl<'a> NewRun<'a> {
+    /// A run of all of `source` into `destination`, in no wave or job,
+    /// not encrypted.
+    pub fn new(source: &'a str, destination: &'a str) -> Self {
+        NewRun {
+            source,
+            destination,
+            selection: None,
+            encryption_key_id: None,
+            wave: None,
+            job: None,
+        }
+    }
+}
+
 impl Ledger {
     /// Starts a run for `source` → `destination`, resuming the latest one
     /// that is not sealed.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn begin_run(
-        &mut self,
-        source: &str,
-        destination: &str,
-        key: &SigningKey,
-        encryption_key_id: Option<&str>,
-        wave: Option<&Wave>,
-        job: Option<&str>,
-    ) -> Result<RunRef, LedgerError> {
+    pub fn begin_run(&mut self, run: &NewRun<'_>, key: &SigningKey) -> Result<RunRef, LedgerError> {
+        let NewRun {
+            source,
+            destination,
+            selection,
+            encryption_key_id,
+            wave,
+            job,
+        } = *run;
         self.register_key(key)?;
         if let Some(job) = job {
-            self.check_job(job, source, destination, encryption_key_id)?;
+            self.check_job(job, source, destination, selection, encryption_key_id)?;
         }
-        let open = self.open_run_with_key(source, destination, job)?;
+        let open = self.open_run_with_key(source, destination, selection, job)?;
         // A run belongs to the wave it was started in; resuming it as part
         // of another wave is refused (without one, it stays in its own).
         if let (Some((run, _)), Some(wave)) = (&open, wave) {
@@ -148,8 +181,8 @@ impl Ledger {
                 let job_run = job.map(|j| self.next_job_run(j)).transpose()?;
                 self.conn
                     .execute(
-                        "INSERT INTO runs (started_at, source, destination, host, operator, key_fingerprint, tool_version, status, encryption_key_id, job, job_run)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10)",
+                        "INSERT INTO runs (started_at, source, destination, host, operator, key_fingerprint, tool_version, status, encryption_key_id, job, job_run, selection)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10, ?11)",
                         params![
                             crate::now_rfc3339(),
                             source,
@@ -160,7 +193,8 @@ impl Ledger {
                             crate::TOOL_VERSION,
                             encryption_key_id,
                             job,
-                            job_run
+                            job_run,
+                            selection
                         ],
                     )
                     .map_err(self.err())?;
@@ -394,10 +428,11 @@ impl Ledger {
         &self,
         source: &str,
         destination: &str,
+        selection: Option<&str>,
         job: Option<&str>,
     ) -> Result<Option<u64>, LedgerError> {
         Ok(self
-            .open_run_with_key(source, destination, job)?
+            .open_run_with_key(source, destination, selection, job)?
             .map(|(id, _)| id))
     }
 
@@ -405,11 +440,17 @@ impl Ledger {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn latest_run(&self, source: &str, destination: &str) -> Result<Option<u64>, LedgerError> {
+    pub fn latest_run(
+        &self,
+        source: &str,
+        destination: &str,
+        selection: Option<&str>,
+    ) -> Result<Option<u64>, LedgerError> {
         self.conn
             .query_row(
-                "SELECT id FROM runs WHERE source = ?1 AND destination = ?2 ORDER BY id DESC LIMIT 1",
-                params![source, destination],
+                "SELECT id FROM runs WHERE source = ?1 AND destination = ?2 AND selection IS ?3
+                 ORDER BY id DESC LIMIT 1",
+                params![source, destination, selection],
                 |r| r.get(0),
             )
             .optional()
@@ -422,14 +463,16 @@ impl Ledger {
         &self,
         source: &str,
         destination: &str,
+        selection: Option<&str>,
         job: Option<&str>,
     ) -> Result<Option<(u64, Option<String>)>, LedgerError> {
         self.conn
             .query_row(
                 "SELECT id, encryption_key_id FROM runs
                  WHERE source = ?1 AND destination = ?2 AND status != 'sealed' AND job IS ?3
+                   AND selection IS ?4
                  ORDER BY id DESC LIMIT 1",
-                params![source, destination, job],
+                params![source, destination, job, selection],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()

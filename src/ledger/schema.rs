@@ -113,6 +113,14 @@ CREATE UNIQUE INDEX runs_job ON runs(job, job_run) WHERE job IS NOT NULL;
 ALTER TABLE landed ADD COLUMN version_of TEXT;
 "#;
 
+/// Version 5 → 6: a run may be limited to part of its source (filters, a
+/// `--files-from` list, a shard of a split): `selection` keys it, so that
+/// runs of one source and destination through different selections (two
+/// shards on one host) are different runs, and a job keeps its own.
+const MIGRATE_V6: &str = r#"
+ALTER TABLE runs ADD COLUMN selection TEXT;
+"#;
+
 impl Ledger {
     pub(super) fn configure(&mut self) -> Result<(), LedgerError> {
         // Transfers into different destinations may share a ledger: writers
@@ -159,12 +167,13 @@ impl Ledger {
         if version > 0 && version < SCHEMA_VERSION {
             self.backup(version)?;
         }
-        let steps: [(i64, &str); 5] = [
+        let steps: [(i64, &str); 6] = [
             (1, SCHEMA_V1),
             (2, MIGRATE_V2),
             (3, MIGRATE_V3),
             (4, MIGRATE_V4),
             (5, MIGRATE_V5),
+            (6, MIGRATE_V6),
         ];
         for (to, sql) in steps.into_iter().filter(|(to, _)| *to > version) {
             let path = self.path.clone();

@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::{
     FileEntry, Manifest, ManifestError, SignedFile, SignedManifest, VERSION, VERSION_DICOM,
-    VERSION_DICOMWEB, VERSION_ENCRYPTED, VERSION_JOB, VERSION_WAVE, defines_job, defines_wave,
-    has_crc64, stream, versioned_path,
+    VERSION_DICOMWEB, VERSION_ENCRYPTED, VERSION_JOB, VERSION_SELECTED, VERSION_WAVE, defines_job,
+    defines_wave, has_crc64, stream, versioned_path,
 };
 use crate::digest;
 use crate::keys::Signer;
@@ -90,6 +90,7 @@ impl<'m> Auditor<'m> {
         }
         a.encryption_header();
         a.job_header();
+        a.selection_header();
         match (&m.wave, m.version) {
             (None, VERSION_WAVE) => a.add("wave", format!("version {} requires it", m.version)),
             (Some(_), v) if !defines_wave(v) => {
@@ -180,6 +181,51 @@ impl<'m> Auditor<'m> {
                 }
             }
             (None, _) => {}
+        }
+    }
+
+    /// `selection` and `shard` only in version 8, which needs one of them;
+    /// their hashes well-formed.
+    fn selection_header(&mut self) {
+        let m = self.m;
+        if m.version != VERSION_SELECTED {
+            for (field, present) in [
+                ("selection", m.selection.is_some()),
+                ("shard", m.shard.is_some()),
+            ] {
+                if present {
+                    self.add(field, format!("version {} does not define it", m.version));
+                }
+            }
+            return;
+        }
+        if m.selection.is_none() && m.shard.is_none() {
+            self.add(
+                "version",
+                format!("{VERSION_SELECTED} needs a `selection` or a `shard`"),
+            );
+        }
+        if let Some(h) = m.selection.as_ref().and_then(|s| s.files_from.as_ref())
+            && digest::parse_hex(h).is_none()
+        {
+            self.add("selection.files_from", "not 64 lowercase hex digits".into());
+        }
+        if let Some(s) = &m.shard {
+            for (field, hex) in [
+                ("shard.list_blake3", &s.list_blake3),
+                ("shard.split.blake3", &s.split.blake3),
+                ("shard.split.sha256", &s.split.sha256),
+            ] {
+                if digest::parse_hex(hex).is_none() {
+                    self.add(field, "not 64 lowercase hex digits".into());
+                }
+            }
+            if s.number == 0 || s.number > s.of {
+                self.add(
+                    "shard.number",
+                    format!("{} is not a shard of {}", s.number, s.of),
+                );
+            }
         }
     }
 
@@ -285,7 +331,7 @@ impl<'m> Auditor<'m> {
         let Some(d) = &f.dicom else {
             return;
         };
-        if !(VERSION_DICOM..=VERSION_DICOMWEB).contains(&self.m.version) {
+        if !(VERSION_DICOM..=VERSION_SELECTED).contains(&self.m.version) {
             self.add(
                 &f.path,
                 format!(

@@ -31,6 +31,27 @@ pub fn signature_path(manifest: &Path) -> PathBuf {
 /// # Errors
 /// I/O errors, a bad signature, or malformed content, each naming the file.
 pub fn read_signed(path: &Path, trust: &Trust) -> Result<SignedManifest, ManifestError> {
+    let (bytes, signer) = read_verified(path, trust)?;
+    let manifest = Manifest::parse(&bytes).map_err(|reason| ManifestError::Malformed {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    })?;
+    Ok(SignedManifest {
+        manifest,
+        bytes,
+        signer,
+    })
+}
+
+/// Reads the bytes of `path` and checks `path.sig` over them against
+/// `trust`, believing nothing else in them: the identity the signature
+/// must be bound to is read from their `operator.identity`, and the time
+/// a key's validity is checked against from their `created`. Manifests,
+/// splits and sets are all signed this way.
+///
+/// # Errors
+/// I/O errors or a bad signature, naming the file.
+pub fn read_verified(path: &Path, trust: &Trust) -> Result<(Vec<u8>, Signer), ManifestError> {
     let bytes = std::fs::read(path).map_err(|source| ManifestError::Io {
         path: path.to_path_buf(),
         source,
@@ -40,10 +61,6 @@ pub fn read_signed(path: &Path, trust: &Trust) -> Result<SignedManifest, Manifes
         path: sig_path.clone(),
         source,
     })?;
-    // The identity the signature must be bound to is inside the manifest;
-    // read just that field before trusting anything else.
-    // So is the time it was signed, which the key's validity (an
-    // allowed_signers valid-after / valid-before) is checked against.
     let top = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
     let field = |p: &str| top.as_ref()?.pointer(p)?.as_str().map(str::to_owned);
     let identity = field("/operator/identity").unwrap_or_default();
@@ -54,13 +71,5 @@ pub fn read_signed(path: &Path, trust: &Trust) -> Result<SignedManifest, Manifes
             path: sig_path,
             source,
         })?;
-    let manifest = Manifest::parse(&bytes).map_err(|reason| ManifestError::Malformed {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    })?;
-    Ok(SignedManifest {
-        manifest,
-        bytes,
-        signer,
-    })
+    Ok((bytes, signer))
 }

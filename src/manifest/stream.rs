@@ -516,6 +516,8 @@ mod tests {
             wave: None,
             job: None,
             source_changes: None,
+            selection: None,
+            shard: None,
         }
     }
 

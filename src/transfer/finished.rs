@@ -24,12 +24,13 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::job::{JobOptions, OnSourceChange};
+use super::scope::Scope;
 use super::seal::write_durable;
 use super::{Sealed, Status, TransferError, TransferOptions, TransferSummary};
 use crate::dest::Destination;
 use crate::ledger::{JobState, Ledger, LedgerError, RunRef, SealedRun};
 use crate::manifest::{self, ManifestError};
-use crate::source::{self, SourceEntry};
+use crate::source::SourceEntry;
 
 /// What a rerun after the seal found, in a transfer's summary.
 #[derive(Debug, Clone, Serialize)]
@@ -76,17 +77,18 @@ fn implicit_prefix(source: &str, destination: &str) -> String {
 pub(super) fn rerun(
     ledger: &mut Ledger,
     opts: &TransferOptions,
-    source_root: &Path,
+    scope: &Scope,
     source: &str,
     destination: &str,
 ) -> Result<Rerun, TransferError> {
     if opts.full {
         return Ok(Rerun::AsAsked);
     }
+    let selection = scope.key.as_deref();
     if let Some(job) = &opts.job {
-        return named(ledger, opts, job, source, destination);
+        return named(ledger, opts, job, source, destination, selection);
     }
-    let Some(latest) = ledger.latest_run(source, destination)? else {
+    let Some(latest) = ledger.latest_run(source, destination, selection)? else {
         return Ok(Rerun::AsAsked);
     };
     let (name, in_implicit) = match ledger.run_job(latest)? {
@@ -113,7 +115,7 @@ pub(super) fn rerun(
     }
     let seed = (!in_implicit).then_some(latest);
     let state = JobState::load(ledger.path(), &name, seed)?;
-    if !changed(&state, source_root, &opts.ledger)? {
+    if !changed(&state, scope, &opts.ledger)? {
         return Ok(Rerun::NothingNew(sealed));
     }
     if let Some(run) = seed {
@@ -132,8 +134,9 @@ fn named(
     job: &JobOptions,
     source: &str,
     destination: &str,
+    selection: Option<&str>,
 ) -> Result<Rerun, TransferError> {
-    let Some(latest) = ledger.job_latest_run(&job.name, source, destination)? else {
+    let Some(latest) = ledger.job_latest_run(&job.name, source, destination, selection)? else {
         return Ok(Rerun::AsAsked);
     };
     let Some(sealed) = ledger.sealed_run(latest)? else {
@@ -149,12 +152,12 @@ fn named(
 /// Whether the source differs from what the sealed runs landed: a file new
 /// (and not one they left out, unmodified since), of another size or
 /// mtime, unreadable, or gone. Reads metadata only.
-fn changed(state: &JobState, source_root: &Path, ledger: &Path) -> Result<bool, TransferError> {
+fn changed(state: &JobState, scope: &Scope, ledger: &Path) -> Result<bool, TransferError> {
     let sql = |source| LedgerError::Sqlite {
         path: ledger.to_path_buf(),
         source,
     };
-    for entry in source::walk(source_root) {
+    for entry in scope.walk() {
         match entry {
             SourceEntry::File(f) => match state.take(f.rel.as_str()).map_err(sql)? {
                 Some(p) if p.size == f.size && p.mtime_ns == f.mtime_ns => {}
@@ -243,6 +246,7 @@ fn manifest_files(
 pub(super) fn verify_now(
     sealed: &SealedRun,
     opts: &TransferOptions,
+    scope: &Scope,
     dest: &dyn Destination,
     ledger: &mut Ledger,
     key: &crate::keys::SigningKey,
@@ -255,8 +259,9 @@ pub(super) fn verify_now(
         .map(|s| s.manifest.clone())
         .expect("a sealed summary");
     tracing::info!(manifest = %sealed.manifest, "the sealed run's verify never completed: verifying it");
-    // A job's run lists what it landed: each is read back by name.
-    let listed = sealed.job.is_some();
+    // A job's run (or a shard, beside the other shards) lists what it
+    // landed: each is read back by name.
+    let listed = sealed.job.is_some() || scope.shard.is_some();
     let report = super::verify_sealed(&manifest, dest, ledger, opts.jobs, listed, key, progress)?;
     if !report.ok() {
         summary.status = Status::VerifyFailed;

@@ -2,11 +2,11 @@
 //! source file ([`Item`]): copy it, check it against what the job landed
 //! before, or nothing to do (already landed for this run, excluded, failed).
 
-use std::path::Path;
 use std::sync::Mutex;
 
 use super::copy::{Done, object_rel};
 use super::preflight::{lint, linter};
+use super::scope::Scope;
 use super::stop::Stopper;
 use super::{TransferError, TransferOptions};
 use crate::databox::Rule;
@@ -14,7 +14,7 @@ use crate::dest::{Destination, Naming};
 use crate::ledger::{FailureClass, JobState, LandedLookup, Prior, Recorded};
 use crate::relpath::RelPath;
 use crate::source::dicom::InstanceUids;
-use crate::source::{self, SourceEntry, SourceFile};
+use crate::source::{SourceEntry, SourceFile};
 
 pub(super) enum Item {
     Copy(SourceFile),
@@ -84,7 +84,7 @@ fn object(
 /// against what the ledger recorded for this run (`lookup`). Past a
 /// window's end or a limit, no further file starts.
 pub(super) fn walk<'a>(
-    source_root: &Path,
+    scope: &Scope,
     opts: &TransferOptions,
     dest: &'a dyn Destination,
     lookup: Option<LandedLookup>,
@@ -100,7 +100,7 @@ pub(super) fn walk<'a>(
         Some(_) => "Data Box rule",
         None => "destination rule",
     };
-    let items = source::walk(source_root).map(move |entry| match entry {
+    let items = scope.walk_counted().map(move |entry| match entry {
         SourceEntry::File(f) => {
             // Every file the walk meets is marked seen, whatever happens
             // to it next: what is never seen was deleted at the source.

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::copy::object_rel;
+use super::scope::Scope;
 use super::setup::Opened;
 use super::{LISTED_VIOLATIONS, TransferError, TransferOptions};
 use crate::crypt;
@@ -110,7 +111,7 @@ pub(super) fn lint(
 /// In a job's later run, files the job already landed are its own and are
 /// not checked again (`known`): only what is new would move.
 pub(super) fn preflight(
-    source: &Path,
+    scope: &Scope,
     mut linter: Linter,
     own: Option<(&LandedLookup, &dyn Destination)>,
     known: Option<&JobState>,
@@ -121,7 +122,7 @@ pub(super) fn preflight(
         .map(Placement::check_destination)
         .unwrap_or_default();
     let mut count = first.len() as u64;
-    for entry in source::walk(source) {
+    for entry in scope.walk() {
         let SourceEntry::File(f) = entry else {
             continue;
         };
@@ -146,10 +147,10 @@ pub(super) fn preflight(
 /// refuses the transfer if any may identify a patient or cannot be checked.
 /// A file that cannot be read at all is left to the transfer, which fails
 /// it without landing it.
-pub(super) fn require_deidentified(source: &Path, jobs: usize) -> Result<(), TransferError> {
+pub(super) fn require_deidentified(scope: &Scope, jobs: usize) -> Result<(), TransferError> {
     let mut count = 0u64;
     let mut first = Vec::new();
-    let files = source::walk(source).filter_map(|e| match e {
+    let files = scope.walk().filter_map(|e| match e {
         SourceEntry::File(f) => Some(f),
         _ => None,
     });
@@ -186,12 +187,20 @@ pub(super) fn require_deidentified(source: &Path, jobs: usize) -> Result<(), Tra
 /// walk excludes instead), then `--require-deidentified`.
 pub(super) fn check(
     opts: &TransferOptions,
-    source_root: &Path,
+    scope: &Scope,
     opened: &Opened,
     ledger: &Ledger,
     job_state: Option<&JobState>,
 ) -> Result<(), TransferError> {
+    let source_root = scope.root.as_path();
     let dest = opened.dest();
+    // A tree one device cannot hold is refused before anything else.
+    if let Some(device) = opts.device.as_ref().or(scope.split_device.as_ref()) {
+        let fit = scope.fit(device, opts.placement.as_ref());
+        if !fit.fits() {
+            return Err(TransferError::DoesNotFit(fit));
+        }
+    }
     let fresh = opened.share().is_some_and(|s| is_empty_dir(s.root())) && opts.placement.is_none();
     let checks = match opts.skip_violations || fresh {
         true => None,
@@ -202,13 +211,17 @@ pub(super) fn check(
         // (open, or sealed: the same command run again, say by a nightly
         // timer after a run that was killed during its verify) is its own,
         // not something in the way.
-        let latest = ledger.latest_run(&source_root.display().to_string(), &dest.describe())?;
+        let latest = ledger.latest_run(
+            &source_root.display().to_string(),
+            &dest.describe(),
+            scope.key.as_deref(),
+        )?;
         let own = match latest {
             Some(id) => Some(LandedLookup::open(ledger.path(), id)?),
             None => None,
         };
         preflight(
-            source_root,
+            scope,
             linter,
             own.as_ref().map(|o| (o, dest)),
             job_state,
@@ -221,7 +234,7 @@ pub(super) fn check(
         dicomweb(source_root, profile, opts.jobs)?;
     }
     if opts.require_deidentified {
-        require_deidentified(source_root, opts.jobs)?;
+        require_deidentified(scope, opts.jobs)?;
     }
     Ok(())
 }
@@ -262,6 +275,8 @@ fn dicomweb(source: &Path, profile: DicomProfile, jobs: usize) -> Result<(), Tra
         existing: None,
         dicom: true,
         dicomweb: Some(profile),
+        selection: Default::default(),
+        device: None,
     };
     let mut found = Found {
         count: 0,

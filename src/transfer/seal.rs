@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::path::Path;
 
+use super::scope::Scope;
 use super::{Sealed, TransferError, TransferOptions};
 use crate::crypt;
 use crate::keys::SigningKey;
@@ -22,6 +23,7 @@ pub(super) fn seal(
     source: &str,
     destination: &str,
     opts: &TransferOptions,
+    scope: &Scope,
     key: &SigningKey,
 ) -> Result<Sealed, TransferError> {
     let excluded = ledger.manifest_excluded(run.id)?;
@@ -56,8 +58,11 @@ pub(super) fn seal(
     };
     // What a DICOMweb service holds is named by its instance.
     let instances = matches!(opts.destination, crate::dest::Target::Dicomweb(_));
+    let (selection, shard) = (scope.record(), scope.shard.clone());
+    let selected = selection.is_some() || shard.is_some();
     let version = match (crc64, &encryption) {
         (true, _) if instances => manifest::VERSION_DICOMWEB,
+        (true, _) if selected => manifest::VERSION_SELECTED,
         (true, _) if job.is_some() => manifest::VERSION_JOB,
         (true, _) if wave.is_some() => manifest::VERSION_WAVE,
         (true, _) => manifest::VERSION_DICOM,
@@ -93,6 +98,8 @@ pub(super) fn seal(
         wave: wave.filter(|_| version >= manifest::VERSION_WAVE),
         job,
         source_changes,
+        selection: selection.filter(|_| version == manifest::VERSION_SELECTED),
+        shard: shard.filter(|_| version == manifest::VERSION_SELECTED),
     };
     let json_path = opts.manifest_dir.join(format!("{}.json", m.id));
     let sig_path = manifest::signature_path(&json_path);

@@ -226,7 +226,117 @@ fn every_command_prints_one_object_that_matches_the_documented_schema() {
     .unwrap();
     let plan = plan.display().to_string();
     valid(&run(&ws, &["plan", &plan, "--rate", "10M"]), "plan");
+    let d = valid(
+        &run(
+            &ws,
+            &[
+                "plan",
+                &plan,
+                "--rate",
+                "10M",
+                "--device",
+                "custom",
+                "--device-bytes",
+                "1M",
+                "--device-files",
+                "2",
+            ],
+        ),
+        "plan",
+    );
+    assert_eq!(d["devices"][0]["devices"], 2, "{d}");
     valid(&run(&ws, &["run", &plan, "--wave", "w"]), "transfer");
+
+    // A split, a shard, a set of one... of two shards.
+    let split_dir = p("split");
+    let custom = [
+        "--device",
+        "custom",
+        "--device-bytes",
+        "1M",
+        "--device-files",
+        "2",
+    ];
+    let sp = valid(
+        &run(
+            &ws,
+            &[
+                &["split", &src, "--out", &split_dir, "--signing-key", &key][..],
+                &custom[..],
+            ]
+            .concat(),
+        ),
+        "split",
+    );
+    assert_eq!(sp["shards"].as_array().unwrap().len(), 2);
+    let fit = run(&ws, &[&["scan", &src][..], &custom[..]].concat());
+    assert_eq!(fit.status.code(), Some(2));
+    assert_eq!(valid(&fit, "scan")["device"]["devices"], 2);
+    let mut shard_manifests = Vec::new();
+    for n in 1..=2 {
+        let list = p(&format!("split/shard-0{n}.list"));
+        let t = valid(
+            &run(
+                &ws,
+                &[
+                    "transfer",
+                    &src,
+                    &p("set-dest"),
+                    "--signing-key",
+                    &key,
+                    "--shard",
+                    &list,
+                ],
+            ),
+            "transfer",
+        );
+        shard_manifests.push(
+            root.join(t["sealed"]["manifest"].as_str().unwrap())
+                .display()
+                .to_string(),
+        );
+    }
+    let set = p("set.json");
+    let split_json = p("split/split.json");
+    let mut seal = vec![
+        "seal-set",
+        "--out",
+        &set,
+        "--signing-key",
+        &key,
+        &split_json,
+    ];
+    seal.extend(shard_manifests.iter().map(String::as_str));
+    valid(&run(&ws, &with(&seal, &trust)), "seal_set");
+    let audit_set = || {
+        valid(
+            &run(&ws, &with(&["audit", &set, "--chain", &dir], &trust)),
+            "audit_set",
+        )
+    };
+    let a = audit_set();
+    assert_eq!(
+        a["result"], "fail",
+        "the lists are not in the manifest folder: {a}"
+    );
+    for f in [
+        "split.json",
+        "split.json.sig",
+        "shard-01.list",
+        "shard-02.list",
+    ] {
+        std::fs::copy(root.join("split").join(f), ws.manifests.join(f)).unwrap();
+    }
+    let a = audit_set();
+    assert_eq!(a["result"], "pass", "{a}");
+    let v = valid(
+        &run(
+            &ws,
+            &with(&["verify", "--set", &set, &p("set-dest")], &trust),
+        ),
+        "verify_set",
+    );
+    assert_eq!(v["result"], "pass", "{v}");
 
     // The demo, in its own directory.
     valid(&run(&ws, &["demo", "--dir", &p("demo")]), "demo");

@@ -289,7 +289,7 @@ fn migrates(fixture: &str, from: i64, events: i64) {
         .db()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let backup = ws.root().join(format!("custody.db.v{from}.bak"));
     let old = rusqlite::Connection::open(&backup).unwrap();
     let (v, n): (i64, i64) = (
