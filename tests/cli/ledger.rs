@@ -331,6 +331,11 @@ fn a_version_4_ledger_is_migrated_with_a_backup_and_still_verifies() {
 }
 
 #[test]
+fn a_version_5_ledger_is_migrated_with_a_backup_and_still_verifies() {
+    migrates("ledger-v5.db", 5, 8);
+}
+
+#[test]
 fn a_version_3_ledger_is_migrated_with_a_backup_and_still_verifies() {
     migrates("ledger-v3.db", 3, 8);
 }

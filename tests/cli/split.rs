@@ -655,3 +655,27 @@ fn the_split_and_set_vector_audits_and_ssh_keygen_checks_each_signature() {
         .clone();
     assert!(stdout(&o).contains("PROBLEM    shard 2:"), "{}", stdout(&o));
 }
+
+#[test]
+fn a_dicomweb_destination_takes_no_selection_yet_and_says_so() {
+    let ws = Ws::new();
+    ws.file("a.dcm", b"x");
+    let o = ws
+        .custody(&["transfer"])
+        .arg(&ws.src)
+        .arg("dicomweb+http://127.0.0.1:9/dicom-web")
+        .arg("--signing-key")
+        .arg(ws.key())
+        .args(["--exclude", "*.tmp"])
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    assert!(
+        stderr(&o).contains(
+            "a DICOMweb destination takes no --include, --exclude, --files-from or --shard"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
