@@ -122,7 +122,7 @@ pub fn coverage(manifest: &SignedFile, list: &Path) -> Result<Coverage, SetError
         .peekable();
     let mut cov = Coverage::default();
     let mut list_error = None;
-    manifest.for_each_file(|f| {
+    let merged = manifest.for_each_file(|f| {
         loop {
             match paths.peek() {
                 Some(Ok(p)) => match cmp_components(p.as_str(), &f.path) {
@@ -145,10 +145,12 @@ pub fn coverage(manifest: &SignedFile, list: &Path) -> Result<Coverage, SetError
         }
         cov.unexpected(f.path);
         Ok(())
-    })?;
+    });
+    // A list that cannot be read is the finding, not the manifest.
     if let Some(e) = list_error {
         return Err(SetError::NotASet(e.to_string()));
     }
+    merged?;
     for p in paths {
         let p = p.map_err(|e| SetError::NotASet(e.to_string()))?;
         cov.missing(p.to_string());
