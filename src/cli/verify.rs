@@ -271,6 +271,11 @@ fn print_discrepancies(r: &VerifyReport) {
 /// completeness (with --by-study), then the counts.
 pub fn print_report(r: &VerifyReport) {
     print_discrepancies(r);
+    print_totals(r);
+}
+
+/// Each study's completeness (with --by-study), then the counts.
+fn print_totals(r: &VerifyReport) {
     if let Some(studies) = &r.by_study {
         for s in studies {
             println!(
@@ -373,35 +378,8 @@ fn verify_set(args: &Args, set: &Path, g: &Global) -> Outcome {
                 s.number, s.manifest, c.missing, c.size, c.hash, c.unreadable
             );
         }
-        let r = &v.report;
-        if let Some(studies) = &r.by_study {
-            let complete = studies.iter().filter(|s| s.complete()).count();
-            for s in studies.iter().filter(|s| !s.complete()) {
-                println!(
-                    "STUDY {}: {} instances, {} verified: INCOMPLETE",
-                    s.study, s.instances, s.verified
-                );
-            }
-            println!(
-                "studies: {complete} complete, {} incomplete",
-                studies.len() - complete
-            );
-        }
-        let c = &r.counts;
-        println!(
-            "{} set {}: {} of {} files match ({} re-read from {}); {} missing, {} extra, {} size, {} changed, {} unreadable",
-            if v.ok() { "verified" } else { "VERIFY FAILED:" },
-            v.set,
-            r.files_verified,
-            r.files_expected,
-            render::bytes(r.bytes_read),
-            r.destination,
-            c.missing,
-            c.extra,
-            c.size,
-            c.hash,
-            c.unreadable
-        );
+        println!("set {}:", v.set);
+        print_totals(&v.report);
     } else {
         print_discrepancies(&v.report);
     }

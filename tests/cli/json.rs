@@ -226,29 +226,6 @@ fn every_command_prints_one_object_that_matches_the_documented_schema() {
     .unwrap();
     let plan = plan.display().to_string();
     valid(&run(&ws, &["plan", &plan, "--rate", "10M"]), "plan");
-    let d = valid(
-        &run(
-            &ws,
-            &[
-                "plan",
-                &plan,
-                "--rate",
-                "10M",
-                "--device",
-                "custom",
-                "--device-bytes",
-                "1M",
-                "--device-files",
-                "2",
-            ],
-        ),
-        "plan",
-    );
-    assert_eq!(d["devices"][0]["devices"], 2, "{d}");
-    valid(&run(&ws, &["run", &plan, "--wave", "w"]), "transfer");
-
-    // A split, a shard, a set of one... of two shards.
-    let split_dir = p("split");
     let custom = [
         "--device",
         "custom",
@@ -257,6 +234,18 @@ fn every_command_prints_one_object_that_matches_the_documented_schema() {
         "--device-files",
         "2",
     ];
+    let d = valid(
+        &run(
+            &ws,
+            &[&["plan", &plan, "--rate", "10M"][..], &custom[..]].concat(),
+        ),
+        "plan",
+    );
+    assert_eq!(d["devices"][0]["devices"], 2, "{d}");
+    valid(&run(&ws, &["run", &plan, "--wave", "w"]), "transfer");
+
+    // A split, a shard, a set of one... of two shards.
+    let split_dir = p("split");
     let sp = valid(
         &run(
             &ws,

@@ -223,6 +223,17 @@ fn the_preflight_refuses_a_tree_that_does_not_fit_one_device_and_says_how_many()
         .code(2);
 }
 
+/// `custody audit SET --chain DIR --allowed-signers SIGNERS`.
+fn audit_set(ws: &Ws, set: &Path, dir: &Path, signers: &Path) -> assert_cmd::Command {
+    let mut c = ws.custody(&["audit"]);
+    c.arg(set)
+        .arg("--chain")
+        .arg(dir)
+        .arg("--allowed-signers")
+        .arg(signers);
+    c
+}
+
 /// A second operator: another key, another identity.
 fn second_operator(ws: &Ws) -> (PathBuf, PathBuf) {
     let dir = ws.root().join("keys-2");
@@ -356,15 +367,7 @@ fn three_hosts_copy_three_shards_at_once_into_one_prefix_and_the_set_verifies_as
             std::fs::copy(&p, gathered.join("manifests").join(p.file_name().unwrap())).unwrap();
         }
     }
-    let audit = |dir: &Path| {
-        let mut c = ws.custody(&["audit"]);
-        c.arg(&set)
-            .arg("--chain")
-            .arg(dir)
-            .arg("--allowed-signers")
-            .arg(&both);
-        c
-    };
+    let audit = |dir: &Path| audit_set(&ws, &set, dir, &both);
     audit(&gathered).assert().code(0);
     let verify = || {
         let mut c = ws.custody(&["--json", "verify", "--set"]);
@@ -588,14 +591,7 @@ fn the_split_and_set_vector_audits_and_ssh_keygen_checks_each_signature() {
     let signers = root.join("keys-example/allowed_signers");
     let ws = Ws::new();
     let set = dir.join("example.set.json");
-    ws.custody(&["audit"])
-        .arg(&set)
-        .arg("--chain")
-        .arg(&dir)
-        .arg("--allowed-signers")
-        .arg(&signers)
-        .assert()
-        .code(0);
+    audit_set(&ws, &set, &dir, &signers).assert().code(0);
     for doc in [dir.join("split.json"), set.clone()] {
         let ok = ssh_keygen_verify(&signers, "demo-operator@custody.example", &doc);
         assert!(ok.status.success(), "{}: {}", doc.display(), stderr(&ok));
@@ -642,13 +638,7 @@ fn the_split_and_set_vector_audits_and_ssh_keygen_checks_each_signature() {
         .unwrap()
         .replace("0001.dcm", "0002.dcm");
     std::fs::write(&list, text).unwrap();
-    let o = ws
-        .custody(&["audit"])
-        .arg(copy.join("example.set.json"))
-        .arg("--chain")
-        .arg(&copy)
-        .arg("--allowed-signers")
-        .arg(&signers)
+    let o = audit_set(&ws, &copy.join("example.set.json"), &copy, &signers)
         .assert()
         .code(1)
         .get_output()
