@@ -30,7 +30,7 @@ use crate::keys::{self, KeyError, SigningKey};
 /// A file entry's `dicom` object (version 4).
 pub use crate::source::dicom::Instance as DicomEntry;
 pub use audit::{Finding, audit, audit_file};
-pub use signed::{SignedManifest, read_signed, read_verified, signature_path};
+pub use signed::{SignedManifest, read_signed, read_verified, signature_path, write_durable};
 pub use stream::{
     SignedFile, WriteError, Written, hash_head, open_signed, sign_written, write_canonical,
 };

@@ -306,8 +306,8 @@ pub fn seal(
     let bytes = set.to_bytes();
     let signature = key.sign(crate::keys::MANIFEST_NAMESPACE, &bytes)?;
     let sig = manifest::signature_path(out);
-    write_durable(&sig, signature.as_bytes())?;
-    write_durable(out, &bytes)?;
+    manifest::write_durable(&sig, signature.as_bytes())?;
+    manifest::write_durable(out, &bytes)?;
     Ok(Sealed {
         id: set.id,
         set: out.to_path_buf(),
@@ -333,17 +333,6 @@ fn describe(cov: &Coverage) -> String {
         ));
     }
     parts.join("; ")
-}
-
-fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), SetError> {
-    use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 /// One shard as the audit found it.

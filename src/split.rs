@@ -21,7 +21,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::databox::device::{Device, Load};
@@ -358,7 +358,7 @@ fn too_large(db: &Connection, device: &Device, shard_bytes: u64) -> Result<(), S
                 ))
             },
         )
-        .optional_row()?;
+        .optional()?;
     let Some((key, files, bytes)) = row else {
         return Ok(());
     };
@@ -380,21 +380,6 @@ fn too_large(db: &Connection, device: &Device, shard_bytes: u64) -> Result<(), S
         device: device.kind.to_string(),
         limit,
     })
-}
-
-/// `query_row` that gives `None` for no row.
-trait OptionalRow<T> {
-    fn optional_row(self) -> rusqlite::Result<Option<T>>;
-}
-
-impl<T> OptionalRow<T> for rusqlite::Result<T> {
-    fn optional_row(self) -> rusqlite::Result<Option<T>> {
-        match self {
-            Ok(v) => Ok(Some(v)),
-            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
 }
 
 /// First-fit decreasing: each group, largest first, into the first shard
@@ -565,8 +550,9 @@ pub fn split(
     let bytes = doc.to_bytes();
     let signature = key.sign(crate::keys::MANIFEST_NAMESPACE, &bytes)?;
     let sig_path = manifest::signature_path(&split_path);
-    durable(&sig_path, signature.as_bytes()).map_err(|e| out_err(e.to_string()))?;
-    durable(&split_path, &bytes).map_err(|e| out_err(e.to_string()))?;
+    manifest::write_durable(&sig_path, signature.as_bytes())
+        .and_then(|()| manifest::write_durable(&split_path, &bytes))
+        .map_err(|e| out_err(e.to_string()))?;
     tracing::info!(split = %doc.id, shards = shards.len(), "split written");
     Ok(SplitSummary {
         id: doc.id,
@@ -642,15 +628,4 @@ fn write_lists(part: &Partition, out: &Path) -> Result<Vec<String>, ListError> {
         hashes.push(l.hash.finalize().to_hex().to_string());
     }
     Ok(hashes)
-}
-
-/// Writes `bytes` to `path` through a temporary file, synced, then renamed.
-fn durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

@@ -73,3 +73,37 @@ pub fn read_verified(path: &Path, trust: &Trust) -> Result<(Vec<u8>, Signer), Ma
         })?;
     Ok((bytes, signer))
 }
+
+/// Writes `bytes` to `path` atomically and durably (temporary file, fsync,
+/// rename, directory fsync).
+///
+/// # Errors
+/// I/O errors naming `path`.
+pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), ManifestError> {
+    use std::io::Write;
+    let io = |source| ManifestError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    // Readable by owner and group only: a manifest names every file.
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(&tmp)
+            .map_err(io)?
+    };
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
+}

@@ -82,6 +82,16 @@ pub enum FilterAction {
     Exclude,
 }
 
+impl FilterAction {
+    /// Its word, as the manifest spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilterAction::Include => "include",
+            FilterAction::Exclude => "exclude",
+        }
+    }
+}
+
 /// Compiled filters, in the order they are tried.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {

@@ -25,7 +25,6 @@ use serde::Serialize;
 
 use super::job::{JobOptions, OnSourceChange};
 use super::scope::Scope;
-use super::seal::write_durable;
 use super::{Sealed, Status, TransferError, TransferOptions, TransferSummary};
 use crate::dest::Destination;
 use crate::ledger::{JobState, Ledger, LedgerError, RunRef, SealedRun};
@@ -237,7 +236,7 @@ fn manifest_files(
     file.sync_all().map_err(io(&tmp))?;
     drop(file);
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    write_durable(&sig, signature.as_bytes())?;
+    manifest::write_durable(&sig, signature.as_bytes())?;
     tracing::info!(manifest = %id, "wrote the sealed manifest again from the ledger");
     Ok((path, sig))
 }

@@ -37,7 +37,7 @@ impl Scope {
         let mut selection = opts.selection.clone();
         let mut parts = Vec::new();
         for r in selection.filters.rules() {
-            parts.push(format!("{} {:?}", serde_plain(&r.action), r.pattern));
+            parts.push(format!("{} {:?}", r.action.as_str(), r.pattern));
         }
         let mut files_from = None;
         if let Some(ListSource::FilesFrom(p)) = &selection.list {
@@ -142,13 +142,6 @@ impl Scope {
             load.containers = load.containers.min(1);
         }
         device.fit(load, device.bytes)
-    }
-}
-
-fn serde_plain(a: &select::FilterAction) -> &'static str {
-    match a {
-        select::FilterAction::Include => "include",
-        select::FilterAction::Exclude => "exclude",
     }
 }
 

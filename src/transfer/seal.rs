@@ -142,7 +142,7 @@ pub(super) fn seal(
     let mut bytes = File::open(&tmp).map_err(io(&tmp))?;
     ledger.seal(&m, &written, &mut bytes, &signature, key)?;
     std::fs::rename(&tmp, &json_path).map_err(io(&json_path))?;
-    write_durable(&sig_path, signature.as_bytes())?;
+    manifest::write_durable(&sig_path, signature.as_bytes())?;
     tracing::info!(manifest = %m.id, files = m.totals.files, bytes = m.totals.bytes, "sealed");
     Ok(Sealed {
         id: m.id.clone(),
@@ -151,36 +151,4 @@ pub(super) fn seal(
         files: m.totals.files,
         bytes: m.totals.bytes,
     })
-}
-
-/// Writes `bytes` to `path` atomically and durably (temporary file, fsync,
-/// rename, directory fsync).
-///
-/// # Errors
-/// I/O errors naming `path`.
-pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), ManifestError> {
-    use std::io::Write;
-    let io = |source| ManifestError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    // Readable by owner and group only: a manifest names every file.
-    let mut f = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o640)
-            .open(&tmp)
-            .map_err(io)?
-    };
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io)
 }
