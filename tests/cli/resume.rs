@@ -93,7 +93,7 @@ fn a_file_changing_while_read_fails_alone_and_the_rerun_completes() {
 
 /// Runs `custody` without root privileges (as `nobody` via setpriv when the
 /// tests run as root, since root reads files whatever their mode).
-fn unprivileged(ws: &Ws, args: &[&str]) -> std::process::Output {
+pub(crate) fn unprivileged(ws: &Ws, args: &[&str]) -> std::process::Output {
     let bin = assert_cmd::cargo::cargo_bin("custody");
     let mut cmd = if rustix::process::geteuid().is_root() {
         let mut c = Command::new("setpriv");

@@ -669,3 +669,58 @@ fn a_dicomweb_destination_takes_no_selection_yet_and_says_so() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_split_of_a_tree_with_an_unreadable_file_writes_nothing_and_names_it() {
+    let ws = Ws::new();
+    pacs(&ws);
+    let locked = ws.file("day1/locked.dcm", b"secret");
+    chmod(&locked, 0o000);
+    // Let `nobody` (the tests may run as root, who reads anything) use the
+    // workspace and the key.
+    for e in walkdir::WalkDir::new(ws.root()) {
+        let e = e.unwrap();
+        if e.file_type().is_dir() {
+            chmod(e.path(), 0o777);
+        }
+    }
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(ws.key(), Some(65534), Some(65534)).unwrap();
+    }
+    let (src, out, key) = (
+        ws.src.display().to_string(),
+        ws.root().join("split").display().to_string(),
+        ws.key().display().to_string(),
+    );
+    let args = [
+        "split",
+        &src,
+        "--device",
+        "custom",
+        "--device-bytes",
+        "1G",
+        "--device-files",
+        "150",
+        "--out",
+        &out,
+        "--signing-key",
+        &key,
+    ];
+    let o = crate::resume::unprivileged(&ws, &args);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("1 entr(ies) of the source could not be read")
+            && err.contains(&format!("{}: Permission denied", locked.display())),
+        "{err}"
+    );
+    assert!(!Path::new(&out).join("split.json").exists());
+    // Readable again: the same command splits it, the file in a shard.
+    chmod(&locked, 0o644);
+    let o = crate::resume::unprivileged(&ws, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let listed: Vec<String> = (1..=3)
+        .flat_map(|n| lines(&Path::new(&out).join(format!("shard-0{n}.list"))))
+        .collect();
+    assert!(listed.contains(&"day1/locked.dcm".to_owned()));
+}
