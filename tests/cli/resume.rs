@@ -91,6 +91,20 @@ fn a_file_changing_while_read_fails_alone_and_the_rerun_completes() {
     assert_same_tree(&ws.src, &ws.dest);
 }
 
+/// Lets `nobody` (whom [`unprivileged`] runs as under root) use the
+/// workspace's folders and the operator's key.
+pub(crate) fn open_to_nobody(ws: &Ws) {
+    for e in walkdir::WalkDir::new(ws.root()) {
+        let e = e.unwrap();
+        if e.file_type().is_dir() {
+            chmod(e.path(), 0o777);
+        }
+    }
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(ws.key(), Some(65534), Some(65534)).unwrap();
+    }
+}
+
 /// Runs `custody` without root privileges (as `nobody` via setpriv when the
 /// tests run as root, since root reads files whatever their mode).
 pub(crate) fn unprivileged(ws: &Ws, args: &[&str]) -> std::process::Output {
@@ -118,16 +132,7 @@ fn an_unreadable_file_fails_alone_and_the_rerun_completes() {
     pacs_tree(&ws, 1, 2, 1_000);
     let locked = ws.file("locked.dcm", b"secret");
     chmod(&locked, 0o000);
-    // Let `nobody` use the workspace and the key.
-    for e in walkdir::WalkDir::new(ws.root()) {
-        let e = e.unwrap();
-        if e.file_type().is_dir() {
-            chmod(e.path(), 0o777);
-        }
-    }
-    if rustix::process::geteuid().is_root() {
-        std::os::unix::fs::chown(ws.key(), Some(65534), Some(65534)).unwrap();
-    }
+    open_to_nobody(&ws);
     let (src, dest, key) = (
         ws.src.display().to_string(),
         ws.dest.display().to_string(),
