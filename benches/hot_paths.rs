@@ -82,9 +82,8 @@ fn files(n: usize) -> Vec<FileEntry> {
         .collect()
 }
 
-fn manifest_encode(c: &mut Criterion) {
-    let files = files(10_000);
-    let m = Manifest {
+fn head(files: Vec<FileEntry>) -> Manifest {
+    Manifest {
         created: "2026-11-23T21:45:00Z".into(),
         destination: "/mnt/databox/contoso_BlockBlob/pacs".into(),
         encryption: None,
@@ -118,7 +117,12 @@ fn manifest_encode(c: &mut Criterion) {
         source_changes: None,
         selection: None,
         shard: None,
-    };
+        tree: None,
+    }
+}
+
+fn manifest_encode(c: &mut Criterion) {
+    let m = head(files(10_000));
     let mut g = c.benchmark_group("manifest");
     g.throughput(Throughput::Elements(10_000));
     g.bench_function("canonical encode, 10k files", |b| {
@@ -127,6 +131,57 @@ fn manifest_encode(c: &mut Criterion) {
     let bytes = m.to_canonical();
     g.bench_function("parse, 10k files", |b| {
         b.iter(|| Manifest::parse(black_box(&bytes)).unwrap())
+    });
+    g.finish();
+}
+
+/// What the Merkle tree adds to a seal (docs/proofs.md): the same
+/// streamed encode of 100,000 entries (the seal's path, to a sink) as a
+/// version 4 manifest and as a version 9 one, which hashes every entry
+/// into the tree as it writes it.
+fn merkle(c: &mut Criterion) {
+    use custody::manifest::{Tree, VERSION_DICOM, VERSION_TREE, write_canonical};
+    const N: usize = 100_000;
+    let entries = files(N);
+    let mut plain = head(Vec::new());
+    plain.version = VERSION_DICOM;
+    let mut treed = plain.clone();
+    treed.version = VERSION_TREE;
+    treed.tree = Some(Tree {
+        base: VERSION_DICOM,
+        root: String::new(),
+        size: 0,
+    });
+    let encode = |m: &Manifest| {
+        write_canonical::<std::convert::Infallible>(
+            m,
+            std::iter::empty(),
+            entries.iter().cloned().map(Ok),
+            std::io::sink(),
+        )
+        .unwrap()
+    };
+    let mut g = c.benchmark_group("merkle");
+    g.throughput(Throughput::Elements(N as u64));
+    g.sample_size(10);
+    g.bench_function("streamed encode, 100k files, version 4", |b| {
+        b.iter(|| encode(black_box(&plain)))
+    });
+    g.bench_function("streamed encode, 100k files, version 9 (+ tree)", |b| {
+        b.iter(|| encode(black_box(&treed)))
+    });
+    let leaves: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|f| serde_json::to_vec(f).unwrap())
+        .collect();
+    g.bench_function("tree root alone, 100k entries", |b| {
+        b.iter(|| {
+            let mut t = custody::merkle::Builder::new();
+            for l in &leaves {
+                t.push(black_box(l));
+            }
+            t.root()
+        })
     });
     g.finish();
 }
@@ -272,6 +327,7 @@ criterion_group!(
     dicom,
     encrypt,
     manifest_encode,
+    merkle,
     ledger_insert,
     component_sort
 );

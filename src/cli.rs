@@ -46,6 +46,7 @@ mod ledger;
 mod load;
 mod logging;
 mod plan;
+mod proofs;
 mod render;
 mod report;
 mod rollback;
@@ -242,6 +243,10 @@ enum Command {
     Run(plan::RunArgs),
     Rollback(rollback::Args),
     Report(report::Args),
+    Prove(proofs::ProveArgs),
+    CheckProof(proofs::CheckProofArgs),
+    #[command(subcommand)]
+    Witness(proofs::WitnessCommand),
     Config(config::Args),
     Completions(generate::Args),
     Manpage(generate::ManArgs),
@@ -297,6 +302,9 @@ pub fn main() -> ExitCode {
         Command::Run(a) => plan::run(a, g),
         Command::Rollback(a) => rollback::run(a, g),
         Command::Report(a) => report::run(a, g),
+        Command::Prove(a) => proofs::prove(a, g),
+        Command::CheckProof(a) => proofs::check_proof(a, g),
+        Command::Witness(c) => proofs::witness(c, g),
         Command::Config(a) => config::run(a, g),
         Command::Completions(_) | Command::Manpage(_) if g.json => {
             Err(Failure::usage(anyhow::anyhow!(

@@ -20,6 +20,11 @@ use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey};
 pub const MANIFEST_NAMESPACE: &str = "custody-manifest";
 /// SSHSIG namespace of ledger chain-head signatures.
 pub const LEDGER_NAMESPACE: &str = "custody-ledger";
+/// SSHSIG namespace of checkpoint signatures: a manifest's or the
+/// ledger's Merkle tree head (`docs/proofs.md`).
+pub const CHECKPOINT_NAMESPACE: &str = "custody-checkpoint";
+/// SSHSIG namespace of a witness's cosignature of a checkpoint.
+pub const WITNESS_NAMESPACE: &str = "custody-witness";
 /// File names `keygen` writes.
 pub const PRIVATE_KEY_FILE: &str = "custody_ed25519";
 /// Public key file name written by `keygen`.
@@ -194,8 +199,9 @@ pub fn generate(dir: &Path, identity: &str) -> Result<GeneratedKey, KeyError> {
 
     write_new(&private_path, private_pem.as_bytes(), 0o600)?;
     write_new(&public_path, format!("{public_line}\n").as_bytes(), 0o644)?;
-    let signers =
-        format!("{identity} namespaces=\"{MANIFEST_NAMESPACE},{LEDGER_NAMESPACE}\" {key_only}\n");
+    let signers = format!(
+        "{identity} namespaces=\"{MANIFEST_NAMESPACE},{LEDGER_NAMESPACE},{CHECKPOINT_NAMESPACE}\" {key_only}\n"
+    );
     write_new(&signers_path, signers.as_bytes(), 0o644)?;
     Ok(GeneratedKey {
         private_key: private_path,

@@ -7,11 +7,11 @@ use std::path::Path;
 
 /// The engine's floors, from the ground up (docs/ARCHITECTURE.md).
 const FLOORS: &[&[&str]] = &[
-    &["relpath", "digest", "progress", "pool"],
+    &["relpath", "digest", "progress", "pool", "merkle"],
     &["source"],
     &["crypt", "keys"],
     &["manifest", "dest"],
-    &["ledger", "lock"],
+    &["ledger", "lock", "proofs", "witness"],
     &["databox", "schedule"],
     &["scan", "split", "verify", "rollback", "restore", "report"],
     // A transfer ends with the verify stage (`--verify`).

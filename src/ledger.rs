@@ -23,6 +23,7 @@ pub mod kind;
 mod manifests;
 mod runs;
 mod schema;
+mod tree;
 
 pub use chain::{ChainProblem, ChainReport, batch_digest, event_hash, row_hash};
 pub use class::{Failure, FailureClass};
@@ -30,6 +31,7 @@ pub use copying::Copying;
 pub use events::{Event, Handoff};
 pub use job::{JobRun, JobState, Prior, SealedRun};
 pub use runs::{LandedFile, LandedLookup, NewRun, Recorded, RunRef, Stored};
+pub use tree::{LedgerCheckpoint, SinceReport};
 
 /// The schema version this code reads and writes.
 pub const SCHEMA_VERSION: i64 = 6;

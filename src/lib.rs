@@ -20,8 +20,10 @@ mod layers;
 pub mod ledger;
 pub mod lock;
 pub mod manifest;
+pub mod merkle;
 pub mod pool;
 pub mod progress;
+pub mod proofs;
 pub mod relpath;
 pub mod report;
 pub mod restore;
@@ -33,6 +35,7 @@ pub mod source;
 pub mod split;
 pub mod transfer;
 pub mod verify;
+pub mod witness;
 
 /// The version of this tool, recorded in manifests and ledger runs.
 pub const TOOL_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -15,6 +15,7 @@
 
 mod audit;
 pub mod chain;
+pub mod checkpoint;
 pub mod index;
 pub mod set;
 mod signed;
@@ -33,6 +34,7 @@ pub use audit::{Finding, audit, audit_file};
 pub use signed::{SignedManifest, read_signed, read_verified, signature_path, write_durable};
 pub use stream::{
     SignedFile, WriteError, Written, hash_head, open_signed, sign_written, write_canonical,
+    write_canonical_with,
 };
 
 /// Value of the `format` field.
@@ -83,10 +85,43 @@ pub const VERSION_DICOMWEB: u64 = 7;
 /// verify.
 pub const VERSION_SELECTED: u64 = 8;
 
+/// A manifest with a Merkle tree over its file entries (`tree`): the
+/// fields and rules of the version named by `tree.base` (4 to 8), plus the
+/// tree's size and root, so that one entry can be proven without the rest
+/// (`docs/proofs.md`). Written by every transfer since; 1 to 8 still
+/// verify.
+pub const VERSION_TREE: u64 = 9;
+
 /// Whether manifests of `version` may carry a `job` (and its
 /// `source_changes` and `version_of`).
 pub fn defines_job(version: u64) -> bool {
     matches!(version, VERSION_JOB | VERSION_DICOMWEB | VERSION_SELECTED)
+}
+
+/// The Merkle tree over a manifest's file entries (version 9): RFC 6962
+/// with SHA-256, one leaf per `files` element holding the element's
+/// canonical bytes, in the list's order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tree {
+    /// The version whose fields and rules the rest of the manifest keeps
+    /// (4 to 8).
+    pub base: u64,
+    /// The root hash, lowercase hex.
+    pub root: String,
+    /// The number of leaves: `totals.files`.
+    pub size: u64,
+}
+
+impl Manifest {
+    /// The version whose rules the manifest's fields keep: its own, or for
+    /// version 9 its tree's `base`.
+    pub fn rules_version(&self) -> u64 {
+        match (&self.tree, self.version) {
+            (Some(t), VERSION_TREE) => t.base,
+            _ => self.version,
+        }
+    }
 }
 
 /// What a run was limited to (version 8): the filters in the order they
@@ -141,6 +176,7 @@ pub fn supported_version(version: u64) -> bool {
             | VERSION_JOB
             | VERSION_DICOMWEB
             | VERSION_SELECTED
+            | VERSION_TREE
     )
 }
 
@@ -324,6 +360,10 @@ pub struct Manifest {
     pub tool: Tool,
     /// Totals over `files` and `excluded`.
     pub totals: Totals,
+    /// The Merkle tree over `files` (version 9 only, where it is
+    /// required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<Tree>,
     /// [`VERSION_DICOM`], or [`VERSION_WAVE`] with `wave` (or, in older
     /// manifests, [`VERSION_CRC64`], [`VERSION`], or [`VERSION_ENCRYPTED`]
     /// when `encryption` is present).
@@ -632,6 +672,7 @@ mod tests {
             source_changes: None,
             selection: None,
             shard: None,
+            tree: None,
         }
     }
 
@@ -778,6 +819,90 @@ mod tests {
     }
 
     #[test]
+    fn a_version_9_manifest_keeps_its_base_rules_and_its_tree_is_checked_against_the_entries() {
+        let mut m = sample();
+        m.files[0].crc64 = Some("0".repeat(16));
+        let mut second = m.files[0].clone();
+        second.path = "p1/s2/b.dcm".into();
+        m.files.push(second);
+        m.totals.files = 2;
+        m.totals.bytes = 2;
+        m.version = VERSION_TREE;
+        // The root of the entries' canonical bytes, as leaves in order.
+        let mut b = crate::merkle::Builder::new();
+        for f in &m.files {
+            b.push(&serde_json::to_vec(f).unwrap());
+        }
+        m.tree = Some(Tree {
+            base: VERSION_DICOM,
+            root: crate::merkle::to_hex(&b.root().hash),
+            size: 2,
+        });
+        let bytes = m.to_canonical();
+        assert_eq!(Manifest::parse(&bytes).unwrap(), m);
+        let text = String::from_utf8(bytes).unwrap();
+        let at = |k: &str| text.find(&format!("\"{k}\":")).unwrap();
+        // `tree` after `totals`: the streamed writer fills both in at the end.
+        assert!(at("totals") < at("tree"));
+        assert!(text.ends_with(&format!(
+            r#""tree":{{"base":4,"root":"{}","size":2}},"version":9}}"#,
+            m.tree.as_ref().unwrap().root
+        )));
+        assert_eq!(audit_lines(&m), Vec::<String>::new());
+        // The streamed writer computes the same root.
+        let mut head = m.clone();
+        head.files.clear();
+        head.tree.as_mut().unwrap().root.clear();
+        let mut out = Vec::new();
+        let w = stream::write_canonical::<std::convert::Infallible>(
+            &head,
+            m.excluded.iter().cloned().map(Ok),
+            m.files.iter().cloned().map(Ok),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, m.to_canonical());
+        assert_eq!(w.tree.unwrap(), b.root());
+
+        let mut edited = m.clone();
+        edited.files[1].size = 7;
+        edited.totals.bytes = 8;
+        let found = audit_lines(&edited);
+        assert!(
+            found[0].starts_with("tree.root: does not match the listed files"),
+            "{found:?}"
+        );
+        let mut short = m.clone();
+        short.tree.as_mut().unwrap().size = 1;
+        assert_eq!(
+            audit_lines(&short),
+            ["tree.size: says 1 but 2 files are listed"]
+        );
+        let mut none = m.clone();
+        none.tree = None;
+        assert_eq!(audit_lines(&none), ["tree: version 9 requires it"]);
+        let mut base = m.clone();
+        base.tree.as_mut().unwrap().base = VERSION_CRC64;
+        assert!(audit_lines(&base)[0].starts_with("tree.base: 3 is not a version a tree extends"));
+        let mut older = m.clone();
+        older.version = VERSION_DICOM;
+        assert_eq!(audit_lines(&older), ["tree: version 4 does not define it"]);
+        // The base's rules hold: a selection needs base 8.
+        let mut selected = m.clone();
+        selected.selection = Some(Selection {
+            files_from: None,
+            filters: Vec::new(),
+            left_out: 0,
+        });
+        assert_eq!(
+            audit_lines(&selected),
+            ["selection: version 4 does not define it"]
+        );
+        selected.tree.as_mut().unwrap().base = VERSION_SELECTED;
+        assert_eq!(audit_lines(&selected), Vec::<String>::new());
+    }
+
+    #[test]
     fn a_selected_manifest_records_its_filters_and_its_shard_and_only_version_8_does() {
         let mut m = sample();
         m.version = VERSION_SELECTED;
@@ -845,12 +970,12 @@ mod tests {
     #[test]
     fn parse_rejects_other_versions_duplicates_and_unknown_fields() {
         let text = String::from_utf8(sample().to_canonical()).unwrap();
-        let v9 = text.replace(r#""version":1"#, r#""version":9"#);
+        let v10 = text.replace(r#""version":1"#, r#""version":10"#);
         assert!(
-            Manifest::parse(v9.as_bytes())
+            Manifest::parse(v10.as_bytes())
                 .unwrap_err()
                 .to_string()
-                .contains("version 9")
+                .contains("version 10")
         );
         let dup = text.replacen(r#"{"created":"#, r#"{"host":"evil","created":"#, 1);
         assert!(

@@ -45,6 +45,8 @@ mod logs;
 mod operations;
 #[path = "cli/preflight.rs"]
 mod preflight;
+#[path = "cli/proofs.rs"]
+mod proofs;
 #[path = "cli/report.rs"]
 mod report;
 #[path = "cli/rerun.rs"]

@@ -1,4 +1,4 @@
-//! `custody ledger verify` and `custody log`.
+//! `custody ledger verify`, `custody ledger checkpoint` and `custody log`.
 
 use std::path::PathBuf;
 
@@ -18,8 +18,37 @@ pub enum LedgerCommand {
 Example:
   custody ledger verify --ledger /var/lib/custody/custody.db --allowed-signers allowed_signers
 
+Against a checkpoint taken earlier (and kept elsewhere): the ledger must extend it, proven by an
+RFC 6962 consistency proof; when it does not, the first event that differs is named:
+  custody ledger verify --since ledger-2026-11-01.checkpoint --allowed-signers allowed_signers
+
 Exit codes: 0 intact, 1 tampering or damage found, 2 usage error (e.g. no ledger).")]
     Verify(VerifyArgs),
+    /// Write a signed checkpoint of the ledger's events so far: FILE (the
+    /// tree's size and root, C2SP tlog-checkpoint), FILE.sig (SSHSIG,
+    /// namespace custody-checkpoint) and FILE.events (the event hashes).
+    /// Keep it elsewhere, or have a witness cosign it.
+    #[command(after_help = "\
+Example:
+  custody ledger checkpoint --out /srv/audit/ledger-$(date +%F).checkpoint
+
+Check it with stock OpenSSH:
+  ssh-keygen -Y verify -f allowed_signers -I <identity> -n custody-checkpoint \\
+      -s FILE.sig < FILE
+
+Exit codes: 0 written, 2 usage error (no ledger, no key, cannot write).")]
+    Checkpoint(CheckpointArgs),
+}
+
+/// Options of `ledger checkpoint`.
+#[derive(Debug, clap::Args)]
+pub struct CheckpointArgs {
+    /// Where to write the checkpoint (and FILE.sig, FILE.events).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// The operator's OpenSSH Ed25519 private key, which signs it.
+    #[arg(long, value_name = "KEY", env = "CUSTODY_SIGNING_KEY")]
+    signing_key: PathBuf,
 }
 
 /// Options of `ledger verify`.
@@ -33,6 +62,15 @@ pub struct VerifyArgs {
     /// Also require every signed event to be signed by this public key.
     #[arg(long, value_name = "FILE")]
     public_key: Option<PathBuf>,
+    /// Also prove that the ledger extends this checkpoint (`ledger
+    /// checkpoint --out`), naming the first event that differs when it
+    /// does not.
+    #[arg(long, value_name = "FILE")]
+    since: Option<PathBuf>,
+    /// With --since: require the checkpoint to carry a cosignature by a
+    /// witness listed in this allowed_signers file.
+    #[arg(long, value_name = "FILE", requires = "since")]
+    witness: Option<PathBuf>,
 }
 
 /// List custody events, oldest first, with their signers.
@@ -65,6 +103,7 @@ pub struct LogArgs {
 pub fn run(cmd: &LedgerCommand, g: &Global) -> Outcome {
     match cmd {
         LedgerCommand::Verify(a) => verify(a, g),
+        LedgerCommand::Checkpoint(a) => checkpoint(a, g),
     }
 }
 
@@ -77,16 +116,38 @@ fn verify(a: &VerifyArgs, g: &Global) -> Outcome {
     let report = ledger
         .verify_chain(trust.as_ref())
         .map_err(Failure::usage)?;
-    let ok = report.problems.is_empty();
+    let since = match &a.since {
+        Some(file) => {
+            let old = custody::manifest::checkpoint::read(file)
+                .map_err(|e| super::load::manifest_failure(file, e))?;
+            let listed = custody::manifest::checkpoint::EventList::read(file)
+                .map_err(|e| super::load::manifest_failure(file, e))?;
+            let witnesses = match &a.witness {
+                Some(w) => Some(super::load_trust(Some(w), None)?),
+                None => None,
+            };
+            Some(
+                ledger
+                    .verify_since(&old, listed.as_ref(), trust.as_ref(), witnesses.as_ref())
+                    .map_err(Failure::usage)?,
+            )
+        }
+        None => None,
+    };
+    let ok = report.problems.is_empty() && since.as_ref().is_none_or(|s| s.problems.is_empty());
     if g.json {
         print_json(&serde_json::json!({
             "ledger": g.ledger,
             "result": if ok { "pass" } else { "fail" },
             "report": report,
+            "since": since,
         }));
     } else {
         for p in &report.problems {
             println!("TAMPERED   {}", p.problem);
+        }
+        for p in since.iter().flat_map(|s| &s.problems) {
+            println!("TAMPERED   {p}");
         }
         if !g.quiet {
             println!(
@@ -98,17 +159,57 @@ fn verify(a: &VerifyArgs, g: &Global) -> Outcome {
                 report.head.seq,
                 report.head.hash
             );
+            if let Some(s) = since.as_ref().filter(|s| s.problems.is_empty()) {
+                println!(
+                    "extends checkpoint {} at {} events (root {}): consistency proof of {} hashes to {} events (root {})",
+                    s.origin,
+                    s.size,
+                    s.root,
+                    s.consistency.len(),
+                    s.now_size,
+                    s.now_root
+                );
+            }
             println!(
                 "{}",
                 if ok {
                     "ledger intact".to_owned()
                 } else {
-                    format!("LEDGER VERIFY FAILED: {} problem(s)", report.problems.len())
+                    let n = report.problems.len() + since.as_ref().map_or(0, |s| s.problems.len());
+                    format!("LEDGER VERIFY FAILED: {n} problem(s)")
                 }
             );
         }
     }
     Ok(if ok { Code::Ok } else { Code::Integrity })
+}
+
+fn checkpoint(a: &CheckpointArgs, g: &Global) -> Outcome {
+    let key = super::load_signing_key(&a.signing_key)?;
+    let ledger = Ledger::open_existing(&g.ledger).map_err(Failure::usage)?;
+    let written = ledger
+        .write_checkpoint(&a.out, &key)
+        .map_err(Failure::usage)?;
+    let c = &written.checkpoint;
+    if g.json {
+        print_json(&serde_json::json!({
+            "checkpoint": a.out,
+            "signature": written.signature,
+            "events": written.events,
+            "origin": c.origin,
+            "size": c.root.size,
+            "root": custody::merkle::to_hex(&c.root.hash),
+        }));
+    } else if !g.quiet {
+        println!(
+            "checkpoint of {} at {} events (root {}) written to {}",
+            c.origin,
+            c.root.size,
+            custody::merkle::to_hex(&c.root.hash),
+            super::render::escape_controls(&a.out.display().to_string())
+        );
+    }
+    Ok(Code::Ok)
 }
 
 pub fn log(a: &LogArgs, g: &Global) -> Outcome {

@@ -93,6 +93,24 @@ impl Trust {
         Ok(Trust::PublicKey(key))
     }
 
+    /// Trusts each of `keys` for any identity and namespace, at any time
+    /// (the keys a ledger registered, when no trust file is given).
+    pub fn any_of(keys: Vec<PublicKey>) -> Self {
+        Trust::AllowedSigners(
+            keys.into_iter()
+                .map(|key| {
+                    AllowedSignerEntry(AllowedSigner {
+                        principals: vec!["*".to_owned()],
+                        namespaces: None,
+                        valid_after: None,
+                        valid_before: None,
+                        key,
+                    })
+                })
+                .collect(),
+        )
+    }
+
     /// Reads an OpenSSH `allowed_signers` file (see `ssh-keygen(1)`,
     /// "ALLOWED SIGNERS"). `cert-authority` lines are not supported and are
     /// skipped; `namespaces="…"`, `valid-after="…"` and `valid-before="…"`
@@ -215,6 +233,35 @@ impl Trust {
     ) -> Result<Signer, KeyError> {
         self.verify_reader(identity, namespace, at, &mut { msg }, armored)
             .map(|(signer, _)| signer)
+    }
+
+    /// As [`Trust::verify`] for a message that names no signer (a
+    /// checkpoint): the identity is the first principal of the first
+    /// `allowed_signers` line holding the signature's key, as
+    /// `ssh-keygen -Y find-principals` finds it before `-Y verify -I`.
+    ///
+    /// # Errors
+    /// As [`Trust::verify`].
+    pub fn verify_by_key(
+        &self,
+        namespace: &str,
+        at: Option<jiff::Timestamp>,
+        msg: &[u8],
+        armored: &str,
+    ) -> Result<Signer, KeyError> {
+        let identity = match self {
+            Trust::PublicKey(_) => None,
+            Trust::AllowedSigners(entries) => SshSig::from_pem(armored.trim())
+                .ok()
+                .and_then(|sig| {
+                    entries
+                        .iter()
+                        .find(|e| e.0.key.key_data() == sig.public_key())
+                })
+                .and_then(|e| e.0.principals.iter().find(|p| !p.starts_with('!')))
+                .cloned(),
+        };
+        self.verify(&identity.unwrap_or_default(), namespace, at, msg, armored)
     }
 
     /// As [`Trust::verify`], reading the message from `msg` (once, to its

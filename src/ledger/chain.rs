@@ -202,6 +202,31 @@ impl Ledger {
             .unwrap_or((0, GENESIS.to_owned()));
         let seq = prev_seq + 1;
         let at = crate::now_rfc3339();
+        // A signed event carries the tree of the events before it, so that
+        // every exported timeline carries a checkpoint of the ledger.
+        let mut with_tree;
+        let payload = match payload {
+            Value::Object(_) if kind::SIGNED.contains(&kind) => {
+                let mut tree = crate::merkle::Builder::new();
+                let mut stmt = conn
+                    .prepare_cached("SELECT hash FROM events ORDER BY seq")
+                    .map_err(sql)?;
+                let mut rows = stmt.query([]).map_err(sql)?;
+                while let Some(r) = rows.next().map_err(sql)? {
+                    tree.push(
+                        r.get_ref(0)
+                            .map_err(sql)?
+                            .as_str()
+                            .map_err(|e| sql(e.into()))?
+                            .as_bytes(),
+                    );
+                }
+                with_tree = payload.clone();
+                with_tree[super::tree::TREE_FIELD] = super::tree::tree_value(tree.root());
+                &with_tree
+            }
+            _ => payload,
+        };
         let payload_text = canonical(payload);
         let hash = event_hash(seq, &at, kind, run, manifest, &payload_text, &prev_hash);
         let (fpr, sig) = match signer {
@@ -289,6 +314,7 @@ impl Ledger {
         let (mut events, mut signatures, mut landed_rows) = (0u64, 0u64, 0u64);
         let mut chain: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
         let mut sealed: Vec<(u64, String, Value)> = Vec::new();
+        let mut tree = crate::merkle::Builder::new();
         for row in rows {
             let (seq, at, kind, run, manifest, payload, prev_hash, hash, signer, signature): Row =
                 row.map_err(self.err())?;
@@ -351,6 +377,17 @@ impl Ledger {
                     format!("event {seq} ({kind}): payload is not JSON"),
                 );
             }
+            if let Some(recorded) = parsed.as_ref().and_then(|p| p.get(super::tree::TREE_FIELD))
+                && *recorded != super::tree::tree_value(tree.root())
+            {
+                add(
+                    Some(seq),
+                    format!(
+                        "event {seq} ({kind}): its ledger_tree is not the tree of the events before it"
+                    ),
+                );
+            }
+            tree.push(hash.as_bytes());
             if kind == kind::FILES_LANDED {
                 landed_rows += self.check_landed_batch(seq, run, parsed.as_ref(), &mut add)?;
             }

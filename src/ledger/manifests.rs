@@ -106,6 +106,7 @@ impl Ledger {
         written: &Written,
         bytes: &mut dyn Read,
         signature: &str,
+        checkpoint_signature: Option<&str>,
         key: &SigningKey,
     ) -> Result<Event, LedgerError> {
         let path = self.path.clone();
@@ -153,12 +154,22 @@ impl Ledger {
             params![manifest.id, manifest.run],
         )
         .map_err(sql)?;
-        let payload = json!({
+        let mut payload = json!({
             "bytes": written.totals.bytes,
             "excluded": written.totals.excluded,
             "files": written.totals.files,
             "manifest_blake3": digest,
         });
+        // The manifest's tree and its signed checkpoint (version 9), kept
+        // here so that a lost checkpoint file is written again from the
+        // record of truth.
+        if let (Some(root), Some(sig)) = (written.tree, checkpoint_signature) {
+            payload["manifest_tree"] = json!({
+                "root": crate::merkle::to_hex(&root.hash),
+                "signature": sig,
+                "size": root.size,
+            });
+        }
         let ev = Self::append(
             &tx,
             &path,
@@ -229,6 +240,39 @@ impl Ledger {
             source,
         })?;
         Ok(signature)
+    }
+
+    /// The Merkle tree of sealed manifest `id` and its checkpoint's
+    /// signature, as its `sealed` event recorded them (version 9 manifests
+    /// only).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn manifest_checkpoint(
+        &self,
+        id: &str,
+    ) -> Result<Option<(crate::merkle::Root, String)>, LedgerError> {
+        let payload: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT payload FROM events WHERE kind = ?1 AND manifest_id = ?2",
+                params![kind::SEALED, id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())?;
+        let tree = payload
+            .and_then(|p| serde_json::from_str::<serde_json::Value>(&p).ok())
+            .and_then(|p| p.get("manifest_tree").cloned());
+        Ok(tree.and_then(|t| {
+            Some((
+                crate::merkle::Root {
+                    size: t.get("size")?.as_u64()?,
+                    hash: crate::merkle::from_hex(t.get("root")?.as_str()?)?,
+                },
+                t.get("signature")?.as_str()?.to_owned(),
+            ))
+        }))
     }
 
     /// Whether the ledger holds a manifest with this id.

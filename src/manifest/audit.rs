@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::{
     FileEntry, Manifest, ManifestError, SignedFile, SignedManifest, VERSION, VERSION_DICOM,
-    VERSION_DICOMWEB, VERSION_ENCRYPTED, VERSION_JOB, VERSION_SELECTED, VERSION_WAVE, defines_job,
-    defines_wave, has_crc64, stream, versioned_path,
+    VERSION_DICOMWEB, VERSION_ENCRYPTED, VERSION_JOB, VERSION_SELECTED, VERSION_TREE, VERSION_WAVE,
+    defines_job, defines_wave, has_crc64, stream, versioned_path,
 };
 use crate::digest;
 use crate::keys::Signer;
@@ -91,10 +91,16 @@ impl<'m> Auditor<'m> {
         a.encryption_header();
         a.job_header();
         a.selection_header();
-        match (&m.wave, m.version) {
-            (None, VERSION_WAVE) => a.add("wave", format!("version {} requires it", m.version)),
+        a.tree_header();
+        match (&m.wave, m.rules_version()) {
+            (None, VERSION_WAVE) => {
+                a.add("wave", format!("version {} requires it", m.rules_version()))
+            }
             (Some(_), v) if !defines_wave(v) => {
-                a.add("wave", format!("version {} does not define it", m.version));
+                a.add(
+                    "wave",
+                    format!("version {} does not define it", m.rules_version()),
+                );
             }
             (Some(w), _) => {
                 for (field, value) in [
@@ -131,10 +137,10 @@ impl<'m> Auditor<'m> {
     /// `source_changes` belongs to version 6 too.
     fn job_header(&mut self) {
         let m = self.m;
-        if m.source_changes.is_some() && !defines_job(m.version) {
+        if m.source_changes.is_some() && !defines_job(m.rules_version()) {
             self.add(
                 "source_changes",
-                format!("version {} does not define it", m.version),
+                format!("version {} does not define it", m.rules_version()),
             );
         }
         for c in m.source_changes.iter().flatten() {
@@ -152,13 +158,16 @@ impl<'m> Auditor<'m> {
             }
         }
         let Some(job) = &m.job else {
-            if m.version == VERSION_JOB {
-                self.add("job", format!("version {} requires it", m.version));
+            if m.rules_version() == VERSION_JOB {
+                self.add("job", format!("version {} requires it", m.rules_version()));
             }
             return;
         };
-        if !defines_job(m.version) {
-            self.add("job", format!("version {} does not define it", m.version));
+        if !defines_job(m.rules_version()) {
+            self.add(
+                "job",
+                format!("version {} does not define it", m.rules_version()),
+            );
         }
         if job.name.trim().is_empty() {
             self.add("job.name", "is empty".into());
@@ -184,17 +193,46 @@ impl<'m> Auditor<'m> {
         }
     }
 
+    /// `tree` exactly in version 9, on a base version it can extend.
+    fn tree_header(&mut self) {
+        let m = self.m;
+        match (&m.tree, m.version) {
+            (None, VERSION_TREE) => self.add("tree", format!("version {VERSION_TREE} requires it")),
+            (Some(_), v) if v != VERSION_TREE => {
+                self.add("tree", format!("version {v} does not define it"));
+            }
+            (Some(t), _) => {
+                if !(VERSION_DICOM..=VERSION_SELECTED).contains(&t.base) {
+                    self.add(
+                        "tree.base",
+                        format!(
+                            "{} is not a version a tree extends ({VERSION_DICOM} to {VERSION_SELECTED})",
+                            t.base
+                        ),
+                    );
+                }
+                if crate::merkle::from_hex(&t.root).is_none() {
+                    self.add("tree.root", "not 64 lowercase hex digits".into());
+                }
+            }
+            (None, _) => {}
+        }
+    }
+
     /// `selection` and `shard` only in version 8, which needs one of them;
     /// their hashes well-formed.
     fn selection_header(&mut self) {
         let m = self.m;
-        if m.version != VERSION_SELECTED {
+        if m.rules_version() != VERSION_SELECTED {
             for (field, present) in [
                 ("selection", m.selection.is_some()),
                 ("shard", m.shard.is_some()),
             ] {
                 if present {
-                    self.add(field, format!("version {} does not define it", m.version));
+                    self.add(
+                        field,
+                        format!("version {} does not define it", m.rules_version()),
+                    );
                 }
             }
             return;
@@ -235,7 +273,7 @@ impl<'m> Auditor<'m> {
             return;
         };
         match &self.m.job {
-            Some(job) if defines_job(self.m.version) => {
+            Some(job) if defines_job(self.m.rules_version()) => {
                 let expect = versioned_path(of, job.run);
                 if f.path != expect {
                     self.add(&f.path, format!("version_of {of:?} needs path {expect:?}"));
@@ -245,7 +283,7 @@ impl<'m> Auditor<'m> {
                 &f.path,
                 format!(
                     "has version_of, which version {} does not define",
-                    self.m.version
+                    self.m.rules_version()
                 ),
             ),
         }
@@ -254,21 +292,24 @@ impl<'m> Auditor<'m> {
     fn encryption_header(&mut self) {
         let m = self.m;
         let Some(enc) = &m.encryption else {
-            if m.version == VERSION_ENCRYPTED {
-                self.add("encryption", format!("version {} requires it", m.version));
+            if m.rules_version() == VERSION_ENCRYPTED {
+                self.add(
+                    "encryption",
+                    format!("version {} requires it", m.rules_version()),
+                );
             }
             return;
         };
-        if m.version == VERSION {
+        if m.rules_version() == VERSION {
             self.add(
                 "version",
                 format!(
                     "is {} but `encryption` requires {VERSION_ENCRYPTED} or later",
-                    m.version
+                    m.rules_version()
                 ),
             );
         }
-        if m.version == VERSION_DICOMWEB {
+        if m.rules_version() == VERSION_DICOMWEB {
             self.add(
                 "encryption",
                 format!(
@@ -331,12 +372,12 @@ impl<'m> Auditor<'m> {
         let Some(d) = &f.dicom else {
             return;
         };
-        if !(VERSION_DICOM..=VERSION_SELECTED).contains(&self.m.version) {
+        if !(VERSION_DICOM..=VERSION_SELECTED).contains(&self.m.rules_version()) {
             self.add(
                 &f.path,
                 format!(
                     "has dicom, which version {} does not define",
-                    self.m.version
+                    self.m.rules_version()
                 ),
             );
         } else if let Some(why) = d.malformed() {
@@ -349,19 +390,22 @@ impl<'m> Auditor<'m> {
     /// A manifest of version 3 or later has a CRC64 wherever it has a
     /// BLAKE3; older ones have none.
     fn crc64(&mut self, path: &str, field: &str, crc: Option<&str>) {
-        match (has_crc64(self.m.version), crc) {
+        match (has_crc64(self.m.rules_version()), crc) {
             (true, Some(c)) if digest::parse_crc64(c).is_none() => {
                 self.add(path, format!("{field} is not 16 lowercase hex digits"));
             }
             (true, None) => self.add(
                 path,
-                format!("no {field} (version {} requires it)", self.m.version),
+                format!(
+                    "no {field} (version {} requires it)",
+                    self.m.rules_version()
+                ),
             ),
             (false, Some(_)) => self.add(
                 path,
                 format!(
                     "has {field}, which version {} does not define",
-                    self.m.version
+                    self.m.rules_version()
                 ),
             ),
             _ => {}
@@ -417,7 +461,7 @@ impl<'m> Auditor<'m> {
     }
 
     fn encryption_entry(&mut self, f: &FileEntry) {
-        if self.m.version == VERSION_DICOMWEB {
+        if self.m.rules_version() == VERSION_DICOMWEB {
             return self.dicomweb_entry(f);
         }
         let Some(enc) = &self.m.encryption else {
@@ -510,6 +554,22 @@ impl<'m> Auditor<'m> {
                     m.totals.bytes, self.bytes
                 ),
             );
+        }
+        if let (Some(t), Some(root)) = (&m.tree, canonical.tree) {
+            if t.size != root.size {
+                add(
+                    "tree.size",
+                    format!("says {} but {} files are listed", t.size, root.size),
+                );
+            } else if crate::merkle::from_hex(&t.root).is_some_and(|h| h != root.hash) {
+                add(
+                    "tree.root",
+                    format!(
+                        "does not match the listed files (their tree's root is {})",
+                        crate::merkle::to_hex(&root.hash)
+                    ),
+                );
+            }
         }
         if m.totals.excluded != m.excluded.len() as u64 {
             add(

@@ -34,6 +34,9 @@ pub struct Written {
     pub blake3: blake3::Hash,
     /// SHA-512 of the bytes (what SSHSIG signs).
     pub sha512: [u8; 64],
+    /// The Merkle tree over the file entries as written, when the
+    /// manifest has one (version 9).
+    pub tree: Option<crate::merkle::Root>,
 }
 
 /// Errors while streaming a manifest out.
@@ -98,6 +101,32 @@ pub fn write_canonical<E>(
     Ok(enc.finish()?)
 }
 
+/// [`write_canonical`] for a manifest with a tree (version 9), whose
+/// leaves go to `leaves` (a [`crate::merkle::Feed`] building the tree on
+/// another thread, say) instead of a builder on this one.
+///
+/// # Errors
+/// As [`write_canonical`].
+pub fn write_canonical_with<E>(
+    head: &Manifest,
+    excluded: impl IntoIterator<Item = Result<Excluded, E>>,
+    files: impl IntoIterator<Item = Result<FileEntry, E>>,
+    out: impl Write,
+    leaves: Box<dyn crate::merkle::Leaves>,
+) -> Result<Written, WriteError<E>> {
+    let mut enc = Encoder::new(head, BufWriter::with_capacity(256 * 1024, out));
+    if head.tree.is_some() {
+        enc.tree = Some(leaves);
+    }
+    for e in excluded {
+        enc.excluded(&e.map_err(WriteError::Source)?)?;
+    }
+    for f in files {
+        enc.file(&f.map_err(WriteError::Source)?)?;
+    }
+    Ok(enc.finish()?)
+}
+
 /// The canonical encoder behind [`write_canonical`], fed one entry at a
 /// time: all excluded entries first, then all files.
 pub(super) struct Encoder<W: Write> {
@@ -108,6 +137,9 @@ pub(super) struct Encoder<W: Write> {
     at_files: usize,
     in_files: bool,
     totals: Totals,
+    /// The tree over the entries, for a manifest that records one.
+    tree: Option<Box<dyn crate::merkle::Leaves>>,
+    entry: Vec<u8>,
 }
 
 impl<W: Write> Encoder<W> {
@@ -128,7 +160,6 @@ impl<W: Write> Encoder<W> {
                 blake3: blake3::Hasher::new(),
                 sha512: sha2::Sha512::new(),
             },
-            head,
             skeleton,
             at_excluded,
             at_files,
@@ -138,6 +169,12 @@ impl<W: Write> Encoder<W> {
                 excluded: 0,
                 files: 0,
             },
+            tree: head
+                .tree
+                .as_ref()
+                .map(|_| Box::new(crate::merkle::Builder::new()) as Box<dyn crate::merkle::Leaves>),
+            head,
+            entry: Vec::with_capacity(512),
         }
     }
 
@@ -169,20 +206,41 @@ impl<W: Write> Encoder<W> {
         if self.totals.files > 0 {
             self.w.write_all(b",")?;
         }
-        serde_json::to_writer(&mut self.w, f)?;
+        // An entry's canonical bytes are its tree leaf.
+        self.entry.clear();
+        serde_json::to_writer(&mut self.entry, f)?;
+        self.w.write_all(&self.entry)?;
+        if let Some(tree) = &mut self.tree {
+            tree.push(&self.entry);
+        }
         self.totals.files += 1;
         self.totals.bytes += f.size;
         Ok(())
     }
 
-    pub(super) fn finish(self) -> std::io::Result<Written> {
+    pub(super) fn finish(mut self) -> std::io::Result<Written> {
         let totals = self.totals.clone();
-        self.finish_with(totals)
+        let root = self.tree.as_mut().map(|t| t.root());
+        if let (Some(declared), Some(root)) = (&mut self.head.tree, root) {
+            declared.root = crate::merkle::to_hex(&root.hash);
+            declared.size = root.size;
+        }
+        self.finish_rooted(totals, root)
     }
 
-    /// Finishes with `totals` written as given (an audit re-encodes what a
-    /// manifest declares); [`Written::totals`] are still the counted ones.
+    /// Finishes with `totals` (and the head's `tree`) written as given (an
+    /// audit re-encodes what a manifest declares); [`Written::totals`] and
+    /// [`Written::tree`] are still the counted ones.
     pub(super) fn finish_with(mut self, totals: Totals) -> std::io::Result<Written> {
+        let root = self.tree.as_mut().map(|t| t.root());
+        self.finish_rooted(totals, root)
+    }
+
+    fn finish_rooted(
+        mut self,
+        totals: Totals,
+        tree: Option<crate::merkle::Root>,
+    ) -> std::io::Result<Written> {
         use sha2::Digest as _;
         self.start()?;
         if !self.in_files {
@@ -203,6 +261,7 @@ impl<W: Write> Encoder<W> {
             len: self.w.len,
             blake3: self.w.blake3.finalize(),
             sha512: self.w.sha512.finalize().into(),
+            tree,
         })
     }
 }
@@ -518,6 +577,7 @@ mod tests {
             source_changes: None,
             selection: None,
             shard: None,
+            tree: None,
         }
     }
 
@@ -613,8 +673,8 @@ mod tests {
         let good = String::from_utf8(head().to_canonical()).unwrap();
         for (bad, expect) in [
             (
-                good.replace("\"version\":3", "\"version\":9"),
-                "unsupported manifest version 9",
+                good.replace("\"version\":3", "\"version\":10"),
+                "unsupported manifest version 10",
             ),
             (
                 good.replace("\"files\":[]", "\"files\":[],\"files\":[]"),

@@ -28,6 +28,7 @@ use super::scope::Scope;
 use super::{Sealed, Status, TransferError, TransferOptions, TransferSummary};
 use crate::dest::Destination;
 use crate::ledger::{JobState, Ledger, LedgerError, RunRef, SealedRun};
+use crate::manifest::checkpoint;
 use crate::manifest::{self, ManifestError};
 use crate::source::SourceEntry;
 
@@ -223,6 +224,14 @@ fn manifest_files(
 ) -> Result<(PathBuf, PathBuf), TransferError> {
     let path = opts.manifest_dir.join(format!("{id}.json"));
     let sig = manifest::signature_path(&path);
+    let at = checkpoint::path_for(&path);
+    if !(at.is_file() && checkpoint::signature_path(&at).is_file())
+        && let Some((root, signature)) = ledger.manifest_checkpoint(id)?
+    {
+        let c = checkpoint::Checkpoint::new(checkpoint::manifest_origin(id), root);
+        checkpoint::write(&at, &c, &signature)?;
+        tracing::info!(manifest = %id, "wrote the manifest's checkpoint again from the ledger");
+    }
     if path.is_file() && sig.is_file() {
         return Ok((path, sig));
     }

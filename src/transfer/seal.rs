@@ -9,6 +9,7 @@ use super::{Sealed, TransferError, TransferOptions};
 use crate::crypt;
 use crate::keys::SigningKey;
 use crate::ledger::{Ledger, RunRef};
+use crate::manifest::checkpoint::{self, Checkpoint};
 use crate::manifest::{
     self, ChainHead, Encryption, Manifest, ManifestError, Operator, Tool, Totals,
 };
@@ -94,7 +95,17 @@ pub(super) fn seal(
             excluded: 0,
             files: 0,
         },
-        version,
+        // Every manifest with CRC64s is version 9 now: its own rules
+        // (`tree.base`) plus the Merkle tree over its entries.
+        tree: (version >= manifest::VERSION_DICOM).then(|| manifest::Tree {
+            base: version,
+            root: String::new(),
+            size: 0,
+        }),
+        version: match version >= manifest::VERSION_DICOM {
+            true => manifest::VERSION_TREE,
+            false => version,
+        },
         wave: wave.filter(|_| version >= manifest::VERSION_WAVE),
         job,
         source_changes,
@@ -109,26 +120,34 @@ pub(super) fn seal(
         move |source| ManifestError::Io { path, source }
     };
     let file = File::create(&tmp).map_err(io(&tmp))?;
-    let written = ledger.with_manifest_files(run.id, |files| {
-        let files = files.map(|f| {
-            f.map(|mut f| {
-                if instances
-                    && let (Some(st), Some(uids)) =
-                        (&mut f.stored, f.dicom.as_ref().and_then(InstanceUids::of))
-                {
-                    st.path = uids.path();
-                }
-                if !crc64 {
-                    f.crc64 = None;
-                    f.dicom = None;
-                    if let Some(st) = &mut f.stored {
-                        st.crc64 = None;
+    // The tree's SHA-256 hashing runs on a second thread, beside the
+    // encoding (docs/PERFORMANCE.md, "Proofs"): the seal is otherwise one
+    // thread, with the other core idle.
+    let (feed, fed) = crate::merkle::feed();
+    let written = std::thread::scope(|s| {
+        s.spawn(|| crate::merkle::build(fed));
+        ledger.with_manifest_files(run.id, |files| {
+            let files = files.map(|f| {
+                f.map(|mut f| {
+                    if instances
+                        && let (Some(st), Some(uids)) =
+                            (&mut f.stored, f.dicom.as_ref().and_then(InstanceUids::of))
+                    {
+                        st.path = uids.path();
                     }
-                }
-                f
-            })
-        });
-        manifest::write_canonical(&m, excluded.into_iter().map(Ok), files, &file)
+                    if !crc64 {
+                        f.crc64 = None;
+                        f.dicom = None;
+                        if let Some(st) = &mut f.stored {
+                            st.crc64 = None;
+                        }
+                    }
+                    f
+                })
+            });
+            let excluded = excluded.into_iter().map(Ok);
+            manifest::write_canonical_with(&m, excluded, files, &file, Box::new(feed))
+        })
     })?;
     let written = written.map_err(|e| match e {
         manifest::WriteError::Source(e) => TransferError::Ledger(e),
@@ -138,11 +157,30 @@ pub(super) fn seal(
     drop(file);
     m.totals = written.totals.clone();
     let signature = manifest::sign_written(&written, key)?;
+    // The tree's checkpoint, signed: what a proof of one entry rests on.
+    let checkpoint = match written.tree {
+        Some(root) => {
+            let c = Checkpoint::new(checkpoint::manifest_origin(&m.id), root);
+            let sig = c.sign(key)?;
+            Some((c, sig))
+        }
+        None => None,
+    };
     // The ledger is the record of truth: seal there first, then export.
     let mut bytes = File::open(&tmp).map_err(io(&tmp))?;
-    ledger.seal(&m, &written, &mut bytes, &signature, key)?;
+    ledger.seal(
+        &m,
+        &written,
+        &mut bytes,
+        &signature,
+        checkpoint.as_ref().map(|(_, sig)| sig.as_str()),
+        key,
+    )?;
     std::fs::rename(&tmp, &json_path).map_err(io(&json_path))?;
     manifest::write_durable(&sig_path, signature.as_bytes())?;
+    if let Some((c, sig)) = &checkpoint {
+        checkpoint::write(&checkpoint::path_for(&json_path), c, sig)?;
+    }
     tracing::info!(manifest = %m.id, files = m.totals.files, bytes = m.totals.bytes, "sealed");
     Ok(Sealed {
         id: m.id.clone(),

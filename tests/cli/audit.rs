@@ -254,7 +254,7 @@ fn hostile_manifests_get_one_clear_line_never_a_panic() {
         ("a 64 MiB field", huge.into_bytes()),
         (
             "wrong types",
-            good.replacen(r#""version":4"#, r#""version":"4""#, 1)
+            good.replacen(r#""version":9"#, r#""version":"9""#, 1)
                 .into_bytes(),
         ),
         ("invalid UTF-8", {

@@ -45,7 +45,7 @@ fn every_file_carries_the_reference_crc64() {
     tree(&ws);
     ws.transfer(&[]).assert().code(0);
     let m = ws.manifest_json();
-    assert_eq!(m["version"], 4);
+    assert_sealed_as(&m, 4);
     let files = m["files"].as_array().unwrap();
     assert_eq!(files.len(), SIZES.len() + 1);
     let paths: Vec<PathBuf> = files
@@ -72,7 +72,7 @@ fn encrypted_objects_carry_the_crc64_of_their_stored_bytes() {
     let key = ws.encryption_key();
     ws.transfer(&["--encrypt-key"]).arg(&key).assert().code(0);
     let m = ws.manifest_json();
-    assert_eq!(m["version"], 4);
+    assert_sealed_as(&m, 4);
     let files = m["files"].as_array().unwrap();
     let plain: Vec<PathBuf> = files
         .iter()

@@ -73,7 +73,7 @@ fn encrypted_round_trip_at_every_size() {
     // The manifest proves both the plaintext and the stored bytes.
     let m = ws.manifest();
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
-    assert_eq!(v["version"], 4);
+    assert_sealed_as(&v, 4);
     assert_eq!(v["encryption"]["scheme"], "custody-stream-aes256gcm/1");
     let key_text = std::fs::read_to_string(&key).unwrap();
     let id = key_text

@@ -80,7 +80,7 @@ fn three_nightly_runs_each_list_exactly_the_new_files_chain_and_the_job_verifies
     assert_eq!(paths(&m2), ["PAT2/B", "PAT2/C"]);
     assert_eq!(paths(&m3), ["PAT3/D"]);
     for (m, run) in [(&m1, 1), (&m2, 2), (&m3, 3)] {
-        assert_eq!(m["version"], 6);
+        assert_sealed_as(m, 6);
         assert_eq!(m["job"]["name"], JOB);
         assert_eq!(m["job"]["run"], run);
     }

@@ -112,6 +112,55 @@ fn every_command_prints_one_object_that_matches_the_documented_schema() {
     valid(&run(&ws, &with(&["verify", &m, &dest], &trust)), "verify");
     valid(&run(&ws, &with(&["audit", &m], &trust)), "audit");
     valid(&run(&ws, &["ledger", "verify"]), "ledger_verify");
+    // Proofs (docs/proofs.md): a bundle, its check, a ledger checkpoint,
+    // the ledger verified since it, a witness's cosignature.
+    let bundle = p("one.proof.json");
+    let proved = valid(
+        &run(
+            &ws,
+            &with(
+                &["prove", &m, "--path", "PAT1/IM1", "--out", &bundle],
+                &trust,
+            ),
+        ),
+        "prove",
+    );
+    assert_eq!(proved["entries"], 1);
+    let checked = valid(
+        &run(&ws, &with(&["check-proof", &bundle], &trust)),
+        "check_proof",
+    );
+    assert_eq!(checked["result"], "pass");
+    let cp = p("ledger.checkpoint");
+    valid(
+        &run(
+            &ws,
+            &["ledger", "checkpoint", "--out", &cp, "--signing-key", &key],
+        ),
+        "ledger_checkpoint",
+    );
+    let since = valid(
+        &run(&ws, &["ledger", "verify", "--since", &cp]),
+        "ledger_verify",
+    );
+    assert_eq!(since["since"]["problems"], serde_json::json!([]));
+    valid(
+        &run(
+            &ws,
+            &[
+                "witness",
+                "cosign",
+                &cp,
+                "--key",
+                &p("k2/custody_ed25519"),
+                "--state",
+                &p("wstate"),
+                "--allowed-signers",
+                &signers,
+            ],
+        ),
+        "witness_cosign",
+    );
     valid(&run(&ws, &["log", "--manifest", &id]), "log");
     valid(&run(&ws, &["log"]), "log");
     // A job's runs, chain and union.

@@ -332,7 +332,7 @@ fn three_hosts_copy_three_shards_at_once_into_one_prefix_and_the_set_verifies_as
         );
         let m = only_manifest(&ws.root().join(format!("host{}/manifests", i + 1)));
         let v: Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
-        assert_eq!(v["version"], 8);
+        assert_sealed_as(&v, 8);
         assert_eq!(v["shard"]["number"], i as u64 + 1);
         assert_eq!(v["shard"]["of"], 3);
         assert!(
@@ -532,7 +532,7 @@ fn filters_leave_files_out_the_manifest_says_which_and_a_job_keeps_its_filters()
     assert_eq!(s["files_copied"], 24);
     let m = ws.manifest();
     let v: Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
-    assert_eq!(v["version"], 8);
+    assert_sealed_as(&v, 8);
     assert_eq!(v["selection"]["left_out"], 3);
     assert_eq!(v["selection"]["filters"][1]["pattern"], "thumbs/");
     assert_eq!(v["selection"]["filters"][1]["action"], "exclude");
@@ -612,7 +612,7 @@ fn the_split_and_set_vector_audits_and_ssh_keygen_checks_each_signature() {
         }
         assert_eq!(crate::audit::schema_errors(&m), "");
         let v: Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
-        assert_eq!(v["version"], 8);
+        assert_eq!(v["version"], 8, "the vector predates version 9");
         for f in v["files"].as_array().unwrap() {
             let path = f["path"].as_str().unwrap();
             let bytes = std::fs::read(dir.join("source").join(path)).unwrap();

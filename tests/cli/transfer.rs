@@ -25,7 +25,7 @@ fn transfer_copies_seals_and_verifies_end_to_end() {
     let manifest = ws.manifest();
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
     assert_eq!(m["format"], "custody-manifest");
-    assert_eq!(m["version"], 4);
+    assert_sealed_as(&m, 4);
     assert_eq!(m["operator"]["identity"], IDENTITY);
     assert_eq!(m["totals"]["files"], n + 1);
     let files = m["files"].as_array().unwrap();
@@ -144,7 +144,7 @@ fn keygen_writes_0600_and_refuses_to_overwrite() {
     assert_eq!(std::fs::read(ws.key()).unwrap(), before);
     let line = std::fs::read_to_string(ws.signers()).unwrap();
     assert!(line.starts_with(&format!(
-        "{IDENTITY} namespaces=\"custody-manifest,custody-ledger\" ssh-ed25519 "
+        "{IDENTITY} namespaces=\"custody-manifest,custody-ledger,custody-checkpoint\" ssh-ed25519 "
     )));
 }
 

@@ -488,3 +488,13 @@ pub fn pydicom_files() -> PathBuf {
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
+
+/// Asserts a sealed manifest is version 9 (every seal carries the Merkle
+/// tree over its entries, docs/proofs.md) whose rules are those of version
+/// `base` (4 a transfer, 5 a wave's run, 6 a job's, 7 into a DICOMweb
+/// service, 8 a selection or a shard), and that its tree covers every entry.
+pub fn assert_sealed_as(m: &serde_json::Value, base: u64) {
+    assert_eq!(m["version"], 9, "manifest version");
+    assert_eq!(m["tree"]["base"], base, "tree.base");
+    assert_eq!(m["tree"]["size"], m["totals"]["files"], "tree.size");
+}
