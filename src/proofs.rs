@@ -97,7 +97,7 @@ pub enum ProofError {
     Manifest(#[from] ManifestError),
     /// The manifest is older than version 9 and has no tree.
     #[error(
-        "{path}: manifest version {version} has no Merkle tree (proofs need version {VERSION_TREE}, sealed by custody 0.9 or later)"
+        "{path}: manifest version {version} has no Merkle tree (proofs need version {VERSION_TREE}, which this custody writes at every seal; for an older run, the whole manifest is the proof)"
     )]
     NoTree {
         /// The manifest.
