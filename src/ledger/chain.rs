@@ -207,22 +207,9 @@ impl Ledger {
         let mut with_tree;
         let payload = match payload {
             Value::Object(_) if kind::SIGNED.contains(&kind) => {
-                let mut tree = crate::merkle::Builder::new();
-                let mut stmt = conn
-                    .prepare_cached("SELECT hash FROM events ORDER BY seq")
-                    .map_err(sql)?;
-                let mut rows = stmt.query([]).map_err(sql)?;
-                while let Some(r) = rows.next().map_err(sql)? {
-                    tree.push(
-                        r.get_ref(0)
-                            .map_err(sql)?
-                            .as_str()
-                            .map_err(|e| sql(e.into()))?
-                            .as_bytes(),
-                    );
-                }
+                let tree = super::tree::tree_of(conn).map_err(sql)?;
                 with_tree = payload.clone();
-                with_tree[super::tree::TREE_FIELD] = super::tree::tree_value(tree.root());
+                with_tree[super::tree::TREE_FIELD] = super::tree::tree_value(tree);
                 &with_tree
             }
             _ => payload,

@@ -60,6 +60,18 @@ pub struct SinceReport {
 /// it in.
 pub(super) const TREE_FIELD: &str = "ledger_tree";
 
+/// The tree over every event `conn` holds (inside a transaction: the
+/// events before the one being appended), read one hash at a time.
+pub(super) fn tree_of(conn: &rusqlite::Connection) -> Result<Root, rusqlite::Error> {
+    let mut tree = merkle::Builder::new();
+    let mut stmt = conn.prepare_cached("SELECT hash FROM events ORDER BY seq")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        tree.push(r.get_ref(0)?.as_str()?.as_bytes());
+    }
+    Ok(tree.root())
+}
+
 /// The `ledger_tree` value for `root`.
 pub(super) fn tree_value(root: Root) -> Value {
     serde_json::json!({ "root": merkle::to_hex(&root.hash), "size": root.size })
@@ -92,18 +104,6 @@ impl Ledger {
     /// SQLite errors.
     pub fn event_hashes(&self) -> Result<Vec<String>, LedgerError> {
         self.query_all("SELECT hash FROM events ORDER BY seq", [], |r| r.get(0))
-    }
-
-    /// The tree over every event so far.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn tree(&self) -> Result<Root, LedgerError> {
-        let mut b = merkle::Builder::new();
-        for h in self.event_hashes()? {
-            b.push(h.as_bytes());
-        }
-        Ok(b.root())
     }
 
     /// Writes a signed checkpoint of the events so far to `path` (its
