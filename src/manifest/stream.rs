@@ -206,12 +206,15 @@ impl<W: Write> Encoder<W> {
         if self.totals.files > 0 {
             self.w.write_all(b",")?;
         }
-        // An entry's canonical bytes are its tree leaf.
-        self.entry.clear();
-        serde_json::to_writer(&mut self.entry, f)?;
-        self.w.write_all(&self.entry)?;
-        if let Some(tree) = &mut self.tree {
-            tree.push(&self.entry);
+        match &mut self.tree {
+            // An entry's canonical bytes are its tree leaf.
+            Some(tree) => {
+                self.entry.clear();
+                serde_json::to_writer(&mut self.entry, f)?;
+                self.w.write_all(&self.entry)?;
+                tree.push(&self.entry);
+            }
+            None => serde_json::to_writer(&mut self.w, f)?,
         }
         self.totals.files += 1;
         self.totals.bytes += f.size;
