@@ -316,6 +316,9 @@ fn each_tamper_fails_with_exit_1_and_says_what() {
         .unwrap()
     );
     refused(&b, "checkpoint signature");
+    // No bundle: a usage error.
+    let out = check(&ws, &ws.root().join("no-such.json"), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     // Not a bundle at all.
     std::fs::write(&tampered, "{\"format\":\"custody-proof\",\"version\":1}").unwrap();
     let out = check(&ws, &tampered, &[]);
@@ -588,6 +591,40 @@ fn a_ledger_rewritten_after_a_checkpoint_passes_plain_verify_but_not_since_and_t
     let out = cosign(&ws, &old, &wkey, &state);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("a rollback"), "{}", stderr(&out));
+
+    // An event list edited to hide the rewrite (the old list's hashes
+    // replaced by today's) no longer hashes to its signed checkpoint.
+    let list = format!("{}.events", old.display());
+    let mut l: Value = read(Path::new(&list));
+    let today: Vec<String> = ws
+        .db()
+        .prepare("SELECT hash FROM events ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    l["events"] = json!(today[..size as usize]);
+    write(Path::new(&list), &l);
+    let out = since(&ws, &old, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("the checkpoint's event list does not hash to the checkpoint"),
+        "{}",
+        stdout(&out)
+    );
+    // A checkpoint that is not there is a usage error; one without its
+    // signature does not verify.
+    let missing = ws.root().join("audit/none.checkpoint");
+    assert_eq!(since(&ws, &missing, &[]).status.code(), Some(2));
+    std::fs::remove_file(format!("{}.sig", grown.display())).unwrap();
+    let out = since(&ws, &grown, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("ledger-2.checkpoint.sig"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
