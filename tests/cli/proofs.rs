@@ -34,22 +34,32 @@ fn python(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
 }
 
 fn prove(ws: &Ws, manifest: &Path, choice: &[&str], out: &Path) -> Output {
+    prove_trusting(ws, &ws.signers(), manifest, choice, out)
+}
+
+/// `custody prove` with `signers` as the trust file.
+fn prove_trusting(ws: &Ws, signers: &Path, manifest: &Path, choice: &[&str], out: &Path) -> Output {
     ws.custody(&["prove"])
         .arg(manifest)
         .args(choice)
         .arg("--out")
         .arg(out)
         .arg("--allowed-signers")
-        .arg(ws.signers())
+        .arg(signers)
         .output()
         .unwrap()
 }
 
 fn check(ws: &Ws, bundle: &Path, extra: &[&str]) -> Output {
+    check_trusting(ws, &ws.signers(), bundle, extra)
+}
+
+/// `custody check-proof` with `signers` as the trust file.
+fn check_trusting(ws: &Ws, signers: &Path, bundle: &Path, extra: &[&str]) -> Output {
     ws.custody(&["check-proof"])
         .arg(bundle)
         .arg("--allowed-signers")
-        .arg(ws.signers())
+        .arg(signers)
         .args(extra)
         .output()
         .unwrap()
@@ -63,12 +73,17 @@ fn write(p: &Path, v: &Value) {
     std::fs::write(p, serde_json::to_string_pretty(v).unwrap()).unwrap();
 }
 
-/// `ssh-keygen -Y verify` of a checkpoint, as docs/proofs.md shows it.
+/// `ssh-keygen -Y verify` of a checkpoint signed by [`IDENTITY`], as
+/// docs/proofs.md shows it.
 fn ssh_keygen_checks(signers: &Path, checkpoint: &Path) -> Output {
+    ssh_keygen_checks_for(signers, IDENTITY, checkpoint)
+}
+
+fn ssh_keygen_checks_for(signers: &Path, identity: &str, checkpoint: &Path) -> Output {
     std::process::Command::new("ssh-keygen")
         .args(["-Y", "verify", "-f"])
         .arg(signers)
-        .args(["-I", IDENTITY, "-n", "custody-checkpoint", "-s"])
+        .args(["-I", identity, "-n", "custody-checkpoint", "-s"])
         .arg(format!("{}.sig", checkpoint.display()))
         .stdin(std::fs::File::open(checkpoint).unwrap())
         .output()
@@ -688,13 +703,13 @@ fn check_proof_with_witness_requires_a_trusted_cosignature() {
     assert!(stderr(&out).contains("needs the log's keys"));
     // A manifest sealed before version 9 has no tree to prove with.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = ws
-        .custody(&["prove"])
-        .arg(root.join("manifests/example.json"))
-        .args(["--path", "p1", "--out", "x.json", "--allowed-signers"])
-        .arg(root.join("keys-example/allowed_signers"))
-        .output()
-        .unwrap();
+    let out = prove_trusting(
+        &ws,
+        &root.join("keys-example/allowed_signers"),
+        &root.join("manifests/example.json"),
+        &["--path", "p1"],
+        Path::new("x.json"),
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("manifest version 1 has no Merkle tree"),
@@ -737,29 +752,10 @@ fn the_worked_example_proves_its_study_with_custody_ssh_keygen_and_python() {
     let py = python(&[&"tree", &m]);
     assert_eq!(read_json(&py)["root"], v["tree"]["root"]);
     let checkpoint = dir.join("20261207T111901Z-1f0b4700.checkpoint");
-    let ok = std::process::Command::new("ssh-keygen")
-        .args(["-Y", "verify", "-f"])
-        .arg(&signers)
-        .args([
-            "-I",
-            "demo-operator@custody.example",
-            "-n",
-            "custody-checkpoint",
-            "-s",
-        ])
-        .arg(dir.join("20261207T111901Z-1f0b4700.checkpoint.sig"))
-        .stdin(std::fs::File::open(&checkpoint).unwrap())
-        .output()
-        .unwrap();
+    let ok = ssh_keygen_checks_for(&signers, "demo-operator@custody.example", &checkpoint);
     assert!(ok.status.success(), "{}", stderr(&ok));
     let bundle = dir.join("study.proof.json");
-    let checked = ws
-        .custody(&["check-proof"])
-        .arg(&bundle)
-        .arg("--allowed-signers")
-        .arg(&signers)
-        .output()
-        .unwrap();
+    let checked = check_trusting(&ws, &signers, &bundle, &[]);
     assert_eq!(checked.status.code(), Some(0), "{}", stdout(&checked));
     assert!(stdout(&checked).contains(
         "proof holds: 2 entries of manifest 20261207T111901Z-1f0b4700 (a tree of 7 entries"
@@ -776,15 +772,7 @@ fn the_worked_example_proves_its_study_with_custody_ssh_keygen_and_python() {
     // What `prove` writes today for the same study is the same bundle.
     let again = ws.root().join("again.json");
     let study = "1.2.826.0.1.3680043.8.498.56293327470616781562569826667489157473";
-    let out = ws
-        .custody(&["prove"])
-        .arg(&m)
-        .args(["--study", study, "--out"])
-        .arg(&again)
-        .arg("--allowed-signers")
-        .arg(&signers)
-        .output()
-        .unwrap();
+    let out = prove_trusting(&ws, &signers, &m, &["--study", study], &again);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         std::fs::read(&again).unwrap(),
