@@ -41,10 +41,12 @@ mod demo;
 mod exit;
 mod generate;
 mod handoff;
+mod job;
 mod keygen;
 mod ledger;
 mod load;
 mod logging;
+mod metrics;
 mod plan;
 mod proofs;
 mod render;
@@ -241,6 +243,9 @@ enum Command {
     Databox(databox::DataboxCommand),
     Plan(plan::PlanArgs),
     Run(plan::RunArgs),
+    /// Run a nightly job defined in a job file, or check one.
+    #[command(subcommand)]
+    Job(job::JobCommand),
     Rollback(rollback::Args),
     Report(report::Args),
     Prove(proofs::ProveArgs),
@@ -300,6 +305,7 @@ pub fn main() -> ExitCode {
         Command::Databox(c) => databox::run(c, g),
         Command::Plan(a) => plan::plan(a, g),
         Command::Run(a) => plan::run(a, g),
+        Command::Job(c) => job::run(c, g),
         Command::Rollback(a) => rollback::run(a, g),
         Command::Report(a) => report::run(a, g),
         Command::Prove(a) => proofs::prove(a, g),

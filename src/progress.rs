@@ -4,6 +4,10 @@
 //! terminal, nothing (or log lines) otherwise. Every method has an empty
 //! default so a caller implements only what it renders.
 
+mod class;
+
+pub use class::{DiscrepancyClass, FailureClass};
+
 /// A stage of a command, for the renderer's label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -58,6 +62,50 @@ pub enum Notice<'a> {
     },
 }
 
+/// What became of one file, for a renderer that keeps counts (metrics).
+/// Each file is tallied once, when its outcome is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tally {
+    /// Copied to the destination in this run (its plaintext size).
+    Copied {
+        /// Bytes.
+        bytes: u64,
+    },
+    /// Not copied: an earlier attempt of the run, or an earlier run of its
+    /// job, landed it unchanged.
+    Skipped {
+        /// Bytes.
+        bytes: u64,
+    },
+    /// Re-read at the destination, and its size and hash match.
+    Verified {
+        /// Bytes re-read.
+        bytes: u64,
+    },
+    /// Tallied as copied, then refused by the destination after all (a
+    /// DICOMweb service's answer, which comes with its batch's flush): no
+    /// longer copied; its `Failed` tally follows.
+    Retracted {
+        /// Bytes.
+        bytes: u64,
+    },
+    /// The transfer failed it.
+    Failed(FailureClass),
+    /// The verify found it wrong.
+    Discrepancy(DiscrepancyClass),
+}
+
+/// The run a transfer works on, once the ledger has begun or resumed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunStarted<'a> {
+    /// The ledger's run id.
+    pub run: u64,
+    /// Its attempt (1 for the first).
+    pub attempt: u64,
+    /// The job it is a run of (named, or the implicit one), if any.
+    pub job: Option<&'a str>,
+}
+
 /// Receives progress from the engine. Implementations must be cheap and
 /// thread-safe: workers call them concurrently.
 pub trait Progress: Sync {
@@ -71,6 +119,10 @@ pub trait Progress: Sync {
     fn notice(&self, _notice: Notice<'_>) {}
     /// The phase ended.
     fn end(&self, _phase: Phase) {}
+    /// What became of one file.
+    fn tally(&self, _tally: Tally) {}
+    /// The ledger has begun (or resumed) the run this progress is for.
+    fn run_started(&self, _run: RunStarted<'_>) {}
 }
 
 /// A [`Progress`] that ignores everything.

@@ -24,8 +24,10 @@ use jiff::civil::Time;
 use jiff::{SignedDuration, ZonedDateTime as Zoned};
 
 mod bwlimit;
+mod job_file;
 
 pub use bwlimit::{Bwlimit, RateError, describe as describe_rate, rate as parse_rate};
+pub use job_file::JobFile;
 pub use plan::{Estimate, Plan, PlanError, WavePlan, calendar, estimate};
 
 mod plan;

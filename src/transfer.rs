@@ -43,9 +43,9 @@ use crate::dest::blob::BlobOptions;
 use crate::dest::throttle::{Throttle, Throttled};
 use crate::dest::{DestError, Destination, Target};
 use crate::keys::{KeyError, SigningKey, Trust};
-use crate::ledger::{JobState, LandedLookup, Ledger, LedgerError, RunRef};
+use crate::ledger::{JobState, LandedLookup, Ledger, LedgerError, RunRef, SealedRun};
 use crate::manifest::{self, ChangeAction, ChangeKind, ManifestError};
-use crate::progress::{Notice, Phase, Progress};
+use crate::progress::{Notice, Phase, Progress, RunStarted};
 use crate::source::SourceEntry;
 use crate::verify::{self, VerifyReport};
 
@@ -460,9 +460,13 @@ pub fn transfer(
             &implicit
         }
         Rerun::Verify(sealed) => {
+            progress.run_started(sealed_run(&sealed));
             return finished::verify_now(&sealed, opts, &scope, dest, &mut ledger, key, progress);
         }
-        Rerun::NothingNew(sealed) => return finished::summary(&sealed, opts, &ledger),
+        Rerun::NothingNew(sealed) => {
+            progress.run_started(sealed_run(&sealed));
+            return finished::summary(&sealed, opts, &ledger);
+        }
     };
     // What the job's earlier runs landed, to compare the walk against.
     let job_state = match &opts.job {
@@ -471,6 +475,11 @@ pub fn transfer(
     };
     preflight::check(opts, &scope, &opened, &ledger, job_state.as_ref())?;
     let run = begin(&mut ledger, opts, key, &source_str, &dest_str, &scope)?;
+    progress.run_started(RunStarted {
+        run: run.id,
+        attempt: run.attempt,
+        job: opts.job.as_ref().map(|j| j.name.as_str()),
+    });
     // Only a resumed run has landings to look up.
     let lookup = match run.resumed {
         true => Some(LandedLookup::open(ledger.path(), run.id)?),
@@ -558,6 +567,15 @@ pub fn transfer(
         }
     }
     Ok(summary)
+}
+
+/// A sealed run found again, as the run this transfer is about.
+fn sealed_run(sealed: &SealedRun) -> RunStarted<'_> {
+    RunStarted {
+        run: sealed.run,
+        attempt: sealed.attempts,
+        job: sealed.job.as_ref().map(|(name, _)| name.as_str()),
+    }
 }
 
 /// Begins (or resumes) the run in the ledger.

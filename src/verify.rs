@@ -6,6 +6,7 @@
 //! in the manifest, so files added after sealing are caught too.
 
 pub use crate::manifest::index::StudyCompleteness;
+pub use crate::progress::DiscrepancyClass;
 
 use std::sync::Mutex;
 
@@ -16,7 +17,7 @@ use crate::dest::{DestError, Destination, Listed};
 use crate::digest::{self, HashingReader};
 use crate::manifest::index::{Expected, Index, IndexError};
 use crate::manifest::{KeyMismatch, Manifest, ManifestError, SignedFile};
-use crate::progress::{Phase, Progress, ProgressReader};
+use crate::progress::{Phase, Progress, ProgressReader, Tally};
 use crate::relpath::{self, RelPath};
 
 /// Errors that make a verify impossible as a whole.
@@ -44,22 +45,6 @@ impl From<IndexError> for VerifyError {
             IndexError::Sqlite(e) => VerifyError::Index(e),
         }
     }
-}
-
-/// The class of one discrepancy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DiscrepancyClass {
-    /// In the manifest, absent at the destination.
-    Missing,
-    /// At the destination, absent from the manifest.
-    Extra,
-    /// Present with another size.
-    Size,
-    /// Same size, other content.
-    Hash,
-    /// Present but could not be read (or not a regular file).
-    Unreadable,
 }
 
 /// One discrepancy.
@@ -392,6 +377,7 @@ fn verify_index(
                     bytes,
                     plaintext,
                 } => {
+                    progress.tally(Tally::Verified { bytes });
                     report.files_verified += 1;
                     report.plaintext_verified += u64::from(plaintext);
                     report.bytes_read += bytes;
@@ -412,6 +398,7 @@ fn verify_index(
                     if let Some(s) = source {
                         d.detail = format!("{} (source file {s})", d.detail);
                     }
+                    progress.tally(Tally::Discrepancy(d.class));
                     report.discrepancies.push(d);
                 }
             }
@@ -440,6 +427,7 @@ fn verify_index(
             Some(s) => format!("{size} bytes expected, not found (source file {s})"),
             None => format!("{size} bytes expected, not found"),
         };
+        progress.tally(Tally::Discrepancy(DiscrepancyClass::Missing));
         report.discrepancies.push(Discrepancy {
             class: DiscrepancyClass::Missing,
             path,
@@ -524,11 +512,15 @@ pub fn verify_listed(
                 Checked::Ok {
                     bytes, plaintext, ..
                 } => {
+                    progress.tally(Tally::Verified { bytes });
                     report.files_verified += 1;
                     report.plaintext_verified += u64::from(plaintext);
                     report.bytes_read += bytes;
                 }
-                Checked::Bad(d) => report.discrepancies.push(d),
+                Checked::Bad(d) => {
+                    progress.tally(Tally::Discrepancy(d.class));
+                    report.discrepancies.push(d);
+                }
             }
             progress.file_done();
         },

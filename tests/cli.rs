@@ -41,6 +41,8 @@ mod json;
 mod ledger;
 #[path = "cli/logs.rs"]
 mod logs;
+#[path = "cli/metrics.rs"]
+mod metrics;
 #[path = "cli/operations.rs"]
 mod operations;
 #[path = "cli/preflight.rs"]

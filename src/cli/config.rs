@@ -40,7 +40,7 @@ pub struct Setting {
 
 /// The settings, in the order `custody config` lists them. Their names
 /// are a contract (cron jobs and deployment scripts set them).
-pub const SETTINGS: [Setting; 10] = [
+pub const SETTINGS: [Setting; 11] = [
     Setting {
         key: "signing_key",
         env: "CUSTODY_SIGNING_KEY",
@@ -103,6 +103,13 @@ pub const SETTINGS: [Setting; 10] = [
         flag: "--ca-file",
         path: true,
         default: "(the system's)",
+    },
+    Setting {
+        key: "metrics_file",
+        env: "CUSTODY_METRICS_FILE",
+        flag: "--metrics-file",
+        path: true,
+        default: "(none)",
     },
     Setting {
         key: "dicomweb_profile",
@@ -207,7 +214,8 @@ fn read(path: &Path) -> Result<File, Failure> {
     let bad = |what: String| {
         Failure::usage(anyhow::anyhow!("configuration {}: {what}", path.display())).hint(
             "keys: signing_key, allowed_signers, ledger, manifest_dir, log_format, log_file, \
-             jobs (docs/operations.md, \"Configuration\")",
+             jobs, azure_auth, ca_file, metrics_file, dicomweb_profile \
+             (docs/operations.md, \"Configuration\")",
         )
     };
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;

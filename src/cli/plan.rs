@@ -279,6 +279,23 @@ struct TransferFlags {
     args: super::transfer::Args,
 }
 
+/// `custody transfer`'s flags in `argv` (its first item the command's
+/// name), parsed as that command would, with the configuration file's
+/// defaults; an error names `at` (the wave, the job file).
+pub(super) fn transfer_flags(argv: &[String], at: &str) -> Result<super::transfer::Args, Failure> {
+    use clap::{CommandFactory, FromArgMatches};
+    super::config::apply(TransferFlags::command(), super::config::file())
+        .try_get_matches_from(argv)
+        .and_then(|m| TransferFlags::from_arg_matches(&m))
+        .map(|f| f.args)
+        .map_err(|e| {
+            Failure::usage(anyhow::anyhow!(
+                "{at}: {}",
+                e.to_string().lines().next().unwrap_or("bad transfer flags")
+            ))
+        })
+}
+
 pub fn run(args: &RunArgs, g: &Global) -> Outcome {
     let plan = load(&args.plan)?;
     let wave = plan.wave(&args.wave).ok_or_else(|| {
@@ -320,13 +337,7 @@ pub fn run(args: &RunArgs, g: &Global) -> Outcome {
         argv.extend(["--job".into(), j.clone()]);
     }
     argv.extend(args.transfer.iter().cloned());
-    let flags = TransferFlags::try_parse_from(&argv).map_err(|e| {
-        Failure::usage(anyhow::anyhow!(
-            "wave {:?}: {}",
-            wave.name,
-            e.to_string().lines().next().unwrap_or("bad transfer flags")
-        ))
-    })?;
+    let flags = transfer_flags(&argv, &format!("wave {:?}", wave.name))?;
     if !g.quiet && !g.json {
         eprintln!(
             "custody: wave {} ({}): {} -> {}",
@@ -336,5 +347,5 @@ pub fn run(args: &RunArgs, g: &Global) -> Outcome {
             wave.destination
         );
     }
-    super::transfer::run_in_wave(&flags.args, g, Some(wave.wave()))
+    super::transfer::run_as(&flags, g, Some(wave.wave()), "run")
 }

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use custody::transfer::{Status, TransferOptions, TransferSummary};
 
-use super::render::{self, Renderer};
+use super::metrics;
+use super::render;
 use super::{Code, Failure, Global, Outcome, duration, print_json};
 
 /// Copy a tree while hashing it, seal a signed manifest, verify the copy.
@@ -122,6 +123,12 @@ pub struct Args {
     /// 19:00,off" (bare numbers are KiB/s; K M G T: powers of 1024).
     #[arg(long, value_name = "SPEC")]
     bwlimit: Option<custody::schedule::Bwlimit>,
+    /// Write the run's metrics to this file in Prometheus' text format
+    /// (for node_exporter's textfile collector), replaced atomically at the
+    /// start, at each phase and --progress-interval, and at the end
+    /// (docs/operations.md, "Monitoring").
+    #[arg(long, value_name = "PATH", env = "CUSTODY_METRICS_FILE")]
+    pub(super) metrics_file: Option<PathBuf>,
     /// Tie this run to a named job: its first run copies everything; each
     /// later run copies only what is new since the job's earlier runs
     /// (unchanged files are not read), and its manifest lists just that and
@@ -194,11 +201,33 @@ enum OverwriteArg {
 }
 
 pub fn run(args: &Args, g: &Global) -> Outcome {
-    run_in_wave(args, g, None)
+    run_as(args, g, None, "transfer")
 }
 
-/// [`run`] as part of a migration wave (`custody run PLAN --wave NAME`).
-pub fn run_in_wave(args: &Args, g: &Global, wave: Option<custody::manifest::Wave>) -> Outcome {
+/// [`run`] for `command` (`transfer`, `run` with its wave, `job`): its
+/// metrics (`--metrics-file`) carry that name.
+pub fn run_as(
+    args: &Args,
+    g: &Global,
+    wave: Option<custody::manifest::Wave>,
+    command: &'static str,
+) -> Outcome {
+    let launch = metrics::Launch {
+        path: args.metrics_file.as_deref(),
+        command,
+        destination: Some(&args.destination),
+        databox: args.profile.is_some(),
+        job: args.job.as_deref(),
+    };
+    metrics::run(&launch, g, |progress, _| transfer(args, g, wave, progress))
+}
+
+fn transfer(
+    args: &Args,
+    g: &Global,
+    wave: Option<custody::manifest::Wave>,
+    progress: &dyn custody::progress::Progress,
+) -> Outcome {
     let key = super::load_signing_key(&args.signing_key)?;
     let encryption = args
         .encrypt_key
@@ -287,8 +316,7 @@ pub fn run_in_wave(args: &Args, g: &Global, wave: Option<custody::manifest::Wave
         shard,
         device: args.device.device()?,
     };
-    let renderer = Renderer::new(g);
-    let summary = custody::transfer::transfer(&opts, &key, &renderer).map_err(|e| {
+    let summary = custody::transfer::transfer(&opts, &key, progress).map_err(|e| {
         if e.is_busy() {
             return Failure::not_now(e).hint(
                 "nothing was done; run the same command later \

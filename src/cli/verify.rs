@@ -7,6 +7,7 @@ use custody::verify::{DiscrepancyClass, VerifyReport};
 
 use super::args::TrustArgs;
 use super::load::{manifest_failure, open_manifest_file, walk_chain};
+use super::metrics::{self, Metrics, WatchedRun};
 use super::render::{self, Renderer};
 use super::{Code, Failure, Global, Outcome, print_json};
 
@@ -68,6 +69,11 @@ pub struct Args {
     /// in the same read (without it, the stored bytes are proven).
     #[arg(long, value_name = "FILE")]
     decrypt_key: Option<PathBuf>,
+    /// Write the verify's metrics to this file in Prometheus' text format
+    /// (node_exporter's textfile collector), as `transfer` does
+    /// (docs/operations.md, "Monitoring"). Not with --set.
+    #[arg(long, value_name = "PATH", env = "CUSTODY_METRICS_FILE")]
+    metrics_file: Option<PathBuf>,
     /// Also report each DICOM study's completeness: its instances in the
     /// manifest, landed, and verified (studies come from the manifest's
     /// `dicom` objects, version 4).
@@ -166,6 +172,26 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
     if let Some(set) = &args.set {
         return verify_set(args, set, g);
     }
+    let launch = metrics::Launch {
+        path: args.metrics_file.as_deref(),
+        command: "verify",
+        // With --job, the one positional argument is DEST.
+        destination: args
+            .destination
+            .as_deref()
+            .or(args.job.as_ref().and(args.manifest.as_deref())),
+        databox: false,
+        job: args.job.as_deref(),
+    };
+    metrics::run(&launch, g, |progress, m| verify(args, g, m, progress))
+}
+
+fn verify(
+    args: &Args,
+    g: &Global,
+    metrics: Option<&Metrics>,
+    progress: &dyn custody::progress::Progress,
+) -> Outcome {
     let (against, destination) = args.against(g)?;
     let (signed, chain) = match &against {
         Against::One(path) => (audited(path, &args.trust)?, None),
@@ -194,18 +220,23 @@ pub fn run(args: &Args, g: &Global) -> Outcome {
         .as_deref()
         .map(super::load_signing_key)
         .transpose()?;
+    if let Some(m) = metrics.filter(|_| args.job.is_none()) {
+        m.watch(
+            WatchedRun::Manifest(signed.head.id.clone()),
+            signed.head.job.as_ref().map(|j| j.name.clone()),
+        );
+    }
     let (share, decrypt, jobs) = args.reading(&destination, g)?;
-    let renderer = Renderer::new(g);
     let opts = custody::verify::VerifyOptions {
         jobs,
         key: decrypt.as_ref(),
         by_study: args.by_study,
     };
     let report = match &chain {
-        None => custody::verify::verify(&signed, share.as_ref(), &opts, &renderer),
+        None => custody::verify::verify(&signed, share.as_ref(), &opts, progress),
         Some(c) => {
             let trust = args.trust.load()?;
-            custody::verify::verify_chain(c.reopen(&trust), share.as_ref(), &opts, &renderer)
+            custody::verify::verify_chain(c.reopen(&trust), share.as_ref(), &opts, progress)
         }
     }
     .map_err(Failure::usage)?;

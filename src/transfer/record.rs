@@ -8,7 +8,7 @@ use super::{MAX_LISTED_FAILURES, TransferError, TransferSummary};
 use crate::dest::Destination;
 use crate::ledger::{Failure, FailureClass, LandedFile, Ledger};
 use crate::manifest::{Excluded, SourceChange};
-use crate::progress::{Notice, Progress};
+use crate::progress::{Notice, Progress, Tally};
 
 /// Landed files recorded per ledger transaction (at most).
 pub(super) const BATCH_FILES: usize = crate::pool::QUEUE_OUT;
@@ -104,6 +104,8 @@ impl Batch {
                 path: &f.path,
                 error: &error,
             });
+            progress.tally(Tally::Retracted { bytes: f.size });
+            progress.tally(Tally::Failed(FailureClass::Destination));
             let failure = Failure {
                 path: f.path,
                 error,
@@ -152,8 +154,10 @@ impl Batch {
                     j.touched_files += u64::from(touched);
                 }
                 progress.bytes(bytes);
+                progress.tally(Tally::Skipped { bytes });
             }
             Some(Done::Landed(f, note)) => {
+                progress.tally(Tally::Copied { bytes: f.size });
                 summary.files_copied += 1;
                 summary.bytes_copied += f.size;
                 summary.dicom_instances += u64::from(f.dicom.is_some());
@@ -171,6 +175,7 @@ impl Batch {
                 summary.files_skipped += 1;
                 summary.bytes_skipped += bytes;
                 progress.bytes(bytes);
+                progress.tally(Tally::Skipped { bytes });
             }
             Some(Done::Excluded { path, reason }) => {
                 summary.excluded += 1;
@@ -185,6 +190,7 @@ impl Batch {
             }
             Some(Done::Failed { path, error, class }) => {
                 summary.failed += 1;
+                progress.tally(Tally::Failed(class));
                 progress.notice(Notice::Failed {
                     path: &path,
                     error: &error,

@@ -24,23 +24,13 @@ fn valid(out: &Output, def: &str) -> serde_json::Value {
         s=json.load(open(sys.argv[1])); v=json.loads(sys.stdin.read())\n\
         root={'$defs': s['$defs'], '$ref': '#/$defs/'+sys.argv[2]}\n\
         print('\\n'.join(e.message for e in jsonschema.Draft202012Validator(root).iter_errors(v)))";
-    let mut child = std::process::Command::new("python3")
-        .args(["-c", script])
-        .arg(&schema)
-        .arg(def)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let check = child.wait_with_output().unwrap();
+    let check = with_stdin(
+        std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(&schema)
+            .arg(def),
+        text.as_bytes(),
+    );
     assert!(
         check.status.success(),
         "jsonschema (scripts/test installs it): {}",
@@ -92,6 +82,15 @@ fn every_command_prints_one_object_that_matches_the_documented_schema() {
         "config",
     );
     valid(&run(&ws, &["scan", &src]), "scan");
+    std::fs::write(
+        root.join("nightly.toml"),
+        format!("source = {src:?}\ndestination = {dest:?}\nsigning_key = {key:?}\n"),
+    )
+    .unwrap();
+    valid(
+        &run(&ws, &["job", "check", &p("nightly.toml")]),
+        "job_check",
+    );
     let t = valid(
         &run(&ws, &["transfer", &src, &dest, "--signing-key", &key]),
         "transfer",

@@ -31,7 +31,7 @@ pub const IDENTITY: &str = "ops@hospital.example";
 
 /// The variables that carry operator defaults (docs/operations.md,
 /// "Configuration"): a test's custody sees none it did not set.
-pub const SETTINGS_ENV: [&str; 12] = [
+pub const SETTINGS_ENV: [&str; 13] = [
     "CUSTODY_CONFIG",
     "CUSTODY_SIGNING_KEY",
     "CUSTODY_ALLOWED_SIGNERS",
@@ -44,6 +44,7 @@ pub const SETTINGS_ENV: [&str; 12] = [
     "CUSTODY_CA_FILE",
     "CUSTODY_DATABOX_REST",
     "CUSTODY_DICOMWEB_PROFILE",
+    "CUSTODY_METRICS_FILE",
 ];
 
 impl Ws {
@@ -253,6 +254,18 @@ pub fn json(out: &Output) -> serde_json::Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
+}
+
+/// Runs `cmd` with `input` on its stdin; its output.
+pub fn with_stdin(cmd: &mut std::process::Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 pub fn stdout(out: &Output) -> String {
