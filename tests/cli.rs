@@ -45,6 +45,8 @@ mod logs;
 mod metrics;
 #[path = "cli/operations.rs"]
 mod operations;
+#[path = "cli/package.rs"]
+mod package;
 #[path = "cli/preflight.rs"]
 mod preflight;
 #[path = "cli/proofs.rs"]

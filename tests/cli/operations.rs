@@ -283,6 +283,7 @@ fn completions_and_man_page_are_generated_from_the_cli() {
         "scan",
         "handoff",
         "databox",
+        "job",
         "completions",
     ] {
         assert!(script.contains(command), "completions lack {command}");
