@@ -166,6 +166,8 @@ impl Metrics {
         inner.write();
         let (stop, ticks) = crossbeam_channel::bounded::<()>(0);
         let every = Arc::clone(&inner);
+        // (`--progress-interval 0s` must not spin.)
+        let interval = interval.max(Duration::from_millis(10));
         let thread = std::thread::spawn(move || {
             while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
                 ticks.recv_timeout(interval)

@@ -523,3 +523,112 @@ fn the_contrib_alert_rules_fire_when_they_should_and_only_then() {
         }
     }
 }
+
+/// A free loopback port (bound, then released for node_exporter).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// node_exporter (Debian's prometheus-node-exporter, the collector a
+/// hospital already runs) reads custody's files from its textfile
+/// directory without a scrape error, and serves their samples.
+#[test]
+fn node_exporter_serves_the_metrics_from_its_textfile_directory() {
+    let ws = Ws::new();
+    pacs_tree(&ws, 1, 2, 1_000);
+    let textfile = ws.root().join("node-exporter");
+    std::fs::create_dir_all(&textfile).unwrap();
+    let s = ws.transfer_json(
+        &[
+            "--job",
+            "pacs-nightly",
+            "--metrics-file",
+            textfile.join("custody-pacs-nightly.prom").to_str().unwrap(),
+        ],
+        0,
+    );
+    // The job's verify, a second file in the same directory.
+    let verify = ws
+        .custody(&["verify", "--job", "pacs-nightly"])
+        .arg(&ws.dest)
+        .arg("--allowed-signers")
+        .arg(ws.signers())
+        .arg("--metrics-file")
+        .arg(textfile.join("custody-pacs-nightly-verify.prom"))
+        .output()
+        .unwrap();
+    assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
+
+    let port = free_port();
+    let mut exporter = std::process::Command::new("prometheus-node-exporter")
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--collector.disable-defaults")
+        .arg("--collector.textfile")
+        .arg(format!(
+            "--collector.textfile.directory={}",
+            textfile.display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("prometheus-node-exporter (scripts/test installs it)");
+    let scrape = || {
+        std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())",
+            ])
+            .arg(format!("http://127.0.0.1:{port}/metrics"))
+            .output()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let page = loop {
+        let out = scrape();
+        if out.status.success() {
+            break stdout(&out);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node_exporter did not answer: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = exporter.kill();
+    let _ = exporter.wait();
+    let served = samples(&page);
+    assert_eq!(
+        get(&served, "node_textfile_scrape_error"),
+        0.0,
+        "node_exporter could not read a file:\n{page}"
+    );
+    let copied: Vec<&str> = page
+        .lines()
+        .filter(|l| l.starts_with("custody_files_copied_total{"))
+        .collect();
+    assert_eq!(copied.len(), 2, "one series per file: {copied:?}");
+    let transfer = copied
+        .iter()
+        .find(|l| l.contains("command=\"transfer\""))
+        .unwrap();
+    assert!(
+        transfer.contains("custody_job=\"pacs-nightly\""),
+        "{transfer}"
+    );
+    assert!(
+        transfer.ends_with(&format!(" {}", s["files_copied"])),
+        "{transfer}"
+    );
+    assert!(
+        page.lines()
+            .any(|l| l.starts_with("custody_files_verified_total{")
+                && l.contains("command=\"verify\"")
+                && l.ends_with(" 8")),
+        "{page}"
+    );
+}
