@@ -524,15 +524,6 @@ fn the_contrib_alert_rules_fire_when_they_should_and_only_then() {
     }
 }
 
-/// A free loopback port (bound, then released for node_exporter).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// node_exporter (Debian's prometheus-node-exporter, the collector a
 /// hospital already runs) reads custody's files from its textfile
 /// directory without a scrape error, and serves their samples.
@@ -563,7 +554,7 @@ fn node_exporter_serves_the_metrics_from_its_textfile_directory() {
         .unwrap();
     assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
 
-    let port = free_port();
+    let port = crate::support::orthanc::free_port();
     let mut exporter = std::process::Command::new("prometheus-node-exporter")
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--collector.disable-defaults")

@@ -23,7 +23,8 @@ pub struct Orthanc {
     pub port: u16,
 }
 
-fn free_port() -> u16 {
+/// A free loopback port (bound, then released for a server to take).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
