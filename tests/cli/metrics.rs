@@ -554,44 +554,7 @@ fn node_exporter_serves_the_metrics_from_its_textfile_directory() {
         .unwrap();
     assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
 
-    let port = crate::support::orthanc::free_port();
-    let mut exporter = std::process::Command::new("prometheus-node-exporter")
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--collector.disable-defaults")
-        .arg("--collector.textfile")
-        .arg(format!(
-            "--collector.textfile.directory={}",
-            textfile.display()
-        ))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("prometheus-node-exporter (scripts/test installs it)");
-    let scrape = || {
-        std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())",
-            ])
-            .arg(format!("http://127.0.0.1:{port}/metrics"))
-            .output()
-            .unwrap()
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let page = loop {
-        let out = scrape();
-        if out.status.success() {
-            break stdout(&out);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "node_exporter did not answer: {}",
-            stderr(&out)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    let _ = exporter.kill();
-    let _ = exporter.wait();
+    let page = crate::support::node_exporter::scrape(&textfile, None);
     let served = samples(&page);
     assert_eq!(
         get(&served, "node_textfile_scrape_error"),

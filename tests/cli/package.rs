@@ -411,3 +411,176 @@ fn the_package_lists_installs_runs_verifies_and_purges_leaving_the_operators_fil
     ok(dpkg(&root, &["-i", deb.to_str().unwrap()]), "dpkg -i again");
     assert_eq!(std::fs::read_to_string(&config).unwrap(), edited);
 }
+
+/// Runs `script` (sh) as root in a mount namespace of its own where the
+/// installed root's `/etc`, `/var/lib` and `/var/log` are the system's, so
+/// the package's absolute paths (`/etc/custody/config.toml`,
+/// `/var/lib/custody/custody.db`, the textfile directory) are the root's
+/// and nothing of the host is touched. `CUSTODY` is the packaged binary.
+fn in_root(root: &Path, script: &str) -> Output {
+    let mounts = ["etc", "var/lib", "var/log"]
+        .iter()
+        .map(|d| format!("mount --bind {}/{d} /{d}", root.display()))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-ec"])
+        .arg(format!("{mounts}\n{script}"))
+        .env("CUSTODY", root.join("usr/bin/custody"))
+        .output()
+        .unwrap()
+}
+
+/// The unit's `KEY=` lines for instance `name` (`%i` replaced).
+fn unit_lines(unit: &str, key: &str, name: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(|v| v.replace("%i", name))
+        .collect()
+}
+
+/// docs/operations.md, "Install from the package" and "Monitoring", as a
+/// newcomer follows them on a host with only the .deb: install, the key
+/// as the service user, a job file, the metrics folder opened with
+/// dpkg-statoverride, then the service's command line, environment, user
+/// and working folder as custody-job@NAME.service gives them (all a booted
+/// systemd would add is the sandbox and the timer, which `systemd-analyze
+/// verify` checks above); node_exporter, as another user, serves the
+/// run's metrics from its textfile folder.
+#[test]
+fn a_newcomer_installs_the_package_and_a_nightly_job_lands_with_its_metrics() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mount namespaces and a service user need root");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let deb = build(&work.path().join("out"));
+    let root = work.path().join("root");
+    empty_root(&root);
+    // The host's /etc under the root's own files, as on a real host, and
+    // node_exporter's textfile folder, as its package makes it.
+    ok(
+        Command::new("cp")
+            .args(["-an", "/etc/."])
+            .arg(root.join("etc"))
+            .output()
+            .unwrap(),
+        "cp /etc",
+    );
+    std::fs::create_dir_all(root.join("var/lib/prometheus/node-exporter")).unwrap();
+    std::fs::create_dir_all(root.join("var/log")).unwrap();
+    ok(dpkg(&root, &["-i", deb.to_str().unwrap()]), "dpkg -i");
+    // The archive, and a destination the job may write (a share, opened
+    // for the job as the unit's drop-in would).
+    let src = work.path().join("pacs");
+    for (i, rel) in ["P1/S1/IM1.dcm", "P1/S1/IM2.dcm", "P2/S1/IM1.dcm"]
+        .iter()
+        .enumerate()
+    {
+        let p = src.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, crate::support::bytes(i as u64, 20_000)).unwrap();
+    }
+    let dest = work.path().join("databox/contoso_BlockBlob/pacs");
+    std::fs::create_dir_all(&dest).unwrap();
+    let job = format!(
+        "source = {:?}\ndestination = {:?}\nwindow = \"Mon-Sun 00:00-24:00\"\nflags = [\"--grace\", \"1m\"]\n",
+        src.display().to_string(),
+        dest.display().to_string()
+    );
+    std::fs::write(root.join("etc/custody/jobs/nightly.toml"), job).unwrap();
+
+    let unit =
+        std::fs::read_to_string(root.join("usr/lib/systemd/system/custody-job@.service")).unwrap();
+    let env = unit_lines(&unit, "Environment", "nightly").join(" ");
+    let exec = unit_lines(&unit, "ExecStart", "nightly").join(" ");
+    let args = exec.strip_prefix("/usr/bin/custody ").expect(&exec);
+    let (user, dir) = (
+        unit_lines(&unit, "User", "nightly").join(""),
+        unit_lines(&unit, "WorkingDirectory", "nightly").join(""),
+    );
+    let steps = format!(
+        r#"
+        dpkg-statoverride --update --add root custody 2775 /var/lib/prometheus/node-exporter
+        runuser -u custody -- "$CUSTODY" keygen --out /etc/custody/keys --identity ops@hospital.example >/dev/null
+        chown -R custody:custody {dest}
+        "$CUSTODY" job check /etc/custody/jobs/nightly.toml > {out}/check.txt
+        run() {{ cd {dir} && env -i PATH=/usr/bin:/bin {env} setpriv --reuid={user} --regid={user} --init-groups -- "$CUSTODY" --json {args}; }}
+        run > {out}/first.json
+        echo new > {src}/P2/S1/IM2.dcm
+        run > {out}/second.json
+        "#,
+        dest = work.path().join("databox").display(),
+        src = src.display(),
+        out = work.path().display(),
+    );
+    let out = in_root(&root, &steps);
+    assert!(
+        out.status.success(),
+        "the documented steps: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let check = std::fs::read_to_string(work.path().join("check.txt")).unwrap();
+    assert!(
+        check.starts_with("job nightly: /etc/custody/jobs/nightly.toml"),
+        "{check}"
+    );
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(work.path().join(name)).unwrap()).unwrap()
+    };
+    assert_eq!(read("first.json")["files_copied"], 3);
+    let second = read("second.json");
+    assert_eq!(second["status"], "complete", "{second}");
+    assert_eq!(second["job"]["name"], "nightly");
+    assert_eq!(second["job"]["run"], 2);
+    assert_eq!(second["files_copied"], 1);
+
+    // What the service user made, with the modes the docs give.
+    for (path, mode, owner) in [
+        ("/etc/custody/keys/custody_ed25519", 0o600, "custody"),
+        ("/var/lib/custody/custody.db", 0o640, "custody"),
+        (
+            "/var/lib/prometheus/node-exporter/custody-nightly.prom",
+            0o644,
+            "custody",
+        ),
+    ] {
+        let (m, o, _) = stat(&root, path);
+        assert_eq!((m, o.as_str()), (mode, owner), "{path}");
+    }
+    let manifests = std::fs::read_dir(root.join("var/lib/custody/manifests"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count();
+    assert_eq!(manifests, 2, "a manifest a night");
+
+    // node_exporter, as nobody, serves them.
+    let textfile = root.join("var/lib/prometheus/node-exporter");
+    let page = crate::support::node_exporter::scrape(&textfile, Some(65534));
+    assert!(page.contains("node_textfile_scrape_error 0"), "{page}");
+    let copied = page
+        .lines()
+        .find(|l| l.starts_with("custody_files_copied_total{"))
+        .unwrap_or_else(|| panic!("no custody metrics served:\n{page}"));
+    assert!(
+        copied.contains("command=\"job\"")
+            && copied.contains("custody_job=\"nightly\"")
+            && copied.contains("destination_kind=\"databox_share\"")
+            && copied.ends_with(" 1"),
+        "{copied}"
+    );
+    assert!(
+        page.lines().any(|l| l.starts_with("custody_run_status{")
+            && l.contains("status=\"ok\"")
+            && l.ends_with(" 1")),
+        "{page}"
+    );
+}

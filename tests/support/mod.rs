@@ -12,6 +12,7 @@ use assert_cmd::Command;
 
 pub mod azurite;
 pub mod faultfs;
+pub mod node_exporter;
 pub mod orthanc;
 pub mod proxy;
 pub mod standin;
