@@ -32,7 +32,7 @@ Example:
 Exit codes: those of `custody transfer` (4: paused at the window's end or outside it, or another
 run holds the destination; the next run resumes).")]
 pub struct RunArgs {
-    /// The job file (docs/operations.md, \"Install from the package\").
+    /// The job file (docs/operations.md, "Install from the package").
     #[arg(value_name = "FILE")]
     file: PathBuf,
     /// More `custody transfer` flags (after `--`).
