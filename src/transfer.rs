@@ -501,15 +501,20 @@ pub fn transfer(
     let mut summary = TransferSummary::started(run, partials_swept, opts);
     let job_state = job_state.map(Mutex::new);
     let items = plan::walk(&scope, opts, dest, lookup, job_state.as_ref(), &stopper)?;
-    let copied = copy_all(
-        items,
+    // Where objects can be read back by name and size (a directory, blob
+    // storage), each batch is re-read once durable, while later batches
+    // copy; the verify after the seal counts what was found right there.
+    let early = match opts.verify && dest.lists_sizes() {
+        true => Some(verify::Early::new()?),
+        false => None,
+    };
+    let pipeline = Pipeline {
         opts,
-        &opened,
-        &stopper,
-        &mut ledger,
-        &mut summary,
+        opened: &opened,
+        stopper: &stopper,
         progress,
-    );
+    };
+    let copied = copy_all(items, pipeline, early.as_ref(), &mut ledger, &mut summary);
     // A refused credential fails every file after it: the run ends saying
     // why, rather than as an incomplete run of failed files.
     let copied = copied.and_then(|()| match opened.dest().refused() {
@@ -541,11 +546,17 @@ pub fn transfer(
         // A job's run, or a shard (whose destination also holds the
         // other shards), lists what it landed: each is read back by name.
         let listed = opts.job.is_some() || scope.shard.is_some();
+        let verify_opts = verify::VerifyOptions {
+            jobs: opts.jobs,
+            key: None,
+            by_study: false,
+            early: early.as_ref(),
+        };
         let report = verify_sealed(
             &manifest_path,
             dest,
             &mut ledger,
-            opts.jobs,
+            &verify_opts,
             listed,
             key,
             progress,
@@ -610,17 +621,76 @@ fn begin(
     Ok(run)
 }
 
+/// What the copy works with, besides the ledger and the summary it
+/// writes: the options, the destination opened, the stopper, and where
+/// progress goes.
+#[derive(Clone, Copy)]
+struct Pipeline<'a> {
+    opts: &'a TransferOptions,
+    opened: &'a setup::Opened,
+    stopper: &'a stop::Stopper,
+    progress: &'a dyn Progress,
+}
+
 /// Copies what the walk hands out on `opts.jobs` workers, recording each
-/// batch once it is durable; the summary counts every file.
+/// batch once it is durable; the summary counts every file. With `early`,
+/// each recorded batch is re-read from the destination meanwhile.
 fn copy_all(
     items: impl Iterator<Item = Item> + Send,
-    opts: &TransferOptions,
-    opened: &setup::Opened,
-    stopper: &stop::Stopper,
+    pipeline: Pipeline<'_>,
+    early: Option<&verify::Early>,
     ledger: &mut Ledger,
     summary: &mut TransferSummary,
-    progress: &dyn Progress,
 ) -> Result<(), TransferError> {
+    let Some(early) = early else {
+        return copy_batches(items, pipeline, None, ledger, summary);
+    };
+    // The early re-reads: half the workers (at least one), fed whole
+    // batches through a short queue. A batch that finds the queue full is
+    // left to the verify after the seal: the copy never waits on a re-read.
+    let Pipeline {
+        opts,
+        opened,
+        progress,
+        ..
+    } = pipeline;
+    let dest = opened.dest();
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<(String, u64, String)>>(EARLY_QUEUE);
+    std::thread::scope(|s| {
+        let rereads = s.spawn(move || {
+            crate::pool::parallel_map(
+                (opts.jobs / 2).max(1),
+                rx.into_iter(),
+                |batch| early.reread(dest, &batch, progress),
+                |done| done,
+            )
+        });
+        let copied = copy_batches(items, pipeline, Some(tx), ledger, summary);
+        let reread = rereads
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        copied.and(reread.map_err(TransferError::from))
+    })
+}
+
+/// Batches waiting for their early re-read, at most.
+const EARLY_QUEUE: usize = 2;
+
+/// [`copy_all`]'s copy: each recorded batch's objects go to `early`, when
+/// given.
+fn copy_batches(
+    items: impl Iterator<Item = Item> + Send,
+    pipeline: Pipeline<'_>,
+    early: Option<crossbeam_channel::Sender<Vec<(String, u64, String)>>>,
+    ledger: &mut Ledger,
+    summary: &mut TransferSummary,
+) -> Result<(), TransferError> {
+    let Pipeline {
+        opts,
+        opened,
+        stopper,
+        progress,
+    } = pipeline;
     let dest = opened.dest();
     let run = summary.run.id;
     let job_run = summary.run.job_run.unwrap_or(1);
@@ -638,6 +708,7 @@ fn copy_all(
     let started = Instant::now();
     progress.begin(Phase::Transfer, None, None);
     let mut batch = Batch::default();
+    batch.early = early;
     let result = crate::pool::parallel_map(
         opts.jobs,
         items,
@@ -742,25 +813,22 @@ fn record_deleted(
 /// verify. `listed`: a job run's manifest lists what it landed beside what
 /// the job landed before, so each is read back by name and nothing else is
 /// listed (`custody verify --job` checks the whole job).
+/// Verifies a sealed manifest (with `listed`, only the objects it lists,
+/// by name) and records the signed `verified` event.
 fn verify_sealed(
     manifest_path: &Path,
     dest: &dyn Destination,
     ledger: &mut Ledger,
-    jobs: usize,
+    verify_opts: &verify::VerifyOptions<'_>,
     listed: bool,
     key: &SigningKey,
     progress: &dyn Progress,
 ) -> Result<VerifyReport, TransferError> {
     let trust = Trust::PublicKey(key.public_key().clone());
     let manifest = manifest::open_signed(manifest_path, &trust)?;
-    let verify_opts = verify::VerifyOptions {
-        jobs,
-        key: None,
-        by_study: false,
-    };
     let report = match listed {
-        true => verify::verify_listed(&manifest, dest, &verify_opts, progress)?,
-        false => verify::verify(&manifest, dest, &verify_opts, progress)?,
+        true => verify::verify_listed(&manifest, dest, verify_opts, progress)?,
+        false => verify::verify(&manifest, dest, verify_opts, progress)?,
     };
     verify::record(ledger, &manifest.head, &report, key)?;
     Ok(report)

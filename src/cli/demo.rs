@@ -352,6 +352,7 @@ fn tamper(
         jobs,
         key: None,
         by_study: false,
+        early: None,
     };
     let report = custody::verify::verify(&streamed, &share, &verify_opts, &Renderer::new(g))?;
     if !g.json {

@@ -91,6 +91,9 @@ struct State {
     /// throughput.
     copy: Option<(f64, Option<f64>)>,
     verify: Option<(f64, Option<f64>)>,
+    /// Bytes verified before the verify phase began (a transfer's early
+    /// re-reads during the copy): not the phase's throughput.
+    verified_before: u64,
     watched: Option<WatchedRun>,
     health: Option<Health>,
     exit: Option<Code>,
@@ -156,6 +159,7 @@ impl Metrics {
                 phase_started: started,
                 copy: None,
                 verify: None,
+                verified_before: 0,
                 watched,
                 health: None,
                 exit: None,
@@ -433,7 +437,11 @@ impl Inner {
         )?;
         for (name, span, bytes) in [
             ("copy", s.copy, get(&c.bytes_copied)),
-            ("verify", s.verify, get(&c.bytes_verified)),
+            (
+                "verify",
+                s.verify,
+                get(&c.bytes_verified).saturating_sub(s.verified_before),
+            ),
         ] {
             if let Some((from, to)) = span {
                 let seconds = to.unwrap_or(t) - from;
@@ -523,6 +531,9 @@ impl Progress for Metrics {
             };
             if let Some(span) = span {
                 *span = Some((t, None));
+            }
+            if phase == Phase::Verify {
+                s.verified_before = self.inner.counts.bytes_verified.load(Ordering::Relaxed);
             }
             s.phase = name;
             s.phase_started = t;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use custody::progress::{Notice, Phase, Progress};
+use custody::progress::{Notice, Phase, Progress, Tally};
 use indicatif::{HumanBytes, HumanDuration, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{Code, Global, LogFormat};
@@ -130,6 +130,9 @@ struct Counts {
     files_total: AtomicU64,
     bytes_done: AtomicU64,
     bytes_total: AtomicU64,
+    /// Files re-read at the destination and found right (in the copy
+    /// phase: each batch's early re-read).
+    verified: AtomicU64,
     errors: AtomicU64,
 }
 
@@ -154,6 +157,7 @@ impl Counts {
         let (files, files_total) = (get(&self.files_done), get(&self.files_total));
         let (bytes, bytes_total) = (get(&self.bytes_done), get(&self.bytes_total));
         let errors = get(&self.errors);
+        let verified = get(&self.verified);
         let per_second = if seconds > 0.0 {
             (bytes as f64 / seconds) as u64
         } else {
@@ -166,7 +170,7 @@ impl Counts {
             t => format!("{}/{}", show(n), show(t)),
         };
         let message = format!(
-            "{phase}{}: {} files, {}, {}/s, {}{errors} error(s)",
+            "{phase}{}: {} files, {}, {}/s, {}{}{errors} error(s)",
             if done { " done" } else { "" },
             of(files, files_total, &|n| n.to_string()),
             of(bytes, bytes_total, &self::bytes),
@@ -174,6 +178,10 @@ impl Counts {
             match eta {
                 Some(s) => format!("eta {}, ", HumanDuration(Duration::from_secs(s))),
                 None => String::new(),
+            },
+            match (phase, verified) {
+                ("copy", 1..) => format!("{verified} re-read and verified, "),
+                _ => String::new(),
             },
         );
         if !self.fields {
@@ -190,6 +198,7 @@ impl Counts {
             bytes_total,
             bytes_per_second = per_second,
             eta_seconds = eta,
+            verified,
             errors,
             seconds,
             "{message}"
@@ -271,6 +280,7 @@ impl Progress for Renderer {
             (&c.files_total, files.unwrap_or(0)),
             (&c.bytes_done, 0),
             (&c.bytes_total, bytes.unwrap_or(0)),
+            (&c.verified, 0),
             (&c.errors, 0),
         ] {
             a.store(v, Ordering::Relaxed);
@@ -312,6 +322,12 @@ impl Progress for Renderer {
             0 => b.set_message(format!("{done} files")),
             t => b.set_message(format!("{done}/{t} files")),
         });
+    }
+
+    fn tally(&self, tally: Tally) {
+        if let Tally::Verified { .. } = tally {
+            self.counts.verified.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn notice(&self, notice: Notice<'_>) {

@@ -231,6 +231,7 @@ fn verify(
         jobs,
         key: decrypt.as_ref(),
         by_study: args.by_study,
+        early: None,
     };
     let report = match &chain {
         None => custody::verify::verify(&signed, share.as_ref(), &opts, progress),
@@ -365,6 +366,7 @@ fn verify_set(args: &Args, set: &Path, g: &Global) -> Outcome {
         jobs,
         key: decrypt.as_ref(),
         by_study: true,
+        early: None,
     };
     let beside = set
         .parent()

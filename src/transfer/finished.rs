@@ -270,7 +270,14 @@ pub(super) fn verify_now(
     // A job's run (or a shard, beside the other shards) lists what it
     // landed: each is read back by name.
     let listed = sealed.job.is_some() || scope.shard.is_some();
-    let report = super::verify_sealed(&manifest, dest, ledger, opts.jobs, listed, key, progress)?;
+    let verify_opts = crate::verify::VerifyOptions {
+        jobs: opts.jobs,
+        key: None,
+        by_study: false,
+        early: None,
+    };
+    let report =
+        super::verify_sealed(&manifest, dest, ledger, &verify_opts, listed, key, progress)?;
     if !report.ok() {
         summary.status = Status::VerifyFailed;
     }

@@ -23,6 +23,9 @@ pub(super) struct Batch {
     excluded: Vec<Excluded>,
     changes: Vec<SourceChange>,
     since: Option<Instant>,
+    /// Where each recorded batch's objects go to be re-read early (object
+    /// name, size and BLAKE3 of the stored bytes).
+    pub(super) early: Option<crossbeam_channel::Sender<Vec<(String, u64, String)>>>,
     pub(super) flush_time: Duration,
     pub(super) ledger_time: Duration,
 }
@@ -70,6 +73,11 @@ impl Batch {
             excluded = self.excluded.len(),
             "batch recorded"
         );
+        if let Some(early) = &self.early {
+            // Durable and recorded: re-read from the device from now on.
+            let objects = self.landed.iter().map(object_of).collect();
+            let _ = early.try_send(objects);
+        }
         self.landed.clear();
         self.failed.clear();
         self.excluded.clear();
@@ -202,5 +210,18 @@ impl Batch {
                 batch.failed.push(failure);
             }
         }
+    }
+}
+
+/// The object a landing wrote: its name, size and BLAKE3 (the stored
+/// object's, when encrypted), as the manifest will expect it.
+fn object_of(f: &LandedFile) -> (String, u64, String) {
+    match &f.stored {
+        Some(s) => (
+            format!("{}{}", f.path, crate::crypt::SUFFIX),
+            s.size,
+            s.blake3.clone(),
+        ),
+        None => (f.path.clone(), f.size, f.blake3.clone()),
     }
 }

@@ -144,3 +144,117 @@ fn verify_against_a_different_key_fails_before_reading_data() {
         .clone();
     assert!(stderr(&out).contains("not trusted"), "{}", stderr(&out));
 }
+
+/// The verify overlaps the copy: with the copy held to 2 MiB/s, the JSON
+/// progress lines of the copy phase already count files re-read and found
+/// right before the last file is copied; the verify after the seal then
+/// counts them without reading them again, and the run ends verified, with
+/// one `verified` event recorded after the seal.
+#[test]
+fn each_durable_batch_is_re_read_while_later_batches_copy() {
+    let ws = Ws::new();
+    let n = 128u64;
+    for i in 0..n {
+        ws.file(&format!("S{:02}/IM{i:05}", i / 32), &bytes(i, 64 * 1024));
+    }
+    let log = ws.root().join("transfer.log");
+    let json = ws.root().join("summary.json");
+    let mut c = ws.transfer_at(&ws.dest, "2M");
+    c.arg("--json")
+        .args([
+            "--log-format",
+            "json",
+            "--progress-interval",
+            "100ms",
+            "--log-file",
+        ])
+        .arg(&log)
+        .stdout(std::fs::File::create(&json).unwrap());
+    let status = c.status().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let copying: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| {
+            l["target"] == "custody::progress" && l["phase"] == "copy" && l["done"] == false
+        })
+        .collect();
+    let overlapped = copying
+        .iter()
+        .find(|l| l["verified"].as_u64().unwrap() > 0 && l["files"].as_u64().unwrap() < n)
+        .unwrap_or_else(|| {
+            panic!("no copy line with files re-read before the last copied: {copying:#?}")
+        });
+    // Only what was copied (and recorded) can have been re-read.
+    assert!(
+        overlapped["verified"].as_u64() <= overlapped["files"].as_u64(),
+        "{overlapped}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(summary["status"], "complete", "{summary}");
+    assert_eq!(summary["verify"]["files_verified"], n);
+    assert_eq!(summary["verify"]["bytes_read"], n * 64 * 1024);
+    let verified: i64 = ws
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE kind = 'verified' AND seq > (SELECT MAX(seq) FROM events WHERE kind = 'sealed')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(verified, 1, "one verified event, after the seal");
+    assert_same_tree(&ws.src, &ws.dest);
+}
+
+/// An early re-read never outlives its run: a transfer killed during the
+/// copy after some batches were re-read, a landed file of those then
+/// changed at the destination, and the resumed run (whose early set died
+/// with the first attempt) reads it again and reports it.
+#[test]
+fn an_early_re_read_never_stands_for_a_resumed_runs_verify() {
+    let ws = Ws::new();
+    let n = 256u64;
+    for i in 0..n {
+        ws.file(&format!("S{:02}/IM{i:05}", i / 32), &bytes(i, 64 * 1024));
+    }
+    let log = ws.root().join("transfer.log");
+    let mut c = ws.transfer_at(&ws.dest, "2M");
+    c.args([
+        "--log-format",
+        "json",
+        "--progress-interval",
+        "50ms",
+        "--log-file",
+    ])
+    .arg(&log);
+    let mut child = c.spawn().unwrap();
+    wait_while_running(&mut child, "an early re-read", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .any(|l| l["phase"] == "copy" && l["verified"].as_u64() > Some(0))
+        })
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // A file the first attempt landed (and, batches going in order,
+    // re-read early), changed in place.
+    let victim = ws.dest.join("S00/IM00000");
+    let mut b = std::fs::read(&victim).unwrap();
+    b[100] ^= 1;
+    std::fs::write(&victim, b).unwrap();
+
+    let s = ws.transfer_json(&[], 1);
+    assert_eq!(s["run"]["resumed"], true, "{s}");
+    assert_eq!(s["status"], "verify_failed", "{s}");
+    assert_eq!(s["verify"]["counts"]["hash"], 1, "{s}");
+    assert_eq!(
+        s["verify"]["discrepancies"][0]["path"], "S00/IM00000",
+        "{s}"
+    );
+}
