@@ -645,9 +645,11 @@ fn copy_all(
     let Some(early) = early else {
         return copy_batches(items, pipeline, None, ledger, summary);
     };
-    // The early re-reads: half the workers (at least one), fed whole
-    // batches through a short queue. A batch that finds the queue full is
-    // left to the verify after the seal: the copy never waits on a re-read.
+    // The early re-reads: as many workers as the copy's, fed whole batches
+    // through a short queue. When the re-reads fall two batches behind, the
+    // copy waits for them: a batch left to the verify after the seal would
+    // be read then at the same cost, with nothing overlapping it
+    // (docs/PERFORMANCE.md, "Verify overlaps the copy").
     let Pipeline {
         opts,
         opened,
@@ -659,7 +661,7 @@ fn copy_all(
     std::thread::scope(|s| {
         let rereads = s.spawn(move || {
             crate::pool::parallel_map(
-                (opts.jobs / 2).max(1),
+                opts.jobs,
                 rx.into_iter(),
                 |batch| early.reread(dest, &batch, progress),
                 |done| done,

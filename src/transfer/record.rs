@@ -75,8 +75,10 @@ impl Batch {
         );
         if let Some(early) = &self.early {
             // Durable and recorded: re-read from the device from now on.
+            // (A closed queue means the re-reads stopped on an error, which
+            // the copy's end reports; the verify after the seal reads all.)
             let objects = self.landed.iter().map(object_of).collect();
-            let _ = early.try_send(objects);
+            let _ = early.send(objects);
         }
         self.landed.clear();
         self.failed.clear();
