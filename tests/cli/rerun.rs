@@ -40,8 +40,10 @@ fn a_kill_during_the_verify_costs_no_recopy_the_rerun_verifies_and_then_does_not
     }
     let real = ws.root().join("real-dest");
     let fs = FaultFs::mount(&real, &ws.dest);
-    // A slow device for reading back: the kill lands in the verify.
-    fs.fail(json!([{"op": "read", "delay": 0.25}]));
+    // A slow listing: the verify after the seal lists the destination
+    // (each batch's bytes were re-read during the copy already), so the
+    // kill lands in the verify, before its `verified` event.
+    fs.fail(json!([{"op": "readdir", "delay": 1.0}]));
     let (src, dest, key) = (
         ws.src.display().to_string(),
         ws.dest.display().to_string(),

@@ -9,7 +9,7 @@ whenever it changes, holding a list of faults:
 
     [{"op": "read", "path": "PAT1/IM2.dcm", "after": 65536}]
 
-`op` is one of getattr, open, read, write, fsync (a file's, or a
+`op` is one of getattr, readdir, open, read, write, fsync (a file's, or a
 folder's), rename, create. `path` is the path under ROOT ("/"-separated,
 no leading slash) the fault applies to, or `contains` a part of it (a
 landing's temporary name holds its file's name; for rename, either name
@@ -17,7 +17,7 @@ matches). `after` (read and write only) lets the first `after` bytes of
 the file through and fails any request reaching past them; with
 `larger_than` (fsync) only a file holding more than that many bytes fails.
 A rule with `delay` (seconds) fails nothing: the operation waits that long
-first (a slow device, to make a kill land in a verify). A matching
+first (a slow device or listing, to make a kill land in a verify). A matching
 operation fails with EIO, as a failing disk or controller reports it.
 Caching is off (`direct_io`, zero attribute and entry timeouts) so every
 read and stat reaches this process. Used by the integration tests of
@@ -97,6 +97,7 @@ class FaultFs(Operations):
         return out
 
     def readdir(self, path, fh):
+        self.faults.check("readdir", path)
         return [".", ".."] + os.listdir(self._full(path))
 
     def readlink(self, path):
