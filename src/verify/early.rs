@@ -46,8 +46,11 @@ impl Early {
              PRAGMA synchronous = OFF;
              PRAGMA temp_store = FILE;
              CREATE TABLE early (object TEXT PRIMARY KEY, size INTEGER NOT NULL, blake3 TEXT NOT NULL)
-                 WITHOUT ROWID;",
+                 WITHOUT ROWID;
+             BEGIN;",
         )?;
+        // One transaction for the set's whole life, as the manifest's
+        // index has (`manifest::index`): it is private and dies with it.
         Ok(Early {
             conn: Mutex::new(conn),
         })
@@ -55,7 +58,7 @@ impl Early {
 
     /// Re-reads each of `objects` (object name, size, BLAKE3 of the stored
     /// bytes) from `dest` and keeps those found right; tallies each as
-    /// verified. One transaction for the lot.
+    /// verified.
     ///
     /// # Errors
     /// The temporary database could not be written.
@@ -84,17 +87,13 @@ impl Early {
                 right.push((object, size, blake3));
             }
         }
-        let mut conn = self.conn.lock().expect("early set lock poisoned");
-        let tx = conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR REPLACE INTO early (object, size, blake3) VALUES (?1, ?2, ?3)",
-            )?;
-            for (object, size, blake3) in right {
-                insert.execute(params![object, *size as i64, blake3])?;
-            }
+        let conn = self.conn.lock().expect("early set lock poisoned");
+        let mut insert = conn.prepare_cached(
+            "INSERT OR REPLACE INTO early (object, size, blake3) VALUES (?1, ?2, ?3)",
+        )?;
+        for (object, size, blake3) in right {
+            insert.execute(params![object, *size as i64, blake3])?;
         }
-        tx.commit()?;
         Ok(())
     }
 
