@@ -139,11 +139,13 @@ enum Checked {
     Bad(Discrepancy),
 }
 
-/// Reads `r` to its end, in calls as large as the object (up to 1 MiB):
-/// a small file is read with one call (and one more that finds its end),
-/// where `std::io::copy`'s 8 KiB buffer took one call per 8 KiB.
+/// Reads `r` to its end, in calls as large as the object (up to 256 KiB,
+/// as the kernel's readahead window; [`READS_PER_JOB`] × jobs buffers are
+/// in use at once): a small file is read with one call (and one more that
+/// finds its end), where `std::io::copy`'s 8 KiB buffer took one call per
+/// 8 KiB.
 fn drain(r: &mut impl std::io::Read, size: u64) -> std::io::Result<()> {
-    const MOST: u64 = 1 << 20;
+    const MOST: u64 = 256 << 10;
     let mut buf = vec![0u8; (size.saturating_add(1)).clamp(8 << 10, MOST) as usize];
     loop {
         match r.read(&mut buf) {
@@ -256,10 +258,17 @@ fn check(
     }
 }
 
+/// Objects a verify reads at once per job: a re-read waits on the device
+/// (a network share's round trip, a disk's seek) far longer than its
+/// hashing takes, so a verify keeps more reads outstanding than it has
+/// cores (docs/PERFORMANCE.md, "More reads in flight").
+pub const READS_PER_JOB: usize = 4;
+
 /// How to verify.
 #[derive(Debug, Clone, Copy)]
 pub struct VerifyOptions<'k> {
-    /// Objects re-read in parallel.
+    /// Jobs (about the cores to use): [`READS_PER_JOB`] times as many
+    /// objects are read at once.
     pub jobs: usize,
     /// The encryption key, to prove encrypted objects' plaintext too.
     pub key: Option<&'k EncryptionKey>,
@@ -409,7 +418,7 @@ fn verify_index(
         Some(item)
     });
     crate::pool::parallel_map(
-        jobs,
+        jobs.max(1) * READS_PER_JOB,
         items,
         |item| match item {
             Item::Check(rel, e) => checked_early(opts, &rel, &e)
@@ -513,7 +522,7 @@ pub fn verify_listed(
         Some(head.totals.bytes),
     );
     let read = crate::pool::parallel_map_pushed(
-        opts.jobs,
+        opts.jobs.max(1) * READS_PER_JOB,
         |push| {
             manifest.for_each_file(|f| {
                 push(Expected::of(f))

@@ -59,7 +59,8 @@ pub struct Args {
     /// one the set binds. Discrepancies are reported per shard and study.
     #[arg(long, value_name = "SET.json", conflicts_with_all = ["job", "chain"])]
     set: Option<PathBuf>,
-    /// Files checked in parallel [default: number of cores].
+    /// Jobs [default: number of cores]; four files per job are read at
+    /// once, as re-reads mostly wait on the device.
     #[arg(long, short = 'j', value_name = "N", env = "CUSTODY_JOBS")]
     jobs: Option<usize>,
     /// Record the result in the ledger as an event signed with this key.

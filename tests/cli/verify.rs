@@ -258,3 +258,46 @@ fn an_early_re_read_never_stands_for_a_resumed_runs_verify() {
         "{s}"
     );
 }
+
+/// A verify keeps several reads outstanding where the device is slow to
+/// answer (a share's round trip): with one job and a device that takes
+/// 100 ms to open each file, four opens wait at once (one did before), and
+/// a 20 KiB file is read in one request plus the one that finds its end
+/// (an 8 KiB buffer took four).
+#[test]
+fn a_verify_keeps_several_reads_in_flight_and_reads_a_small_file_in_one_call() {
+    let ws = Ws::new();
+    for i in 0..16u64 {
+        ws.file(&format!("PAT1/IM{i:02}.dcm"), &bytes(i, 20 << 10));
+    }
+    let real = ws.root().join("real-dest");
+    ws.transfer_into(&real)
+        .arg("--no-verify")
+        .assert()
+        .code(0);
+    let fs = crate::support::faultfs::FaultFs::mount(&real, &ws.dest);
+    fs.fail(serde_json::json!([{"op": "open", "contains": "IM", "delay": 0.1}]));
+    let out = ws
+        .custody(&["--json", "verify"])
+        .arg(ws.manifest())
+        .arg(&ws.dest)
+        .arg("--allowed-signers")
+        .arg(ws.signers())
+        .args(["--jobs", "1"])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    assert_eq!(json(&out)["report"]["files_verified"], 16);
+    let stats = fs.stats();
+    assert_eq!(
+        stats["peak_delayed"].as_u64(),
+        Some(custody::verify::READS_PER_JOB as u64),
+        "{stats}"
+    );
+    let reads = stats["reads"].as_object().unwrap();
+    assert_eq!(reads.len(), 16, "{stats}");
+    for (path, n) in reads {
+        assert_eq!(n.as_u64(), Some(2), "{path}: {stats}");
+    }
+}

@@ -20,7 +20,10 @@ A rule with `delay` (seconds) fails nothing: the operation waits that long
 first (a slow device or listing, to make a kill land in a verify). A matching
 operation fails with EIO, as a failing disk or controller reports it.
 Caching is off (`direct_io`, zero attribute and entry timeouts) so every
-read and stat reaches this process. Used by the integration tests of
+read and stat reaches this process. At unmount it writes RULES.stats: the
+most operations that waited in a `delay` at once (`peak_delayed`: how many
+requests a client kept outstanding) and the read requests per path
+(`reads`). Used by the integration tests of
 tests/cli/eio.rs; pure passthrough otherwise.
 """
 
@@ -40,6 +43,9 @@ class Faults:
         self.stamp = None
         self.rules = []
         self.lock = threading.Lock()
+        self.delayed = 0
+        self.peak_delayed = 0
+        self.reads = {}
 
     def current(self):
         try:
@@ -71,7 +77,12 @@ class Faults:
             if after is not None and offset is not None and offset + (size or 0) <= after:
                 continue
             if "delay" in r:
+                with self.lock:
+                    self.delayed += 1
+                    self.peak_delayed = max(self.peak_delayed, self.delayed)
                 time.sleep(r["delay"])
+                with self.lock:
+                    self.delayed -= 1
                 continue
             raise FuseOSError(errno.EIO)
 
@@ -83,6 +94,11 @@ class FaultFs(Operations):
 
     def _full(self, path):
         return os.path.join(self.root, path.lstrip("/"))
+
+    def destroy(self, path):
+        f = self.faults
+        with f.lock, open(f.path + ".stats", "w") as out:
+            json.dump({"peak_delayed": f.peak_delayed, "reads": f.reads}, out)
 
     # Metadata.
     def getattr(self, path, fh=None):
@@ -158,6 +174,9 @@ class FaultFs(Operations):
 
     def read(self, path, size, offset, fh):
         self.faults.check("read", path, offset, size)
+        with self.faults.lock:
+            rel = path.lstrip("/")
+            self.faults.reads[rel] = self.faults.reads.get(rel, 0) + 1
         return os.pread(fh, size, offset)
 
     def write(self, path, data, offset, fh):

@@ -63,6 +63,21 @@ impl FaultFs {
         std::fs::rename(&tmp, &self.rules).unwrap();
     }
 
+    /// Unmounts, and returns what the file system counted (see
+    /// faultfs.py): `peak_delayed`, `reads` per path.
+    pub fn stats(mut self) -> serde_json::Value {
+        let _ = Command::new("fusermount")
+            .arg("-u")
+            .arg(&self.mountpoint)
+            .status();
+        // It writes its counts as it unmounts, then exits.
+        let _ = self.child.wait();
+        let mut stats = self.rules.as_os_str().to_owned();
+        stats.push(".stats");
+        let text = std::fs::read_to_string(&stats).expect("faultfs wrote no stats at unmount");
+        serde_json::from_str(&text).unwrap()
+    }
+
     /// No faults: the disk works again.
     pub fn heal(&self) {
         self.fail(serde_json::json!([]));
