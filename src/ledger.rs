@@ -36,7 +36,12 @@ pub use runs::{LandedFile, LandedLookup, NewRun, Recorded, RunRef, Stored};
 pub use tree::{LedgerCheckpoint, SinceReport};
 
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
+/// The most bytes of a sealed manifest one ledger value holds:
+/// `manifests.bytes` holds the first part and `manifest_parts` the rest,
+/// in order (schema 7). SQLite refuses a value over 1,000,000,000 bytes,
+/// and a manifest of ten million files is about 1.9 GB.
+const MANIFEST_PART: u64 = 256 << 20;
 /// The collation (registered on every connection) that orders paths as a
 /// manifest lists them.
 const COMPONENTS: &str = "custody_components";

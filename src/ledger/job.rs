@@ -265,26 +265,23 @@ impl Ledger {
         if job_run <= 1 {
             return Ok(None);
         }
-        let row: Option<(i64, String, String)> = self
+        let row: Option<(String, String)> = self
             .conn
             .query_row(
-                "SELECT m.rowid, m.id, m.blake3 FROM runs r JOIN manifests m ON m.id = r.manifest_id
+                "SELECT m.id, m.blake3 FROM runs r JOIN manifests m ON m.id = r.manifest_id
                  WHERE r.job = ?1 AND r.job_run = ?2 AND r.status = 'sealed'",
                 params![job, job_run - 1],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
             .map_err(self.err())?;
-        let Some((rowid, id, blake3)) = row else {
+        let Some((id, blake3)) = row else {
             return Err(self.corrupt(format!(
                 "job {job:?}: run {} has no sealed manifest to link run {job_run} to",
                 job_run - 1
             )));
         };
-        let mut blob = self
-            .conn
-            .blob_open(c"main", "manifests", "bytes", rowid, true)
-            .map_err(self.err())?;
+        let mut blob = self.stored_manifest(&id);
         let mut sha = sha2::Sha256::new();
         let mut buf = vec![0; 64 * 1024];
         loop {

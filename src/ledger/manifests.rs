@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::chain::hex;
 use super::runs::dicom_column;
-use super::{COMPONENTS, Event, Ledger, LedgerError, kind};
+use super::{COMPONENTS, Event, Ledger, LedgerError, MANIFEST_PART, kind};
 use crate::keys::SigningKey;
 use crate::manifest::{Excluded, FileEntry, Manifest, StoredEntry, Written};
 use crate::relpath;
@@ -125,29 +125,29 @@ impl Ledger {
                 manifest.created,
                 signature,
                 digest,
-                ZeroBlob(written.len),
+                ZeroBlob(written.len.min(MANIFEST_PART)),
             ],
         )
         .map_err(sql)?;
-        // The bytes, streamed in (a manifest of a million files is ~200 MB).
-        {
-            let mut blob = tx
-                .blob_open(c"main", "manifests", "bytes", tx.last_insert_rowid(), false)
-                .map_err(sql)?;
-            let copied =
-                std::io::copy(bytes, &mut blob).map_err(|source| LedgerError::ManifestBytes {
+        // The bytes, streamed in, part by part (a manifest of ten million
+        // files is ~1.9 GB; one SQLite value holds at most 1 GB).
+        let copied = store_parts(&tx, &manifest.id, written.len, bytes, MANIFEST_PART).map_err(
+            |e| match e {
+                PartError::Sql(source) => sql(source),
+                PartError::Read(source) => LedgerError::ManifestBytes {
                     path: path.clone(),
                     source,
-                })?;
-            if copied != written.len {
-                return Err(LedgerError::Corrupt {
-                    path: path.clone(),
-                    reason: format!(
-                        "manifest {}: {copied} bytes stored, {} written",
-                        manifest.id, written.len
-                    ),
-                });
-            }
+                },
+            },
+        )?;
+        if copied != written.len {
+            return Err(LedgerError::Corrupt {
+                path: path.clone(),
+                reason: format!(
+                    "manifest {}: {copied} bytes stored, {} written",
+                    manifest.id, written.len
+                ),
+            });
         }
         tx.execute(
             "UPDATE runs SET status = 'sealed', manifest_id = ?1 WHERE id = ?2",
@@ -230,16 +230,35 @@ impl Ledger {
     /// # Errors
     /// SQLite errors, an unknown id, or `out` failing.
     pub fn copy_manifest(&self, id: &str, out: &mut dyn Write) -> Result<String, LedgerError> {
-        let (rowid, signature): (i64, String) = self.manifest_row(id, "rowid, signature")?;
-        let mut blob = self
+        let signature: String = self
             .conn
-            .blob_open(c"main", "manifests", "bytes", rowid, true)
-            .map_err(self.err())?;
-        std::io::copy(&mut blob, out).map_err(|source| LedgerError::ManifestBytes {
-            path: self.path.clone(),
-            source,
+            .query_row("SELECT signature FROM manifests WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(self.err())?
+            .ok_or_else(|| LedgerError::UnknownManifest {
+                path: self.path.clone(),
+                manifest: id.to_owned(),
+            })?;
+        std::io::copy(&mut self.stored_manifest(id), out).map_err(|source| {
+            LedgerError::ManifestBytes {
+                path: self.path.clone(),
+                source,
+            }
         })?;
         Ok(signature)
+    }
+
+    /// Sealed manifest `id`'s stored bytes, read part by part; empty when
+    /// no manifest has that id.
+    pub(super) fn stored_manifest(&self, id: &str) -> StoredManifest<'_> {
+        StoredManifest {
+            conn: &self.conn,
+            id: id.to_owned(),
+            next: 0,
+            part: None,
+        }
     }
 
     /// The Merkle tree of sealed manifest `id` and its checkpoint's
@@ -285,5 +304,163 @@ impl Ledger {
             .optional()
             .map(|o| o.is_some())
             .map_err(self.err())
+    }
+}
+
+/// Why storing a manifest's parts failed: the ledger, or the bytes.
+enum PartError {
+    Sql(rusqlite::Error),
+    Read(std::io::Error),
+}
+
+/// Streams `len` bytes of `bytes` into the manifest row just inserted
+/// (whose `bytes` is a zero blob of the first part's size) and into
+/// `manifest_parts`, `part` bytes a value; returns the bytes stored.
+fn store_parts(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    len: u64,
+    bytes: &mut dyn Read,
+    part: u64,
+) -> Result<u64, PartError> {
+    let mut stored = 0u64;
+    let mut seq = 0u64;
+    let mut rowid = tx.last_insert_rowid();
+    let mut table = "manifests";
+    loop {
+        let n = (len - stored).min(part);
+        let mut blob = tx
+            .blob_open(c"main", table, "bytes", rowid, false)
+            .map_err(PartError::Sql)?;
+        let copied = std::io::copy(&mut bytes.take(n), &mut blob).map_err(PartError::Read)?;
+        stored += copied;
+        if copied < n || stored == len {
+            return Ok(stored);
+        }
+        seq += 1;
+        let rest = (len - stored).min(part);
+        tx.execute(
+            "INSERT INTO manifest_parts (manifest_id, seq, bytes) VALUES (?1, ?2, ?3)",
+            params![id, seq, ZeroBlob(rest)],
+        )
+        .map_err(PartError::Sql)?;
+        rowid = tx.last_insert_rowid();
+        table = "manifest_parts";
+    }
+}
+
+/// A sealed manifest's stored bytes: `manifests.bytes`, then its
+/// `manifest_parts` in order (`Ledger::stored_manifest`). A missing part
+/// ends the bytes early, which the manifest's sealed hash then tells.
+pub(super) struct StoredManifest<'c> {
+    conn: &'c rusqlite::Connection,
+    id: String,
+    /// The part to open next (0: the row in `manifests`).
+    next: u64,
+    part: Option<rusqlite::blob::Blob<'c>>,
+}
+
+impl Read for StoredManifest<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if let Some(part) = self.part.as_mut() {
+                match part.read(buf)? {
+                    0 => self.part = None,
+                    n => return Ok(n),
+                }
+            }
+            let (table, sql) = match self.next {
+                0 => (
+                    "manifests",
+                    "SELECT rowid FROM manifests WHERE id = ?1 AND ?2 = 0",
+                ),
+                _ => (
+                    "manifest_parts",
+                    "SELECT rowid FROM manifest_parts WHERE manifest_id = ?1 AND seq = ?2",
+                ),
+            };
+            let rowid: Option<i64> = self
+                .conn
+                .query_row(sql, params![self.id, self.next], |r| r.get(0))
+                .optional()
+                .map_err(std::io::Error::other)?;
+            let Some(rowid) = rowid else {
+                return Ok(0);
+            };
+            self.part = Some(
+                self.conn
+                    .blob_open(c"main", table, "bytes", rowid, true)
+                    .map_err(std::io::Error::other)?,
+            );
+            self.next += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inserts manifest `id` of `bytes` as the seal does, `part` bytes a
+    /// value; returns the bytes stored.
+    fn store(l: &mut Ledger, id: &str, bytes: &[u8], len: u64, part: u64) -> u64 {
+        let tx = l.conn.transaction().unwrap();
+        tx.execute(
+            "INSERT INTO manifests (id, run_id, created_at, signature, blake3, bytes)
+             VALUES (?1, 1, 't', 's', 'h', ?2)",
+            params![id, ZeroBlob(len.min(part))],
+        )
+        .unwrap();
+        let stored = store_parts(&tx, id, len, &mut &bytes[..], part)
+            .map_err(|_| "store failed")
+            .unwrap();
+        tx.commit().unwrap();
+        stored
+    }
+
+    fn read_back(l: &Ledger, id: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        l.stored_manifest(id).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn a_manifest_is_stored_in_parts_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::open(&dir.path().join("l.db")).unwrap();
+        l.conn.pragma_update(None, "foreign_keys", "OFF").unwrap();
+        let bytes: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        let parts = |l: &Ledger, id: &str| -> i64 {
+            l.conn
+                .query_row(
+                    "SELECT COUNT(*) FROM manifest_parts WHERE manifest_id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        for (id, len, part, extra) in [
+            ("whole", 1000, 1000, 0),
+            ("four", 1000, 300, 3),
+            ("exact", 900, 300, 2),
+            ("bytes", 7, 1, 6),
+            ("empty", 0, 300, 0),
+        ] {
+            assert_eq!(store(&mut l, id, &bytes, len, part), len, "{id}");
+            assert_eq!(read_back(&l, id), &bytes[..len as usize], "{id}");
+            assert_eq!(parts(&l, id), extra, "{id}");
+        }
+        // Bytes that end before the length written: stored as far as they
+        // go, and the count says so (the seal then fails).
+        assert_eq!(store(&mut l, "short", &bytes[..500], 1000, 300), 500);
+        // A lost part ends the bytes there: the sealed hash tells.
+        l.conn
+            .execute(
+                "DELETE FROM manifest_parts WHERE manifest_id = 'four' AND seq = 2",
+                [],
+            )
+            .unwrap();
+        assert_eq!(read_back(&l, "four"), &bytes[..600]);
+        assert!(read_back(&l, "nothing").is_empty());
     }
 }

@@ -121,6 +121,20 @@ const MIGRATE_V6: &str = r#"
 ALTER TABLE runs ADD COLUMN selection TEXT;
 "#;
 
+/// Version 6 → 7: a manifest's bytes beyond its first part
+/// (`manifests.bytes` holds at most [`super::MANIFEST_PART`] bytes) are
+/// kept in parts of that size, in order: SQLite refuses a value over
+/// 1,000,000,000 bytes, and a manifest of ten million files is about
+/// 1.9 GB. Manifests stored before are whole in `manifests.bytes`.
+const MIGRATE_V7: &str = r#"
+CREATE TABLE manifest_parts (
+    manifest_id TEXT NOT NULL REFERENCES manifests(id),
+    seq         INTEGER NOT NULL,
+    bytes       BLOB NOT NULL,
+    PRIMARY KEY (manifest_id, seq)
+);
+"#;
+
 impl Ledger {
     pub(super) fn configure(&mut self) -> Result<(), LedgerError> {
         // Transfers into different destinations may share a ledger: writers
@@ -167,13 +181,14 @@ impl Ledger {
         if version > 0 && version < SCHEMA_VERSION {
             self.backup(version)?;
         }
-        let steps: [(i64, &str); 6] = [
+        let steps: [(i64, &str); 7] = [
             (1, SCHEMA_V1),
             (2, MIGRATE_V2),
             (3, MIGRATE_V3),
             (4, MIGRATE_V4),
             (5, MIGRATE_V5),
             (6, MIGRATE_V6),
+            (7, MIGRATE_V7),
         ];
         for (to, sql) in steps.into_iter().filter(|(to, _)| *to > version) {
             let path = self.path.clone();

@@ -289,7 +289,7 @@ fn migrates(fixture: &str, from: i64, events: i64) {
         .db()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 6);
+    assert_eq!(version, 7);
     let backup = ws.root().join(format!("custody.db.v{from}.bak"));
     let old = rusqlite::Connection::open(&backup).unwrap();
     let (v, n): (i64, i64) = (
@@ -333,6 +333,11 @@ fn a_version_4_ledger_is_migrated_with_a_backup_and_still_verifies() {
 #[test]
 fn a_version_5_ledger_is_migrated_with_a_backup_and_still_verifies() {
     migrates("ledger-v5.db", 5, 8);
+}
+
+#[test]
+fn a_version_6_ledger_is_migrated_with_a_backup_and_still_verifies() {
+    migrates("ledger-v6.db", 6, 8);
 }
 
 #[test]
