@@ -645,11 +645,14 @@ fn copy_all(
     let Some(early) = early else {
         return copy_batches(items, pipeline, None, ledger, summary);
     };
-    // The early re-reads: as many workers as the copy's, fed whole batches
-    // through a short queue. When the re-reads fall two batches behind, the
-    // copy waits for them: a batch left to the verify after the seal would
-    // be read then at the same cost, with nothing overlapping it
-    // (docs/PERFORMANCE.md, "Verify overlaps the copy").
+    // The early re-reads: whole batches through a short queue, each
+    // object of them read on its own by as many readers as a verify has
+    // (`verify::READS_PER_JOB` per job), so a batch's reads are in flight
+    // at once where the device is slow to answer. When the re-reads fall
+    // two batches behind, the copy waits for them: a batch left to the
+    // verify after the seal would be read then at the same cost, with
+    // nothing overlapping it (docs/PERFORMANCE.md, "Verify overlaps the
+    // copy").
     let Pipeline {
         opts,
         opened,
@@ -661,9 +664,9 @@ fn copy_all(
     std::thread::scope(|s| {
         let rereads = s.spawn(move || {
             crate::pool::parallel_map(
-                opts.jobs,
-                rx.into_iter(),
-                |batch| early.reread(dest, &batch, progress),
+                opts.jobs.max(1) * verify::READS_PER_JOB,
+                rx.into_iter().flatten(),
+                |object| early.reread(dest, std::slice::from_ref(&object), progress),
                 |done| done,
             )
         });

@@ -271,10 +271,7 @@ fn a_verify_keeps_several_reads_in_flight_and_reads_a_small_file_in_one_call() {
         ws.file(&format!("PAT1/IM{i:02}.dcm"), &bytes(i, 20 << 10));
     }
     let real = ws.root().join("real-dest");
-    ws.transfer_into(&real)
-        .arg("--no-verify")
-        .assert()
-        .code(0);
+    ws.transfer_into(&real).arg("--no-verify").assert().code(0);
     let fs = crate::support::faultfs::FaultFs::mount(&real, &ws.dest);
     fs.fail(serde_json::json!([{"op": "open", "contains": "IM", "delay": 0.1}]));
     let out = ws
