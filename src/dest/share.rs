@@ -572,12 +572,23 @@ impl Destination for Share {
             // Data first: once this returns, every partial's bytes are on
             // the device, so a final name never holds less than its file.
             syncfs()?;
+            // A batch comes in walk order, so its files share folders: each
+            // folder is opened once for its run of renames, not per file
+            // (this loop runs on the ledger writer's one thread).
+            let mut open: Option<(&str, OwnedFd)> = None;
             for (partial, target) in &pending {
-                let (dir, _) = self
-                    .dir
-                    .parent(target, false)
-                    .map_err(|e| self.error(target.as_str(), e))?;
+                let (folder, _) = beneath::split(target);
+                let dir = match open.take() {
+                    Some((at, fd)) if at == folder => fd,
+                    _ => {
+                        self.dir
+                            .parent(target, false)
+                            .map_err(|e| self.error(target.as_str(), e))?
+                            .0
+                    }
+                };
                 self.rename(&dir, partial, target)?;
+                open = Some((folder, dir));
             }
             // Then the renames (and any new directories) themselves.
             syncfs()?;
