@@ -474,6 +474,13 @@ impl JobState {
             params![job, seed],
         )
         .map_err(err)?;
+        // From here on only the temporary tables are read and written: one
+        // transaction for the rest of the state's life, never committed
+        // (they die with the connection). A statement outside one is a
+        // transaction of its own, whose end walks SQLite's page cache, per
+        // file of the walk (as for the verify's index, `manifest::index`).
+        // It touches only `temp`, so it holds no lock on the ledger.
+        conn.execute_batch("BEGIN").map_err(err)?;
         Ok(JobState { conn, len })
     }
 
