@@ -666,7 +666,7 @@ fn copy_all(
             crate::pool::parallel_map(
                 opts.jobs.max(1) * verify::READS_PER_JOB,
                 rx.into_iter().flatten(),
-                |object| early.reread(dest, std::slice::from_ref(&object), progress),
+                |object| early.reread(dest, &object, progress),
                 |done| done,
             )
         });

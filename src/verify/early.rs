@@ -56,8 +56,8 @@ impl Early {
         })
     }
 
-    /// Re-reads each of `objects` (object name, size, BLAKE3 of the stored
-    /// bytes) from `dest` and keeps those found right; tallies each as
+    /// Re-reads `object` (its name, size and the BLAKE3 of its stored
+    /// bytes) from `dest` and keeps it when found right, tallied as
     /// verified.
     ///
     /// # Errors
@@ -65,35 +65,32 @@ impl Early {
     pub fn reread(
         &self,
         dest: &dyn Destination,
-        objects: &[(String, u64, String)],
+        (object, size, blake3): &(String, u64, String),
         progress: &dyn Progress,
     ) -> Result<(), VerifyError> {
-        let mut right = Vec::with_capacity(objects.len());
-        for (object, size, blake3) in objects {
-            let Ok(rel) = RelPath::new(object.as_str()) else {
-                continue;
-            };
-            let expected = Expected {
-                size: *size,
-                blake3: blake3.clone(),
-                plain: None,
-                crc64: None,
-                times: 1,
-            };
-            // Nothing but the stored bytes is proven here (no key); the
-            // verify after the seal decides about anything found wrong.
-            if let Checked::Ok { bytes, .. } = check(dest, &rel, &expected, None, &Quiet) {
-                progress.tally(Tally::Verified { bytes });
-                right.push((object, size, blake3));
-            }
-        }
-        let conn = self.conn.lock().expect("early set lock poisoned");
-        let mut insert = conn.prepare_cached(
-            "INSERT OR REPLACE INTO early (object, size, blake3) VALUES (?1, ?2, ?3)",
-        )?;
-        for (object, size, blake3) in right {
-            insert.execute(params![object, *size as i64, blake3])?;
-        }
+        let Ok(rel) = RelPath::new(object.as_str()) else {
+            return Ok(());
+        };
+        let expected = Expected {
+            size: *size,
+            blake3: blake3.clone(),
+            plain: None,
+            crc64: None,
+            times: 1,
+        };
+        // Nothing but the stored bytes is proven here (no key); the verify
+        // after the seal decides about anything found wrong.
+        let Checked::Ok { bytes, .. } = check(dest, &rel, &expected, None, &Quiet) else {
+            return Ok(());
+        };
+        progress.tally(Tally::Verified { bytes });
+        self.conn
+            .lock()
+            .expect("early set lock poisoned")
+            .prepare_cached(
+                "INSERT OR REPLACE INTO early (object, size, blake3) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![object, *size as i64, blake3])?;
         Ok(())
     }
 
@@ -143,18 +140,16 @@ mod tests {
         let share = Share::for_writing(dir.path()).unwrap();
         let hash = |b: &[u8]| blake3::hash(b).to_hex().to_string();
         let early = Early::new().unwrap();
-        early
-            .reread(
-                &share,
-                &[
-                    ("right".into(), 5, hash(b"right")),
-                    ("wrong".into(), 5, hash(b"wrong")),
-                    ("gone".into(), 4, hash(b"gone")),
-                    ("short".into(), 9, hash(b"right")),
-                ],
-                &crate::progress::Silent,
-            )
-            .unwrap();
+        for object in [
+            ("right".into(), 5, hash(b"right")),
+            ("wrong".into(), 5, hash(b"wrong")),
+            ("gone".into(), 4, hash(b"gone")),
+            ("short".into(), 9, hash(b"right")),
+        ] {
+            early
+                .reread(&share, &object, &crate::progress::Silent)
+                .unwrap();
+        }
         assert!(early.holds("right", &expected(5, &hash(b"right"))).unwrap());
         // Found wrong, absent, or expected otherwise: left to a read.
         assert!(!early.holds("wrong", &expected(5, &hash(b"wrong"))).unwrap());
