@@ -275,12 +275,7 @@ fn a_verify_keeps_several_reads_in_flight_and_reads_a_small_file_in_one_call() {
     let fs = crate::support::faultfs::FaultFs::mount(&real, &ws.dest);
     fs.fail(serde_json::json!([{"op": "open", "contains": "IM", "delay": 0.1}]));
     let out = ws
-        .custody(&["--json", "verify"])
-        .arg(ws.manifest())
-        .arg(&ws.dest)
-        .arg("--allowed-signers")
-        .arg(ws.signers())
-        .args(["--jobs", "1"])
+        .verify(&ws.manifest(), &["--json", "--jobs", "1"])
         .assert()
         .code(0)
         .get_output()
