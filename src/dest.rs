@@ -242,6 +242,39 @@ pub enum Naming {
     Instance,
 }
 
+/// Runs the independent parts of a destination's work, at once where it
+/// can: what a stage hands a destination so that the destination itself
+/// spawns nothing ([`Destination::flush_fanned`]).
+pub trait Fan: Sync {
+    /// How many parts are worth making: how many can run at once.
+    fn ways(&self) -> usize;
+
+    /// Runs `part(i)` once for each `i` in `0..parts`, in any order and on
+    /// as many threads as it likes.
+    ///
+    /// # Errors
+    /// The first error a part returned (the other parts may still run).
+    fn run(&self, parts: usize, part: &Part<'_>) -> Result<(), DestError>;
+}
+
+/// One of the parts a [`Fan`] runs, by its number.
+pub type Part<'a> = dyn Fn(usize) -> Result<(), DestError> + Sync + 'a;
+
+/// A [`Fan`] that runs the parts one after the other on the calling
+/// thread.
+#[derive(Debug, Clone, Copy)]
+pub struct InTurn;
+
+impl Fan for InTurn {
+    fn ways(&self) -> usize {
+        1
+    }
+
+    fn run(&self, parts: usize, part: &Part<'_>) -> Result<(), DestError> {
+        (0..parts).try_for_each(part)
+    }
+}
+
 /// A file being written; see the module documentation.
 pub trait Landing: Write + Send {
     /// What the destination will hold once committed, when it is not the
@@ -327,6 +360,17 @@ pub trait Destination: Send + Sync {
     /// # Errors
     /// The write-back failed; the caller must not record those landings.
     fn flush(&self) -> Result<(), DestError>;
+
+    /// [`Destination::flush`], with the parts of it that do not depend on
+    /// each other (a share's renames, folder by folder) run by `fan`: the
+    /// stage that drives the pool decides how many run at once.
+    ///
+    /// # Errors
+    /// As [`Destination::flush`].
+    fn flush_fanned(&self, fan: &dyn Fan) -> Result<(), DestError> {
+        let _ = fan;
+        self.flush()
+    }
 
     /// Why the destination refused this run's credential, once it has
     /// (shared-key access disabled, a role missing, a token refused): no

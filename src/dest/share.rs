@@ -32,7 +32,7 @@ pub use beneath::Kind;
 use beneath::Root;
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 
-use super::{DestError, Destination, Landing, Listed, Removal, Version};
+use super::{DestError, Destination, Fan, InTurn, Landing, Listed, Removal, Version};
 use crate::relpath::RelPath;
 
 /// The prefix of temporary names; anything with it under a share is a
@@ -548,6 +548,10 @@ impl Destination for Share {
     }
 
     fn flush(&self) -> Result<(), DestError> {
+        self.flush_fanned(&InTurn)
+    }
+
+    fn flush_fanned(&self, fan: &dyn Fan) -> Result<(), DestError> {
         // Nothing is made durable, or recorded, if the root is no longer
         // the directory the run opened: what was written since may have
         // gone to the mount point of an unmounted share.
@@ -561,7 +565,7 @@ impl Destination for Share {
             });
         }
         let pending = std::mem::take(&mut *self.pending.lock().expect("pending list poisoned"));
-        let dirs: Vec<String> = self
+        let mut dirs: Vec<String> = self
             .touched
             .lock()
             .expect("touched set poisoned")
@@ -572,39 +576,79 @@ impl Destination for Share {
             // Data first: once this returns, every partial's bytes are on
             // the device, so a final name never holds less than its file.
             syncfs()?;
-            // A batch comes in walk order, so its files share folders: each
-            // folder is opened once for its run of renames, not per file
-            // (this loop runs on the ledger writer's one thread).
-            let mut open: Option<(&str, OwnedFd)> = None;
-            for (partial, target) in &pending {
-                let (folder, _) = beneath::split(target);
-                let dir = match open.take() {
-                    Some((at, fd)) if at == folder => fd,
-                    _ => {
-                        self.dir
-                            .parent(target, false)
-                            .map_err(|e| self.error(target.as_str(), e))?
-                            .0
-                    }
-                };
-                self.rename(&dir, partial, target)?;
-                open = Some((folder, dir));
-            }
+            // A batch comes in walk order, so its files share folders: the
+            // renames go in runs of whole folders, each run on a thread of
+            // the fan's (a folder's renames would only queue on its lock)
+            // and each folder opened once for its run.
+            let runs = folder_runs(&pending, fan.ways());
+            fan.run(runs.len(), &|i| self.rename_all(&pending[runs[i].clone()]))?;
             // Then the renames (and any new directories) themselves.
             syncfs()?;
             return Ok(());
         }
-        for d in dirs {
-            let (fd, _) = self.dir.dir(&d, false).map_err(|e| self.error(&d, e))?;
-            rustix::fs::fsync(&fd).map_err(self.io_at(&d))?;
+        dirs.sort_unstable();
+        fan.run(dirs.len(), &|i| {
+            let d = &dirs[i];
+            let (fd, _) = self.dir.dir(d, false).map_err(|e| self.error(d, e))?;
+            rustix::fs::fsync(&fd).map_err(self.io_at(d))
+        })
+    }
+}
+
+impl Share {
+    /// Renames committed partials over their final names, opening each
+    /// folder once for its run of files.
+    fn rename_all(&self, pending: &[(String, RelPath)]) -> Result<(), DestError> {
+        let mut open: Option<(&str, OwnedFd)> = None;
+        for (partial, target) in pending {
+            let (folder, _) = beneath::split(target);
+            let dir = match open.take() {
+                Some((at, fd)) if at == folder => fd,
+                _ => {
+                    self.dir
+                        .parent(target, false)
+                        .map_err(|e| self.error(target.as_str(), e))?
+                        .0
+                }
+            };
+            self.rename(&dir, partial, target)?;
+            open = Some((folder, dir));
         }
         Ok(())
     }
 }
 
+/// Splits `pending` into at most `ways` runs of about equal length, each
+/// ending where a folder's run of files does: files are committed about in
+/// walk order, so a folder's renames stay on one thread (two threads
+/// renaming into one folder would only queue on its lock; correct, but no
+/// faster). Runs are not made shorter than [`MIN_RUN`] renames.
+fn folder_runs(pending: &[(String, RelPath)], ways: usize) -> Vec<std::ops::Range<usize>> {
+    let len = pending.len();
+    let ways = ways.clamp(1, len.div_ceil(MIN_RUN).max(1));
+    let step = len.div_ceil(ways).max(1);
+    let folder = |i: usize| beneath::split(&pending[i].1).0;
+    let mut runs = Vec::with_capacity(ways);
+    let mut start = 0;
+    while start < len {
+        let mut end = (start + step).min(len);
+        while end < len && folder(end) == folder(end - 1) {
+            end += 1;
+        }
+        runs.push(start..end);
+        start = end;
+    }
+    runs
+}
+
+/// The fewest renames worth a run of their own (a thread's start costs
+/// about as much as a few renames).
+const MIN_RUN: usize = 64;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dest::Part;
 
     #[test]
     fn uncommitted_landing_leaves_nothing() {
@@ -638,6 +682,121 @@ mod tests {
                 1_000_000_000
             );
             assert_eq!(fs::read_dir(dir.path().join("a")).unwrap().count(), 1);
+        }
+    }
+
+    fn pending(folders: &[(&str, usize)]) -> Vec<(String, RelPath)> {
+        let mut v = Vec::new();
+        for (folder, n) in folders {
+            for i in 0..*n {
+                let rel = RelPath::new(format!("{folder}/{i}")).unwrap();
+                v.push((format!(".p{i}"), rel));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn renames_split_into_runs_of_whole_folders() {
+        let runs = |p: &[(String, RelPath)], ways| -> Vec<(usize, usize)> {
+            folder_runs(p, ways)
+                .into_iter()
+                .map(|r| (r.start, r.end))
+                .collect()
+        };
+        assert_eq!(runs(&[], 4), []);
+        assert_eq!(runs(&pending(&[("a", 1)]), 4), [(0, 1)]);
+        assert_eq!(runs(&pending(&[("a", 1)]), 0), [(0, 1)]);
+        // One folder is one run, however many ways.
+        assert_eq!(runs(&pending(&[("a", 1000)]), 8), [(0, 1000)]);
+        // A run ends where its last folder does.
+        let three = pending(&[("a", 100), ("b", 100), ("c", 100)]);
+        assert_eq!(runs(&three, 2), [(0, 200), (200, 300)]);
+        assert_eq!(runs(&three, 3), [(0, 100), (100, 200), (200, 300)]);
+        assert_eq!(runs(&three, 1), [(0, 300)]);
+        // A folder a file: equal runs, none under MIN_RUN renames.
+        let spread: Vec<(String, RelPath)> = (0..1000)
+            .flat_map(|i| pending(&[(&format!("d{i}"), 1)]))
+            .collect();
+        assert_eq!(
+            runs(&spread, 4),
+            [(0, 250), (250, 500), (500, 750), (750, 1000)]
+        );
+        assert_eq!(runs(&spread[..100], 8), [(0, 50), (50, 100)]);
+        assert_eq!(runs(&spread[..MIN_RUN], 8), [(0, MIN_RUN)]);
+    }
+
+    /// A fan on threads of its own, counting the parts it ran and failing
+    /// the one at `fail`.
+    struct Threads {
+        ran: std::sync::atomic::AtomicUsize,
+        fail: Option<usize>,
+    }
+
+    impl Fan for Threads {
+        fn ways(&self) -> usize {
+            4
+        }
+
+        fn run(&self, parts: usize, part: &Part<'_>) -> Result<(), DestError> {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..parts)
+                    .map(|i| {
+                        s.spawn(move || {
+                            self.ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            match self.fail == Some(i) {
+                                true => Err(DestError::Io {
+                                    path: format!("part {i}").into(),
+                                    source: io::Error::other("injected"),
+                                }),
+                                false => part(i),
+                            }
+                        })
+                    })
+                    .collect();
+                handles.into_iter().try_for_each(|h| h.join().unwrap())
+            })
+        }
+    }
+
+    #[test]
+    fn a_fanned_flush_renames_every_file_and_fails_with_a_part() {
+        for fail in [None, Some(1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let share = Share::for_writing(dir.path())
+                .unwrap()
+                .with_durability(Durability::Batched);
+            let rels: Vec<RelPath> = (0..400)
+                .map(|i| RelPath::new(format!("s{}/f{i}", i / 10)).unwrap())
+                .collect();
+            for rel in &rels {
+                let mut l = share.create(rel, 0).unwrap();
+                l.write_all(rel.as_str().as_bytes()).unwrap();
+                l.commit().unwrap();
+            }
+            let fan = Threads {
+                ran: 0.into(),
+                fail,
+            };
+            let flushed = share.flush_fanned(&fan);
+            assert_eq!(fan.ran.into_inner(), 4, "400 files in 40 folders, 4 ways");
+            let landed = rels
+                .iter()
+                .filter(|r| share.landed_size(r).unwrap().is_some())
+                .count();
+            match fail {
+                None => {
+                    flushed.unwrap();
+                    assert_eq!(landed, 400);
+                }
+                // The failed part's hundred files stay partials (a resumed
+                // run sweeps them); the error is the flush's.
+                Some(_) => {
+                    let e = flushed.unwrap_err().to_string();
+                    assert!(e.contains("part 1") && e.contains("injected"), "{e}");
+                    assert_eq!(landed, 300);
+                }
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
 
-use super::{DestError, Destination, Landing, Listed, Removal, Version};
+use super::{DestError, Destination, Fan, Landing, Listed, Removal, Version};
 use crate::relpath::RelPath;
 
 /// The longest one wait sleeps before the rate is read again.
@@ -196,6 +196,10 @@ impl Destination for Throttled<'_> {
 
     fn flush(&self) -> Result<(), DestError> {
         self.inner.flush()
+    }
+
+    fn flush_fanned(&self, fan: &dyn Fan) -> Result<(), DestError> {
+        self.inner.flush_fanned(fan)
     }
 
     fn refused(&self) -> Option<String> {
