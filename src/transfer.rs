@@ -3,11 +3,15 @@
 //! ```text
 //! walk (1 thread, asks the ledger what already landed)
 //!   ─► bounded queue ─► workers (--jobs): read ─► BLAKE3 ─► destination write ─► commit
-//!   ─► bounded queue ─► ledger writer (this thread): flush destination, record batch
+//!   ─► bounded queue ─► this thread: gather a batch
+//!   ─► flusher: make it durable (syncs; renames on --jobs threads)
+//!   ─► recorder (owns the ledger): record it, hand it to the early re-reads
 //! ```
 //! Each source byte is read once. Memory is bounded by the queue lengths and
 //! one read buffer per worker, whatever the number or size of files. A batch
-//! of landings is recorded only after [`Destination::flush`] made it durable.
+//! of landings is recorded only after [`Destination::flush_fanned`] made it
+//! durable, and batches are recorded in order; a batch's flush overlaps the
+//! previous batch's rows (see `record`).
 //! A run with any failure is not sealed: it is recorded as incomplete and the
 //! next identical command resumes it (see `docs/ledger.md`).
 
@@ -52,7 +56,7 @@ use crate::verify::{self, VerifyReport};
 use copy::{Done, copy_one};
 use finished::Rerun;
 use plan::Item;
-use record::Batch;
+use record::{Batch, Recorder};
 use seal::seal;
 use setup::{check_manifest_dir, check_source};
 
@@ -345,10 +349,11 @@ pub struct TransferSummary {
     pub failures: Vec<Failure>,
     /// Seconds spent copying.
     pub copy_seconds: f64,
-    /// Of those, seconds the ledger writer spent making batches durable at
-    /// the destination (syncs and renames).
+    /// Seconds the flusher was busy making batches durable at the
+    /// destination (syncs and renames), during the copy.
     pub flush_seconds: f64,
-    /// Of those, seconds spent recording batches in the ledger.
+    /// Seconds the recorder was busy writing batches to the ledger, during
+    /// the copy (overlapping the flusher's next batch).
     pub ledger_seconds: f64,
     /// Seconds spent sealing (building, signing and writing the manifest).
     pub seal_seconds: f64,
@@ -712,32 +717,50 @@ fn copy_batches(
     };
     let started = Instant::now();
     progress.begin(Phase::Transfer, None, None);
-    let mut batch = Batch::default();
-    batch.early = early;
-    let result = crate::pool::parallel_map(
-        opts.jobs,
-        items,
-        |item| match item {
-            Item::Copy(f) => copy_one(&f, copy_to, opts, stopper, progress),
-            Item::Check(f, prior) => {
-                job::changed(&f, &prior, job_run, copy_to, opts, stopper, progress)
-            }
-            Item::Ready(done) => done,
-        },
-        |done| {
-            batch.take(done, summary, progress);
-            progress.file_done();
-            if batch.due() {
-                batch.record(dest, ledger, run, summary, progress)?;
-            }
-            Ok::<(), TransferError>(())
-        },
-    );
-    let result = result.and_then(|()| batch.record(dest, ledger, run, summary, progress));
+    let to = record::Recording {
+        dest,
+        run,
+        jobs: opts.jobs,
+        early,
+        progress,
+    };
+    let (copied, recorded) = std::thread::scope(|s| {
+        let recorder = Recorder::start(s, to, ledger);
+        let mut batch = Batch::default();
+        let copied = crate::pool::parallel_map(
+            opts.jobs,
+            items,
+            |item| match item {
+                Item::Copy(f) => copy_one(&f, copy_to, opts, stopper, progress),
+                Item::Check(f, prior) => {
+                    job::changed(&f, &prior, job_run, copy_to, opts, stopper, progress)
+                }
+                Item::Ready(done) => done,
+            },
+            |done| {
+                batch.take(done, summary, progress);
+                progress.file_done();
+                // A stage that stopped did so on an error, which the
+                // recorder's finish returns.
+                match batch.due() && !recorder.hand(&mut batch) {
+                    true => Err(()),
+                    false => Ok(()),
+                }
+            },
+        );
+        if copied.is_ok() {
+            recorder.hand(&mut batch);
+        }
+        (copied, recorder.finish())
+    });
     progress.end(Phase::Transfer);
     summary.copy_seconds = started.elapsed().as_secs_f64();
-    summary.flush_seconds = batch.flush_time.as_secs_f64();
-    summary.ledger_seconds = batch.ledger_time.as_secs_f64();
+    let result = recorded.map(|recorded| {
+        debug_assert!(copied.is_ok(), "a recording stage stops only on an error");
+        summary.flush_seconds = recorded.flush_time.as_secs_f64();
+        summary.ledger_seconds = recorded.ledger_time.as_secs_f64();
+        recorded.settle(summary);
+    });
     if let Some(s) = opened.blob_stats() {
         use std::sync::atomic::Ordering::Relaxed;
         summary.bytes_sent = Some(s.bytes_sent.load(Relaxed));
