@@ -79,10 +79,15 @@ where
             sink(r);
             Ok::<(), ()>(())
         });
-        producer
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        join(producer)
     })
+}
+
+/// A scoped thread's result; a panic in it goes on in the caller.
+pub fn join<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 #[cfg(test)]

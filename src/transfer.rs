@@ -676,9 +676,7 @@ fn copy_all(
             )
         });
         let copied = copy_batches(items, pipeline, Some(tx), ledger, summary);
-        let reread = rereads
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let reread = crate::pool::join(rereads);
         copied.and(reread.map_err(TransferError::from))
     })
 }

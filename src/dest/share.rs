@@ -565,7 +565,7 @@ impl Destination for Share {
             });
         }
         let pending = std::mem::take(&mut *self.pending.lock().expect("pending list poisoned"));
-        let mut dirs: Vec<String> = self
+        let dirs: Vec<String> = self
             .touched
             .lock()
             .expect("touched set poisoned")
@@ -586,7 +586,6 @@ impl Destination for Share {
             syncfs()?;
             return Ok(());
         }
-        dirs.sort_unstable();
         fan.run(dirs.len(), &|i| {
             let d = &dirs[i];
             let (fd, _) = self.dir.dir(d, false).map_err(|e| self.error(d, e))?;

@@ -202,17 +202,11 @@ impl<'scope> Recorder<'scope> {
     /// later is recorded; what was flushed before it is) or ledger write.
     pub(super) fn finish(self) -> Result<Recorded, TransferError> {
         drop(self.to_flush);
-        let flushed = join(self.flusher);
-        let recorded = join(self.recorder);
+        let flushed = crate::pool::join(self.flusher);
+        let recorded = crate::pool::join(self.recorder);
         let flush_time = flushed?;
         recorded.map(|r| Recorded { flush_time, ..r })
     }
-}
-
-/// A scoped thread's result; its panic goes on.
-fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
-    h.join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// A [`Fan`] on up to `jobs` threads of the pool.
@@ -238,10 +232,11 @@ impl Retracted {
         if rejected.is_empty() {
             return;
         }
-        let mut why: std::collections::HashMap<usize, String> = rejected.into_iter().collect();
+        // In the order of `landed`, as the flusher found them.
+        let mut why = rejected.into_iter().peekable();
         let mut kept = Vec::with_capacity(batch.landed.len());
         for (i, f) in std::mem::take(&mut batch.landed).into_iter().enumerate() {
-            let Some(error) = why.remove(&i) else {
+            let Some((_, error)) = why.next_if(|(at, _)| *at == i) else {
                 kept.push(f);
                 continue;
             };
